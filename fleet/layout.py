@@ -1,0 +1,44 @@
+"""Where things live inside every cluster: namespaces, ports and the labels that join the layers.
+
+The platform, inference, router and network-policy layers all read these, so a namespace or a
+port is named once. The flow test (tests/test_network_policies.py) reads the rendered manifests,
+not this module, so a mismatch between layers shows up there.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+# --- namespaces the project owns (each gets a default-deny NetworkPolicy) -----------------------
+NS_CERT_MANAGER = "cert-manager"
+NS_ISTIO = "istio-system"
+NS_KSERVE = "kserve"
+NS_KEDA = "keda"
+NS_MONITORING = "monitoring"
+NS_GPU_OPERATORS = "gpu-operators"
+NS_GATEWAY = "fleet-gateway"
+NS_INFERENCE = "fleet-inference"
+NS_ROUTER = "fleet-router"
+
+# --- ports -----------------------------------------------------------------------------------------
+VLLM_PORT = 8000  # vLLM's OpenAI server and /metrics (seed 003)
+EPP_EXTPROC_PORT = 9002  # endpoint picker ext-proc gRPC (seed 001)
+EPP_HEALTH_PORT = 9003  # endpoint picker gRPC health
+EPP_METRICS_PORT = 9090  # endpoint picker /metrics (seed 003)
+ROUTER_PORT = 8080  # router's OpenAI API
+ROUTER_ADMIN_PORT = 9091  # router's /metrics and admin; never reachable from outside monitoring
+GATEWAY_HTTPS_PORT = 443
+GATEWAY_HTTP_PORT = 80
+
+# --- labels ----------------------------------------------------------------------------------------
+APP = "app.kubernetes.io/name"
+COMPONENT = "app.kubernetes.io/component"
+PART_OF = "app.kubernetes.io/part-of"
+MANAGED_BY = "app.kubernetes.io/managed-by"
+PART_OF_VALUE = "inference-fleet"
+INFERENCE_SERVING = "llm-d.ai/inferenceServing"  # the label InferencePools select on (seed 001)
+MODEL_LABEL = "inference-fleet.io/model"
+POOL_LABEL = "inference-fleet.io/pool"
+VENDOR_LABEL = "inference-fleet.io/vendor"
+
+COMMON_LABELS = MappingProxyType({PART_OF: PART_OF_VALUE, MANAGED_BY: "pulumi"})

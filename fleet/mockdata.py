@@ -1,0 +1,80 @@
+"""Deterministic stand-ins for what clouds return, used by the offline plan's mock engine.
+
+The offline plan runs the real program under ``pulumi.runtime.set_mocks``. A mocked resource's
+outputs are its inputs plus the values below, keyed by resource type; a mocked function call
+returns the canned result for its token. Everything here is fixed text, so two plans of the same
+input are byte-identical. Components that read a cloud output the program needs (an endpoint, a
+kubeconfig, an image digest) add it here, next to the type that produces it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable, Mapping
+
+FAKE_CA = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCm9mZmxpbmUtcGxhbgotLS0tLUVORCBDRVJUSUZJQ0FURS0tLS0tCg=="
+
+
+def digest_of(*parts: str) -> str:
+    """A stable fake sha256 digest for an offline build or lookup."""
+    return "sha256:" + hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _endpoint(name: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    return {"endpoint": f"{name}.offline.invalid"}
+
+
+# type token -> function(name, inputs) -> extra outputs
+RESOURCE_OUTPUTS: dict[str, Callable[[str, Mapping[str, Any]], dict[str, Any]]] = {
+    "gcp:container/cluster:Cluster": lambda name, i: {
+        "endpoint": "203.0.113.10",
+        "masterAuth": {"clusterCaCertificate": FAKE_CA},
+        "selfLink": f"projects/offline/locations/{i.get('location', 'x')}/clusters/{name}",
+    },
+    "aws:eks/cluster:Cluster": lambda name, i: {
+        "endpoint": f"https://{name}.eks.offline.invalid",
+        "certificateAuthority": {"data": FAKE_CA},
+        "arn": f"arn:aws:eks:us-east-1:000000000000:cluster/{name}",
+        "identities": [{"oidcs": [{"issuer": f"https://oidc.eks.offline.invalid/id/{name.upper()}"}]}],
+    },
+    "aws:iam/role:Role": lambda name, i: {"arn": f"arn:aws:iam::000000000000:role/{name}"},
+    "aws:iam/openIdConnectProvider:OpenIdConnectProvider": lambda name, i: {
+        "arn": f"arn:aws:iam::000000000000:oidc-provider/{name}"},
+    "aws:ecr/repository:Repository": lambda name, i: {
+        "repositoryUrl": f"000000000000.dkr.ecr.us-east-1.amazonaws.com/{i.get('name', name)}",
+        "arn": f"arn:aws:ecr:us-east-1:000000000000:repository/{name}"},
+    "aws:eks/nodeGroup:NodeGroup": lambda name, i: {
+        "resources": [{"autoscalingGroups": [{"name": f"eks-{name}-asg"}]}]},
+    "gcp:artifactregistry/repository:Repository": lambda name, i: {
+        "name": i.get("repositoryId", name)},
+    "azure-native:containerregistry:Registry": lambda name, i: {
+        "loginServer": f"{i.get('registryName', name)}.azurecr.io"},
+    "azure-native:containerservice:ManagedCluster": lambda name, i: {
+        "fqdn": f"{name}.hcp.offline.azmk8s.io",
+        "identityProfile": {"kubeletidentity": {"objectId": f"00000000-0000-0000-0000-{name[:12]:0>12}"}},
+        "oidcIssuerProfile": {"issuerUrl": f"https://oidc.offline.invalid/{name}/"}},
+    "docker-build:index:Image": lambda name, i: {
+        "digest": digest_of("image", name, str(i.get("context")), str(i.get("dockerfile")),
+                            str(sorted((i.get("buildArgs") or {}).items())))},
+}
+
+
+# function token -> canned result
+CALL_RESULTS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
+    "aws:index/getAvailabilityZones:getAvailabilityZones": lambda a: {
+        "names": ["us-east-1a", "us-east-1b", "us-east-1c"], "zoneIds": ["use1-az1", "use1-az2", "use1-az3"]},
+    "aws:index/getCallerIdentity:getCallerIdentity": lambda a: {
+        "accountId": "000000000000", "arn": "arn:aws:iam::000000000000:user/offline", "userId": "OFFLINE"},
+    "aws:index/getPartition:getPartition": lambda a: {"partition": "aws", "dnsSuffix": "amazonaws.com"},
+    "aws:index/getRegion:getRegion": lambda a: {"name": "us-east-1", "region": "us-east-1"},
+    "aws:ssm/getParameter:getParameter": lambda a: {"value": "ami-0offline000000000", "name": a.get("name")},
+    "gcp:organizations/getClientConfig:getClientConfig": lambda a: {
+        "project": "offline-project", "region": "us-central1", "accessToken": "offline"},
+    "gcp:organizations/getProject:getProject": lambda a: {"number": "000000000000", "projectId": "offline-project"},
+    "azure-native:authorization:getClientConfig": lambda a: {
+        "subscriptionId": "00000000-0000-0000-0000-000000000000",
+        "tenantId": "00000000-0000-0000-0000-000000000000",
+        "objectId": "00000000-0000-0000-0000-000000000000", "clientId": "offline"},
+    "azure-native:containerservice:listManagedClusterUserCredentials": lambda a: {
+        "kubeconfigs": [{"name": "clusterUser", "value": "YXBpVmVyc2lvbjogdjEKa2luZDogQ29uZmlnCg=="}]},
+}

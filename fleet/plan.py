@@ -1,0 +1,326 @@
+"""The offline plan: run the real program under Pulumi's mock engine and write what it declares.
+
+``python -m fleet plan --stack dev`` loads ``Pulumi.dev.yaml``, validates the fleet spec, then runs
+``__main__.py`` — the same file ``pulumi up`` runs — under ``pulumi.runtime.set_mocks`` with a
+monitor that records every resource registration (type, name, parent, provider, dependencies,
+options and inputs, secrets masked). It writes:
+
+* ``plan.json`` — ``{"stack", "project", "outputs", "resources": [...]}``, sorted by URN;
+* ``manifests/<provider>/<kind>_<namespace>_<name>.yaml`` — every Kubernetes object declared.
+
+Output is byte-identical for the same input. No cloud credentials, CLI or network are needed.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import shutil
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from fleet import mockdata
+from fleet.spec import FleetSpec, SpecError, load_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "[secret]"
+UNKNOWN = "[unknown]"
+
+_SIG = "4dabf18193072939515e22adb298388d"
+_SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+_RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
+_ASSET_SIG = "c44067f5952c0a294b673a41bacd8c17"
+_ARCHIVE_SIG = "0def7320c3a5731c473e5ecbe6d01bc7"
+_UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+
+# Kubernetes resource types that are not objects of their own (charts, bundles, providers).
+NOT_MANIFESTS = {
+    "kubernetes:helm.sh/v3:Release",
+    "kubernetes:helm.sh/v4:Chart",
+    "kubernetes:yaml/v2:ConfigFile",
+    "kubernetes:yaml/v2:ConfigGroup",
+    "kubernetes:kustomize/v2:Directory",
+}
+
+
+# --- stack files --------------------------------------------------------------------------------
+
+@dataclass
+class StackConfig:
+    project: str
+    stack: str
+    source: str
+    values: dict[str, Any]
+    """Config values keyed ``project:key``; secure values replaced by a placeholder."""
+    secret_keys: list[str]
+
+    def fleet_raw(self) -> Any:
+        raw = self.values.get(f"{self.project}:fleet")
+        return json.loads(raw) if isinstance(raw, str) else raw
+
+
+def project_name() -> str:
+    return yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["name"]
+
+
+def read_stack_config(stack: str, config_file: str | Path | None = None) -> StackConfig:
+    project = project_name()
+    path = Path(config_file) if config_file else ROOT / f"Pulumi.{stack}.yaml"
+    if not path.exists():
+        raise SpecError(path.name, [("", f"stack file {path} not found")])
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise SpecError(path.name, [("", f"not valid YAML: {e}".replace("\n", " "))]) from None
+    values: dict[str, Any] = {}
+    secrets: list[str] = []
+    for key, value in (doc.get("config") or {}).items():
+        full = key if ":" in key else f"{project}:{key}"
+        if isinstance(value, Mapping) and set(value) == {"secure"}:
+            # Ciphertext only the Pulumi CLI can decrypt: the plan carries a masked placeholder.
+            values[full] = SECRET
+            secrets.append(full)
+        elif isinstance(value, str):
+            values[full] = value
+        else:
+            values[full] = json.dumps(value)  # how the CLI passes structured config
+    return StackConfig(project, stack, path.name, values, secrets)
+
+
+# --- recording ------------------------------------------------------------------------------------
+
+def _plain(value: Any) -> Any:
+    """A protobuf Struct value as plain JSON data, secrets masked and references named."""
+    if isinstance(value, dict):
+        sig = value.get(_SIG)
+        if sig == _SECRET_SIG:
+            return SECRET
+        if sig == _RESOURCE_SIG:
+            return {"$ref": value.get("urn", "")}
+        if sig in (_ASSET_SIG, _ARCHIVE_SIG):
+            return {"$asset": value.get("path") or value.get("uri") or "<inline>"}
+        return {k: _plain(v) for k, v in sorted(value.items())}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if value == _UNKNOWN:
+        return UNKNOWN
+    return value
+
+
+def _provider_urn(ref: str) -> str:
+    return ref.split("::" + ref.rsplit("::", 1)[-1])[0] if ref else ""
+
+
+class FleetMocks:
+    """Deterministic ids and outputs: a resource's outputs are its inputs plus mockdata's extras."""
+
+    def new_resource(self, args):  # pulumi.runtime.MockResourceArgs
+        extra = mockdata.RESOURCE_OUTPUTS.get(args.typ)
+        state = dict(args.inputs)
+        if extra:
+            state.update(extra(args.name, args.inputs))
+        return f"{args.name}-id", state
+
+    def call(self, args):  # pulumi.runtime.MockCallArgs
+        result = mockdata.CALL_RESULTS.get(args.token)
+        return (result(args.args) if result else {}), None
+
+
+def _recording_monitor():
+    from google.protobuf import json_format
+    from pulumi.runtime.mocks import MockMonitor, Mocks
+
+    class _Mocks(FleetMocks, Mocks):
+        pass
+
+    class RecordingMonitor(MockMonitor):
+        def __init__(self):
+            super().__init__(_Mocks())
+            self.records: dict[str, dict[str, Any]] = {}
+            self._lock = threading.Lock()
+
+        def RegisterResource(self, request):
+            response = super().RegisterResource(request)
+            if request.type == "pulumi:pulumi:Stack":
+                return response
+            inputs = _plain(json_format.MessageToDict(request.object, preserving_proto_field_name=True))
+            record = {
+                "urn": response.urn,
+                "type": request.type,
+                "name": request.name,
+                "custom": bool(request.custom),
+                "parent": request.parent,
+                "provider": _provider_urn(request.provider),
+                "dependencies": sorted(set(request.dependencies)),
+                "property_dependencies": {
+                    k: sorted(set(v.urns)) for k, v in sorted(request.propertyDependencies.items()) if v.urns
+                },
+                "options": {
+                    k: v for k, v in {
+                        "protect": request.protect or None,
+                        "ignore_changes": sorted(request.ignoreChanges) or None,
+                        "replace_on_changes": sorted(request.replaceOnChanges) or None,
+                        "delete_before_replace": request.deleteBeforeReplace or None,
+                        "retain_on_delete": request.retainOnDelete or None,
+                        "version": request.version or None,
+                        "remote": request.remote or None,
+                    }.items() if v is not None
+                },
+                "inputs": inputs,
+            }
+            with self._lock:
+                self.records[response.urn] = record
+            return response
+
+    return RecordingMonitor()
+
+
+# --- running ----------------------------------------------------------------------------------
+
+@dataclass
+class Plan:
+    stack: str
+    project: str
+    spec: FleetSpec
+    resources: list[dict[str, Any]]
+    outputs: dict[str, Any]
+    seconds: float = 0.0
+    manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Relative manifest path -> Kubernetes object."""
+
+    def by_type(self, typ: str) -> list[dict[str, Any]]:
+        return [r for r in self.resources if r["type"] == typ]
+
+    def find(self, typ: str, name: str) -> dict[str, Any]:
+        for r in self.resources:
+            if r["type"] == typ and r["name"] == name:
+                return r
+        raise KeyError(f"no {typ} named {name!r} in the plan")
+
+    def objects(self, kind: str | None = None) -> list[dict[str, Any]]:
+        return [m for _, m in sorted(self.manifests.items()) if kind is None or m.get("kind") == kind]
+
+    def to_json(self) -> str:
+        doc = {"stack": self.stack, "project": self.project, "outputs": self.outputs,
+               "resources": self.resources}
+        return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+def _reset_runtime() -> None:
+    from pulumi.runtime import settings
+
+    settings.SETTINGS.rpc_manager.clear()
+    settings.SETTINGS.outputs.clear()
+    settings.set_root_resource(None)
+
+
+def _resolve_outputs(stack_outputs: Mapping[str, Any]) -> dict[str, Any]:
+    from pulumi import Output
+    from pulumi.runtime.sync_await import _sync_await
+
+    async def one(value: Any) -> Any:
+        out = Output.from_input(value)
+        if await out.is_secret():
+            return SECRET
+        if not await out.is_known():
+            return UNKNOWN
+        return await out.future()
+
+    return {k: _plain(json.loads(json.dumps(_sync_await(one(v)), default=str)))
+            for k, v in sorted(stack_outputs.items())}
+
+
+def run_plan(stack: str, config_file: str | Path | None = None) -> Plan:
+    """Validate the stack's spec, run ``__main__.py`` under mocks and return what it declared."""
+    started = time.perf_counter()
+    cfg = read_stack_config(stack, config_file)
+    spec = load_spec(cfg.fleet_raw(), cfg.source)  # fails fast, before Pulumi is even imported
+
+    import pulumi
+    from pulumi.runtime import config as pulumi_config, mocks, settings
+    from pulumi.runtime.stack import run_pulumi_func
+    from pulumi.runtime.sync_await import _sync_await
+
+    _reset_runtime()
+    pulumi_config.set_all_config(cfg.values, cfg.secret_keys)
+    monitor = _recording_monitor()
+    mocks.set_mocks(monitor.mocks, project=cfg.project, stack=stack, preview=False, monitor=monitor)
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from fleet import program
+
+    program.PLAN_SOURCE = cfg.source
+    _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")))
+    outputs = _resolve_outputs(settings.get_root_resource().outputs)
+    resources = [monitor.records[u] for u in sorted(monitor.records)]
+    plan = Plan(stack=stack, project=cfg.project, spec=spec, resources=resources, outputs=outputs)
+    plan.manifests = _manifests(resources)
+    plan.seconds = time.perf_counter() - started
+    del pulumi
+    return plan
+
+
+# --- manifests ------------------------------------------------------------------------------------
+
+def _ordered(obj: dict[str, Any]) -> dict[str, Any]:
+    head = {k: obj[k] for k in ("apiVersion", "kind", "metadata") if k in obj}
+    return {**head, **{k: obj[k] for k in sorted(obj) if k not in head}}
+
+
+def _manifests(resources: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    names = {r["urn"]: r["name"] for r in resources}
+    out: dict[str, dict[str, Any]] = {}
+    for r in resources:
+        inputs = r["inputs"]
+        if not r["type"].startswith("kubernetes:") or r["type"] in NOT_MANIFESTS:
+            continue
+        if "kind" not in inputs or "apiVersion" not in inputs:
+            continue
+        meta = inputs.get("metadata") or {}
+        cluster = names.get(r["provider"], "default")
+        ns = meta.get("namespace", "_cluster")
+        path = f"{cluster}/{inputs['kind']}_{ns}_{meta.get('name', r['name'])}.yaml"
+        out[path] = _ordered(inputs)
+    return out
+
+
+def write_plan(plan: Plan, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "plan.json").write_text(plan.to_json())
+    mdir = out_dir / "manifests"
+    if mdir.exists():
+        shutil.rmtree(mdir)
+    for rel, obj in plan.manifests.items():
+        p = mdir / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, width=100))
+
+
+def summary(plan: Plan) -> str:
+    by_urn = {r["urn"]: r for r in plan.resources}
+
+    def top_component(r: dict[str, Any]) -> str:
+        while r["parent"] in by_urn:
+            r = by_urn[r["parent"]]
+        return f"{r['type']} {r['name']}" if not r["custom"] else "(stack)"
+
+    comps = Counter(top_component(r) for r in plan.resources)
+    types = Counter(r["type"] for r in plan.resources)
+    lines = [f"stack {plan.stack}: {len(plan.resources)} resources, {len(plan.manifests)} Kubernetes "
+             f"objects, planned offline in {plan.seconds:.2f} s", "", "by component:"]
+    lines += [f"  {n:4d}  {c}" for c, n in sorted(comps.items(), key=lambda kv: (-kv[1], kv[0]))]
+    lines += ["", "by type:"]
+    lines += [f"  {n:4d}  {t}" for t, n in sorted(types.items(), key=lambda kv: (-kv[1], kv[0]))]
+    if plan.outputs:
+        lines += ["", "outputs:"]
+        lines += [f"  {k} = {json.dumps(v)[:120]}" for k, v in plan.outputs.items()]
+    return "\n".join(lines)
