@@ -1,0 +1,74 @@
+"""Validate rendered Kubernetes objects offline: core kinds against Kubernetes 1.32's OpenAPI
+(kubernetes-validate), custom resources against the upstream CRDs in ../shared/crds.
+
+The CRD folder comes from ``FLEET_CRDS_DIR`` (default: ``../shared/crds`` beside the checkout);
+tests that need it skip when it is absent — a user's clone has no ``../shared``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import yaml
+
+K8S_VERSION = "1.32.0"
+ROOT = Path(__file__).resolve().parent.parent
+CRDS_DIR = Path(os.environ.get("FLEET_CRDS_DIR", ROOT.parent / "shared" / "crds"))
+
+
+def crds_available() -> bool:
+    return CRDS_DIR.is_dir() and any(CRDS_DIR.glob("*.yaml"))
+
+
+@functools.lru_cache(maxsize=None)
+def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, kind) -> openAPIV3Schema, for every served version of every CRD we have."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in sorted(CRDS_DIR.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc or doc.get("kind") != "CustomResourceDefinition":
+                continue
+            group = doc["spec"]["group"]
+            kind = doc["spec"]["names"]["kind"]
+            for v in doc["spec"]["versions"]:
+                if v.get("served", True) and "schema" in v:
+                    out[(f"{group}/{v['name']}", kind)] = v["schema"]["openAPIV3Schema"]
+    return out
+
+
+def _strip_k8s_extensions(schema: Any) -> Any:
+    # x-kubernetes-* keys are not JSON Schema; int-or-string needs an explicit type union.
+    if isinstance(schema, dict):
+        out = {k: _strip_k8s_extensions(v) for k, v in schema.items() if not k.startswith("x-kubernetes-")}
+        if schema.get("x-kubernetes-int-or-string"):
+            out.pop("type", None)
+            out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+        if schema.get("x-kubernetes-preserve-unknown-fields") and "type" not in out:
+            pass
+        return out
+    if isinstance(schema, list):
+        return [_strip_k8s_extensions(v) for v in schema]
+    return schema
+
+
+def validate_object(obj: dict[str, Any]) -> list[str]:
+    """Problems with one object (empty when valid). Custom kinds need the CRD to be known."""
+    key = (obj.get("apiVersion", ""), obj.get("kind", ""))
+    schemas = crd_schemas() if crds_available() else {}
+    where = f"{key[1]} {obj.get('metadata', {}).get('namespace', '')}/{obj.get('metadata', {}).get('name', '?')}"
+    if key in schemas:
+        validator = jsonschema.Draft7Validator(_strip_k8s_extensions(schemas[key]))
+        return [f"{where}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
+                for e in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path)))]
+    try:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        return [f"{where}: {'.'.join(map(str, e.path))}: {e.message}"]
+    except kubernetes_validate.SchemaNotFoundError:
+        return [f"{where}: no schema for {key[0]} {key[1]} (neither Kubernetes {K8S_VERSION} nor a known CRD)"]
+    return []
