@@ -8,6 +8,7 @@ import pulumi
 
 from components.namespaces import Namespaces
 from components.platform import Platform
+from components.router_image import RouterImage
 from fleet.spec import ClusterSpec, FleetSpec, PoolSpec
 
 
@@ -19,6 +20,8 @@ class InferenceLayerArgs:
     hf_token: pulumi.Output[str] | None
     platform: Platform
     namespaces: Namespaces
+    image: RouterImage
+    """The router image; simulated (local) pools run ``fleet_router.sim`` from it."""
 
 
 class InferenceLayer(pulumi.ComponentResource):

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 import pulumi
 
 from components.namespaces import Namespaces
 from components.platform import Platform
+from components.router_image import RouterImage
 from fleet.spec import ClusterSpec, FleetSpec
 
 
@@ -17,8 +16,7 @@ class RouterArgs:
     spec: FleetSpec
     cluster: ClusterSpec
     pool_endpoints: dict[str, pulumi.Output[str]]
-    registries: list[Any]
-    host_registry: Any
+    image: RouterImage
     api_keys: pulumi.Output[str] | None
     namespaces: Namespaces
     platform: Platform

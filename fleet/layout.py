@@ -42,3 +42,21 @@ POOL_LABEL = "inference-fleet.io/pool"
 VENDOR_LABEL = "inference-fleet.io/vendor"
 
 COMMON_LABELS = MappingProxyType({PART_OF: PART_OF_VALUE, MANAGED_BY: "pulumi"})
+
+# --- who is who: pod labels each layer puts on its pods, and the flow test relies on -----------
+# model servers (NS_INFERENCE): APP=vllm (or fleet-sim in dev), COMPONENT=model-server,
+#   INFERENCE_SERVING="true", MODEL_LABEL, POOL_LABEL, VENDOR_LABEL
+# endpoint pickers (NS_INFERENCE): APP=epp, COMPONENT=endpoint-picker, POOL_LABEL
+# gateway pods (NS_GATEWAY): GATEWAY_NAME_LABEL=<gateway name> (Istio's deployed gateways carry it)
+# router (NS_ROUTER): APP=fleet-router, COMPONENT=router
+# prometheus (NS_MONITORING): APP=prometheus
+COMPONENT_MODEL_SERVER = "model-server"
+COMPONENT_EPP = "endpoint-picker"
+COMPONENT_ROUTER = "router"
+APP_VLLM = "vllm"
+APP_SIM = "fleet-sim"
+APP_EPP = "epp"
+APP_ROUTER = "fleet-router"
+APP_PROMETHEUS = "prometheus"
+GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
+GATEWAY_NAME = "inference-gateway"

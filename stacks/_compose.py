@@ -18,6 +18,7 @@ from components.namespaces import Namespaces, NamespacesArgs
 from components.network_policies import NetworkPolicies, NetworkPoliciesArgs
 from components.platform import Platform, PlatformArgs
 from components.router import Router, RouterArgs
+from components.router_image import RouterImage, RouterImageArgs
 from fleet.program import FleetSecrets
 from fleet.spec import ClusterSpec, FleetSpec
 
@@ -32,10 +33,10 @@ class ClusterStack:
     inference: InferenceLayer
 
 
-def build_cluster(spec: FleetSpec, cluster_spec: ClusterSpec, secrets: FleetSecrets) -> ClusterStack:
+def build_layers(spec: FleetSpec, cluster: Any, image: RouterImage, secrets: FleetSecrets) -> ClusterStack:
+    cluster_spec: ClusterSpec = cluster.spec
     pools = spec.pools_in(cluster_spec.name)
     hosts_router = spec.router.enabled and spec.router_cluster().name == cluster_spec.name
-    cluster = create_cluster(cluster_spec, pools)
     name = cluster_spec.name
 
     def on_cluster(*depends_on: pulumi.Resource) -> pulumi.ResourceOptions:
@@ -56,31 +57,35 @@ def build_cluster(spec: FleetSpec, cluster_spec: ClusterSpec, secrets: FleetSecr
     inference = InferenceLayer(
         f"{name}-inference",
         InferenceLayerArgs(spec=spec, cluster=cluster_spec, pools=pools, hf_token=secrets.hf_token,
-                           platform=platform, namespaces=namespaces),
+                           platform=platform, namespaces=namespaces, image=image),
         on_cluster(platform),
     )
     return ClusterStack(cluster_spec, cluster, namespaces, platform, network_policies, inference)
 
 
-def build_router(spec: FleetSpec, stacks: list[ClusterStack], secrets: FleetSecrets) -> Router | None:
+def build_router(spec: FleetSpec, stacks: list[ClusterStack], image: RouterImage,
+                 secrets: FleetSecrets) -> Router | None:
     if not spec.router.enabled:
         return None
     host = next(s for s in stacks if s.spec.name == spec.router_cluster().name)
     pool_endpoints = {pool: url for s in stacks for pool, url in s.inference.pool_endpoints.items()}
-    registries = [s.cluster.registry for s in stacks if s.cluster.registry is not None]
     return Router(
         "router",
-        RouterArgs(spec=spec, cluster=host.spec, pool_endpoints=pool_endpoints, registries=registries,
-                   host_registry=host.cluster.registry, api_keys=secrets.router_api_keys,
-                   namespaces=host.namespaces, platform=host.platform),
+        RouterArgs(spec=spec, cluster=host.spec, pool_endpoints=pool_endpoints, image=image,
+                   api_keys=secrets.router_api_keys, namespaces=host.namespaces, platform=host.platform),
         pulumi.ResourceOptions(provider=host.cluster.provider, depends_on=[host.platform]),
     )
 
 
 def build_fleet(spec: FleetSpec, secrets: FleetSecrets) -> dict[str, Any]:
-    """Every cluster's layers, then the router; returns the stack outputs users need."""
-    stacks = [build_cluster(spec, c, secrets) for c in spec.clusters]
-    router = build_router(spec, stacks, secrets)
+    """Every cluster, the router image (pushed to each cluster's registry), every cluster's
+    layers, then the router; returns the stack outputs users need."""
+    clusters = [create_cluster(c, spec.pools_in(c.name)) for c in spec.clusters]
+    # Built once from router/, pushed to every registry; dev's simulated pools run it too.
+    image = RouterImage("router-image", RouterImageArgs(
+        registries={c.spec.name: c.registry for c in clusters if c.registry is not None}))
+    stacks = [build_layers(spec, c, image, secrets) for c in clusters]
+    router = build_router(spec, stacks, image, secrets)
     outputs: dict[str, Any] = {
         "kubeconfigs": pulumi.Output.secret({s.spec.name: s.cluster.kubeconfig for s in stacks}),
         "gateways": {s.spec.name: s.inference.gateway_url for s in stacks},
