@@ -351,8 +351,11 @@ def machine(accelerator_key: str, cloud: str, machine_type: str | None = None,
             f"{acc.display} has no single-host machine for topology {tpu_topology!r}; "
             f"supported: {', '.join(acc.tpu_topologies)}"
         )
-    want = accelerators_per_node or 1
-    for m in sorted(options, key=lambda m: m.accelerators):
+    ordered = sorted(options, key=lambda m: m.accelerators)
+    if accelerators_per_node is None:
+        return ordered[0]  # the smallest node that carries the accelerator
+    want = accelerators_per_node
+    for m in ordered:
         if m.accelerators == want:
             return m
     raise CatalogError(
