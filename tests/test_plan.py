@@ -1,0 +1,128 @@
+"""The offline plan: what a newcomer runs first. Deterministic, readable, and strict on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fleet.plan import ROOT, SECRET, read_stack_config, run_plan, write_plan
+
+from conftest import plan_of
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fleet", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+
+
+def stack_file(tmp_path: Path, mutate=None, extra_config: dict | None = None, name="Pulumi.test.yaml") -> Path:
+    doc = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    if mutate:
+        mutate(doc["config"]["inference-fleet:fleet"])
+    doc["config"].update(extra_config or {})
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_dev_plan_writes_plan_json_and_manifests(tmp_path):
+    proc = run_cli("plan", "--stack", "dev", "--out", str(tmp_path))
+    assert proc.returncode in (0, 1), proc.stderr  # 1 = policy violations, reported separately
+    doc = json.loads((tmp_path / "plan.json").read_text())
+    assert doc["stack"] == "dev" and doc["project"] == "inference-fleet"
+    urns = [r["urn"] for r in doc["resources"]]
+    assert urns == sorted(urns) and len(urns) == len(set(urns))
+    for r in doc["resources"]:
+        assert {"urn", "type", "name", "parent", "provider", "dependencies", "inputs"} <= set(r)
+    manifests = sorted((tmp_path / "manifests").rglob("*.yaml"))
+    assert manifests
+    kinds = {yaml.safe_load(p.read_text())["kind"] for p in manifests}
+    assert "Namespace" in kinds
+    assert "resources" in proc.stdout and "planned offline in" in proc.stdout
+
+
+def test_plan_output_is_byte_identical_for_the_same_input(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    write_plan(run_plan("dev"), a)
+    write_plan(run_plan("dev"), b)
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert files_a == files_b
+    for rel in files_a:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+
+
+def test_bad_config_exits_2_with_one_line_per_problem_and_no_traceback(tmp_path):
+    path = stack_file(tmp_path, lambda f: f["pools"][0].update(max_nodes="many"))
+    proc = run_cli("plan", "--stack", "test", "--config-file", str(path), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "error: Pulumi.test.yaml: fleet.pools[0].max_nodes: "
+        "Input should be a valid integer, unable to parse string as an integer")
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists(), "nothing is written for a bad config"
+
+
+def test_missing_stack_file_is_a_clear_error():
+    proc = run_cli("plan", "--stack", "nosuchstack")
+    assert proc.returncode == 2
+    assert "Pulumi.nosuchstack.yaml not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_invalid_yaml_is_a_clear_error(tmp_path):
+    path = tmp_path / "Pulumi.broken.yaml"
+    path.write_text("config:\n  inference-fleet:fleet: [unclosed\n")
+    proc = run_cli("plan", "--stack", "broken", "--config-file", str(path))
+    assert proc.returncode == 2 and "not valid YAML" in proc.stderr
+
+
+def test_secure_config_values_are_masked_and_never_written(tmp_path):
+    path = stack_file(tmp_path, extra_config={
+        "inference-fleet:hfToken": {"secure": "AAABAHF0b2tlbi1jaXBoZXJ0ZXh0"},
+        "inference-fleet:routerApiKeys": {"secure": "AAABAHJvdXRlci1rZXlz"},
+    })
+    cfg = read_stack_config("test", path)
+    assert cfg.values["inference-fleet:hfToken"] == SECRET
+    plan = run_plan("test", path)
+    out = tmp_path / "out"
+    write_plan(plan, out)
+    text = "\n".join(p.read_text() for p in out.rglob("*") if p.is_file())
+    assert "AAABAHF0b2tlbi1jaXBoZXJ0ZXh0" not in text and "AAABAHJvdXRlci1rZXlz" not in text
+    assert plan.outputs["kubeconfigs"] == SECRET
+
+
+def test_under_pulumi_up_a_bad_spec_is_a_run_error_not_a_traceback():
+    """`pulumi up` runs __main__.py directly: the spec error surfaces as pulumi.RunError."""
+    import pulumi
+    from pulumi.runtime import config as pulumi_config
+
+    from fleet import program
+
+    bad = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]["inference-fleet:fleet"]
+    bad["tiers"][0]["backends"][0]["weight"] = 1
+    pulumi_config.set_all_config({"inference-fleet:fleet": json.dumps(bad)}, [])
+    previous, program.PLAN_SOURCE = program.PLAN_SOURCE, "Pulumi.dev.yaml"
+    try:
+        with pytest.raises(pulumi.RunError, match=r"Pulumi.dev.yaml: fleet.tiers\[0\].backends: .*sum to 11"):
+            program.read_spec()
+    finally:
+        program.PLAN_SOURCE = previous
+
+
+def test_every_resource_below_the_stack_is_parented_to_a_component():
+    plan = plan_of("dev")
+    stack_urn = next(r["parent"] for r in plan.resources if r["parent"].endswith("::inference-fleet-dev"))
+    top_level = [r for r in plan.resources if r["parent"] == stack_urn]
+    assert top_level and all(not r["custom"] for r in top_level), [r["name"] for r in top_level if r["custom"]]
+
+
+def test_every_kubernetes_object_names_itself_and_uses_a_cluster_provider():
+    plan = plan_of("dev")
+    for path, obj in plan.manifests.items():
+        assert obj["metadata"].get("name"), path
+        assert not path.startswith("default/"), f"{path} uses the ambient default provider"
