@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup plan test lock clean
+.PHONY: setup plan test lock clean image
 
 setup: $(STAMP)
 
@@ -21,6 +21,18 @@ plan: setup
 
 test: setup
 	$(PY) -m pytest -q -n 2
+
+# The router image, built locally with whichever of docker, podman or buildah is installed and
+# tagged with the content hash of router/ that the dev stack deploys (components/router_image.py).
+# Then: `kind load docker-image <tag> --name inference-fleet` (podman: `podman save <tag> -o
+# router.tar && kind load image-archive router.tar --name inference-fleet`).
+BUILDER ?= $(firstword $(foreach b,docker podman buildah,$(shell command -v $(b) 2>/dev/null)))
+IMAGE_TAG = $(shell $(PY) -c 'from components.router_image import local_tag; print(local_tag())')
+
+image: setup
+	@test -n "$(BUILDER)" || { echo "make image: needs docker, podman or buildah on PATH" >&2; exit 2; }
+	$(BUILDER) build -f router/Dockerfile -t $(IMAGE_TAG) router
+	@echo "built $(IMAGE_TAG); load it into kind: kind load docker-image $(IMAGE_TAG) --name inference-fleet"
 
 lock:
 	$(VENV)/bin/pip freeze --exclude-editable > requirements.lock

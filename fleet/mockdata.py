@@ -53,9 +53,12 @@ RESOURCE_OUTPUTS: dict[str, Callable[[str, Mapping[str, Any]], dict[str, Any]]] 
         "fqdn": f"{name}.hcp.offline.azmk8s.io",
         "identityProfile": {"kubeletidentity": {"objectId": f"00000000-0000-0000-0000-{name[:12]:0>12}"}},
         "oidcIssuerProfile": {"issuerUrl": f"https://oidc.offline.invalid/{name}/"}},
+    # The digest follows what changes a real image: context, Dockerfile, build args and labels
+    # (RouterImage labels its image with the content hash of router/, so a code change shows).
     "docker-build:index:Image": lambda name, i: {
         "digest": digest_of("image", name, str(i.get("context")), str(i.get("dockerfile")),
-                            str(sorted((i.get("buildArgs") or {}).items())))},
+                            str(sorted((i.get("buildArgs") or {}).items())),
+                            str(sorted((i.get("labels") or {}).items())))},
 }
 
 

@@ -14,6 +14,7 @@ import pulumi
 
 from components.clusters import create_cluster
 from components.inference import InferenceLayer, InferenceLayerArgs
+from components.monitoring import Monitoring, MonitoringArgs
 from components.namespaces import Namespaces, NamespacesArgs
 from components.network_policies import NetworkPolicies, NetworkPoliciesArgs
 from components.platform import Platform, PlatformArgs
@@ -54,6 +55,14 @@ def build_layers(spec: FleetSpec, cluster: Any, image: RouterImage, secrets: Fle
         NetworkPoliciesArgs(spec=spec, cluster=cluster_spec, namespaces=namespaces, hosts_router=hosts_router),
         on_cluster(namespaces),
     )
+    if spec.platform.monitoring:
+        # Scrape targets, alerts and dashboards: prometheus-operator CRDs come with the platform.
+        Monitoring(
+            f"{name}-monitoring",
+            MonitoringArgs(spec=spec, cluster=cluster_spec, vendors=frozenset(p.vendor for p in pools),
+                           namespaces=namespaces, hosts_router=hosts_router),
+            on_cluster(platform),
+        )
     inference = InferenceLayer(
         f"{name}-inference",
         InferenceLayerArgs(spec=spec, cluster=cluster_spec, pools=pools, hf_token=secrets.hf_token,

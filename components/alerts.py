@@ -1,0 +1,103 @@
+"""Alerting and recording rules, and the exporters they read: data, no Pulumi.
+
+Seed 000's two alerts are kept exactly (expression, ``for``, severity, summary). The recording
+rules turn the router's per-pool token counters and the catalog prices it is configured with into
+cost per million tokens, which the dashboard and the cost report read.
+
+Every metric named here is exported by one of three things, listed below so the tests can check
+each expression against the real ``/metrics`` of the router and the simulator (and DCGM's
+published counter list, which cannot run here).
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+# --- who exports what ------------------------------------------------------------------------------
+
+# NVIDIA dcgm-exporter's default counters (etc/default-counters.csv, NVIDIA/dcgm-exporter,
+# commit 00d6d344): the ones the dashboard and rules read.
+DCGM_METRICS = frozenset({
+    "DCGM_FI_DEV_GPU_UTIL",
+    "DCGM_FI_DEV_FB_USED",
+    "DCGM_FI_DEV_FB_FREE",
+    "DCGM_FI_DEV_POWER_USAGE",
+    "DCGM_FI_DEV_GPU_TEMP",
+})
+
+# Where each exporter listens, for the PodMonitor of each (namespace, pod labels, port).
+DCGM_EXPORTER = MappingProxyType({
+    "namespace": "gpu-operators",
+    "labels": MappingProxyType({"app": "nvidia-dcgm-exporter"}),
+    "port": 9400,
+})
+
+# --- rules -------------------------------------------------------------------------------------------
+
+SLA_VIOLATION = {
+    "alert": "SLAViolation",
+    "expr": "rate(ig_wva_sla_violations_total[5m]) > 0.01",
+    "for": "2m",
+    "labels": {"severity": "warning"},
+    "annotations": {
+        "summary": "SLA violations detected in vendor routing",
+        "description": "Pool {{ $labels.pool }} misses its tier's TTFT objective on "
+                       "{{ $value | humanize }} requests per second.",
+    },
+}
+
+VENDOR_SATURATION = {
+    "alert": "VendorSaturation",
+    "expr": "avg(ig_wva_pool_utilization) by (vendor) > 0.9",
+    "for": "5m",
+    "labels": {"severity": "critical"},
+    "annotations": {
+        "summary": "{{ $labels.vendor }} pool approaching capacity",
+        "description": "Average utilization of {{ $labels.vendor }} pools is {{ $value | humanizePercentage }}; "
+                       "the router overflows to other vendors, raise max_replicas or max_nodes.",
+    },
+}
+
+RECORDING_RULES = [
+    # Tokens the router saw each pool generate and read, per second.
+    {
+        "record": "fleet:pool_tokens:rate5m",
+        "expr": "sum by (pool, vendor) (rate(fleet_router_tokens_total[5m]))",
+    },
+    # What each pool costs per hour (the catalog price the router's config carries, per replica
+    # times the replicas the router sees).
+    {
+        "record": "fleet:pool_cost_dollars_per_hour",
+        "expr": "sum by (pool, vendor) (fleet_router_pool_cost_per_hour)",
+    },
+    # Cost per million tokens, per pool: $/h over tokens/h.
+    {
+        "record": "fleet:pool_cost_per_million_tokens:5m",
+        "expr": "fleet:pool_cost_dollars_per_hour / (fleet:pool_tokens:rate5m * 3600) * 1e6",
+    },
+    # The same for the whole fleet, weighted by where tokens really went.
+    {
+        "record": "fleet:cost_per_million_tokens:5m",
+        "expr": "sum(fleet:pool_cost_dollars_per_hour) / (sum(fleet:pool_tokens:rate5m) * 3600) * 1e6",
+    },
+    # Savings against sending everything to the most expensive candidate, in $/h.
+    {
+        "record": "fleet:cost_savings_dollars_per_hour:5m",
+        "expr": "sum(rate(ig_wva_cost_savings_total[5m])) * 3600",
+    },
+]
+
+RULE_GROUPS = [
+    {"name": "fleet-router.alerts", "rules": [SLA_VIOLATION, VENDOR_SATURATION]},
+    {"name": "fleet-router.cost", "interval": "1m", "rules": RECORDING_RULES},
+]
+
+
+def expressions() -> list[str]:
+    """Every PromQL expression in the rule groups."""
+    return [r["expr"] for g in RULE_GROUPS for r in g["rules"]]
+
+
+def recorded_series() -> set[str]:
+    """Series the recording rules define (other rules and dashboards may read them)."""
+    return {r["record"] for g in RULE_GROUPS for r in g["rules"] if "record" in r}
