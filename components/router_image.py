@@ -16,7 +16,6 @@ registry: ``make image`` builds ``fleet-router:<same hash>`` and ``kind load`` p
 from __future__ import annotations
 
 import fnmatch
-import functools
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +53,6 @@ def _ignored(rel: str, patterns: list[str]) -> bool:
     return False
 
 
-@functools.lru_cache(maxsize=None)
 def source_hash(context: str = CONTEXT) -> str:
     """sha256 over the build context's files (path and bytes), as ``.dockerignore`` filters it.
 
