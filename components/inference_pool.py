@@ -1,0 +1,168 @@
+"""One InferencePool per accelerator pool, with its endpoint picker (EPP).
+
+The pool selects every model server on the accelerator pool (``llm-d.ai/inferenceServing: "true"``
+and the pool label), so one pool and one picker serve several models (seed 001 pattern 2). The
+picker runs the Gateway API Inference Extension's scheduler — prefix-cache, queue and KV-cache
+scorers, weights as data in :mod:`components.inference_data` — with a ServiceAccount that can only
+read pods, InferencePools and InferenceObjectives in the inference namespace, and nothing else.
+The failure mode is explicit (FailClose: see ``EPP_FAILURE_MODE``).
+
+Ports (fleet/layout.py, seeds 001 and 003): ext-proc gRPC 9002, gRPC health 9003, metrics 9090.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+import yaml
+
+from components import inference_data as data
+from fleet import layout
+from fleet.spec import PoolSpec
+
+
+def epp_name(pool: str) -> str:
+    return f"{pool}-epp"
+
+
+def pool_selector(pool: str) -> dict[str, str]:
+    return {layout.INFERENCE_SERVING: "true", layout.POOL_LABEL: pool}
+
+
+def epp_args(pool: str) -> list[str]:
+    return [
+        "--pool-name", pool,
+        "--pool-namespace", layout.NS_INFERENCE,
+        "--pool-group", "inference.networking.k8s.io",
+        "--grpc-port", str(layout.EPP_EXTPROC_PORT),
+        "--grpc-health-port", str(layout.EPP_HEALTH_PORT),
+        "--metrics-port", str(layout.EPP_METRICS_PORT),
+        # The metrics port is reachable only from Prometheus (NetworkPolicy); token review would
+        # need a cluster-wide tokenreviews/subjectaccessreviews grant the picker otherwise never uses.
+        "--metrics-endpoint-auth=false",
+        "--config-file", f"{data.EPP_CONFIG_DIR}/{data.EPP_CONFIG_FILE}",
+        "--zap-encoder", "json",
+        "--v", "2",
+    ]
+
+
+@dataclass
+class InferencePoolArgs:
+    pool: PoolSpec
+
+
+class InferencePool(pulumi.ComponentResource):
+    def __init__(self, name: str, args: InferencePoolArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("fleet:inference:InferencePool", name, None, opts)
+        pool = args.pool.name
+        ns = layout.NS_INFERENCE
+        epp = epp_name(pool)
+        child = pulumi.ResourceOptions(parent=self)
+        epp_selector = {layout.APP: layout.APP_EPP, layout.COMPONENT: layout.COMPONENT_EPP, layout.POOL_LABEL: pool}
+        epp_labels = {**layout.COMMON_LABELS, **epp_selector}
+
+        def meta(obj_name: str, labels: dict[str, str] = epp_labels) -> k8s.meta.v1.ObjectMetaArgs:
+            return k8s.meta.v1.ObjectMetaArgs(name=obj_name, namespace=ns, labels=labels)
+
+        self.name = pool
+        config_yaml = yaml.safe_dump(data.epp_config(), sort_keys=False)
+        self.config_map = k8s.core.v1.ConfigMap(
+            f"{name}-epp-config", metadata=meta(f"{epp}-config"),
+            data={data.EPP_CONFIG_FILE: config_yaml}, opts=child)
+
+        self.service_account = k8s.core.v1.ServiceAccount(f"{name}-epp-sa", metadata=meta(epp), opts=child)
+        self.role = k8s.rbac.v1.Role(
+            f"{name}-epp-role", metadata=meta(epp),
+            rules=[{k: list(v) for k, v in rule.items()} for rule in data.EPP_RBAC_RULES], opts=child)
+        self.role_binding = k8s.rbac.v1.RoleBinding(
+            f"{name}-epp-rolebinding", metadata=meta(epp),
+            subjects=[{"kind": "ServiceAccount", "name": epp, "namespace": ns}],
+            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": epp},
+            opts=child)
+
+        def grpc_probe(period: int, failures: int) -> dict:
+            return {"grpc": {"port": layout.EPP_HEALTH_PORT, "service": data.EPP_HEALTH_SERVICE},
+                    "periodSeconds": period, "failureThreshold": failures, "timeoutSeconds": 2}
+
+        # A config change restarts the picker (it reads the file once at start).
+        checksum = hashlib.sha256(config_yaml.encode()).hexdigest()
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-epp",
+            metadata=meta(epp),
+            spec={
+                "replicas": 1,
+                "revisionHistoryLimit": 3,
+                "selector": {"matchLabels": epp_selector},
+                "template": {
+                    "metadata": {"labels": epp_labels,
+                                 "annotations": {"inference-fleet.io/config-checksum": checksum}},
+                    "spec": {
+                        "serviceAccountName": epp,
+                        "enableServiceLinks": False,
+                        # As long as the longest model-server drain, so in-flight picks finish.
+                        "terminationGracePeriodSeconds": data.TERMINATION_GRACE_S,
+                        "securityContext": {"runAsNonRoot": True, "runAsUser": data.EPP_RUN_AS,
+                                            "runAsGroup": data.EPP_RUN_AS,
+                                            "seccompProfile": {"type": "RuntimeDefault"}},
+                        "containers": [{
+                            "name": "epp",
+                            "image": data.EPP_IMAGE,
+                            "imagePullPolicy": "IfNotPresent",
+                            "args": epp_args(pool),
+                            "ports": [
+                                {"name": "grpc", "containerPort": layout.EPP_EXTPROC_PORT, "protocol": "TCP"},
+                                {"name": "grpc-health", "containerPort": layout.EPP_HEALTH_PORT, "protocol": "TCP"},
+                                {"name": "metrics", "containerPort": layout.EPP_METRICS_PORT, "protocol": "TCP"},
+                            ],
+                            "resources": {k: dict(v) for k, v in data.EPP_RESOURCES.items()},
+                            "readinessProbe": grpc_probe(5, 3),
+                            "livenessProbe": grpc_probe(10, 3),
+                            "securityContext": {
+                                "runAsNonRoot": True, "runAsUser": data.EPP_RUN_AS, "runAsGroup": data.EPP_RUN_AS,
+                                "allowPrivilegeEscalation": False, "privileged": False,
+                                "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
+                                "seccompProfile": {"type": "RuntimeDefault"},
+                            },
+                            "volumeMounts": [{"name": "config", "mountPath": data.EPP_CONFIG_DIR, "readOnly": True}],
+                        }],
+                        "volumes": [{"name": "config", "configMap": {"name": f"{epp}-config"}}],
+                    },
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.role_binding, self.config_map]),
+        )
+        self.service = k8s.core.v1.Service(
+            f"{name}-epp-service",
+            metadata=meta(epp),
+            spec={
+                "type": "ClusterIP",
+                "selector": epp_selector,
+                "ports": [
+                    {"name": "grpc", "port": layout.EPP_EXTPROC_PORT, "targetPort": "grpc",
+                     "protocol": "TCP", "appProtocol": "http2"},
+                    {"name": "metrics", "port": layout.EPP_METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
+                ],
+            },
+            opts=child,
+        )
+        self.inference_pool = k8s.apiextensions.CustomResource(
+            f"{name}-pool",
+            api_version="inference.networking.k8s.io/v1",
+            kind="InferencePool",
+            metadata=meta(pool, {**layout.COMMON_LABELS, layout.POOL_LABEL: pool}),
+            spec={
+                "selector": {"matchLabels": pool_selector(pool)},
+                "targetPorts": [{"number": layout.VLLM_PORT}],
+                "endpointPickerRef": {
+                    "kind": "Service",
+                    "name": epp,
+                    "port": {"number": layout.EPP_EXTPROC_PORT},
+                    "failureMode": data.EPP_FAILURE_MODE,
+                },
+            },
+            opts=child,
+        )
+        self.register_outputs({"name": self.name})

@@ -1,0 +1,271 @@
+"""One model on one pool: vLLM with the vendor's pinned image, or the simulator on a dev cluster.
+
+Everything vendor-specific comes from data: image, environment and extended-resource name from
+:data:`fleet.catalog.VENDORS`, node labels and taints from :func:`fleet.catalog.pool_labels` /
+:func:`fleet.catalog.pool_taints` and the cloud's spot taint, device groups and TPU topology from
+:data:`components.inference_data.VENDOR_PODS`.
+
+The pod carries the label the pool's InferencePool selects on (``llm-d.ai/inferenceServing``) plus
+model, pool and vendor labels (fleet/layout.py), so one InferencePool serves every model on its
+pool (seed 001 pattern 2) and monitoring can group metrics by them.
+
+``serving: deployment`` (default) renders a Deployment; ``serving: kserve`` renders a KServe
+``LLMInferenceService`` (seed 003) whose workload joins the same InferencePool, so routes and the
+endpoint picker treat both alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import inference_data as data
+from fleet import catalog, layout, naming
+from fleet.spec import ClusterSpec, ModelSpec, PoolSpec
+
+HF_TOKEN_KEY = "token"
+
+
+def server_name(model: ModelSpec, pool: PoolSpec) -> str:
+    return naming.k8s_name(model.slug, pool.name)
+
+
+def selector_labels(model: ModelSpec, pool: PoolSpec) -> dict[str, str]:
+    return {layout.COMPONENT: layout.COMPONENT_MODEL_SERVER, layout.MODEL_LABEL: model.slug,
+            layout.POOL_LABEL: pool.name}
+
+
+def pod_labels(model: ModelSpec, pool: PoolSpec, simulated: bool) -> dict[str, str]:
+    """The labels fleet/layout.py's conventions promise for model-server pods."""
+    return {
+        **layout.COMMON_LABELS,
+        layout.APP: layout.APP_SIM if simulated else layout.APP_VLLM,
+        **selector_labels(model, pool),
+        layout.INFERENCE_SERVING: "true",
+        layout.VENDOR_LABEL: pool.vendor,
+    }
+
+
+def _probe(p, port: str = "http") -> dict[str, Any]:
+    return {"httpGet": {"path": p["path"], "port": port}, "periodSeconds": p["periodSeconds"],
+            "failureThreshold": p["failureThreshold"], "timeoutSeconds": p["timeoutSeconds"]}
+
+
+def _container_security(run_as: int) -> dict[str, Any]:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": run_as,
+        "runAsGroup": run_as,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def accelerator_count(model: ModelSpec, pool: PoolSpec) -> int:
+    return pool.accelerators if data.VENDOR_PODS[pool.vendor].whole_host else model.tensor_parallel
+
+
+def vllm_args(model: ModelSpec) -> list[str]:
+    return [
+        "--model", model.hf_id,
+        "--served-model-name", model.name,
+        "--host", "0.0.0.0",
+        "--port", str(layout.VLLM_PORT),
+        "--tensor-parallel-size", str(model.tensor_parallel),
+        "--max-model-len", str(model.max_context),
+        *data.DTYPE_ARGS[model.dtype],
+        "--enable-prefix-caching",
+        # The same share the model-fit preflight assumed (fleet/models.py).
+        "--gpu-memory-utilization", f"{data.GPU_MEMORY_UTILIZATION:.2f}",
+        "--download-dir", data.MODEL_CACHE_DIR,
+    ]
+
+
+def vllm_pod_spec(model: ModelSpec, pool: PoolSpec, cluster: ClusterSpec,
+                  hf_secret: str | None) -> dict[str, Any]:
+    vendor = catalog.VENDORS[pool.vendor]
+    quirks = data.VENDOR_PODS[pool.vendor]
+    n = accelerator_count(model, pool)
+    share = n / pool.accelerators
+    machine = pool.machine
+    cpu = max(1, int(machine.vcpus * share * data.HOST_SHARE))
+    memory = max(4, int(machine.memory_gib * share * data.HOST_SHARE))
+
+    env = {
+        "HOME": data.SCRATCH_DIR,
+        "HF_HOME": data.MODEL_CACHE_DIR,
+        "XDG_CACHE_HOME": f"{data.SCRATCH_DIR}/.cache",
+        "VLLM_CACHE_ROOT": f"{data.SCRATCH_DIR}/.cache/vllm",
+        "VLLM_NO_USAGE_STATS": "1",
+        **dict(vendor.vllm_env),
+    }
+    if quirks.topology_env and pool.tpu_topology:
+        env.update(data.tpu_env(pool.tpu_topology))
+    env_list: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in sorted(env.items())]
+    if hf_secret is not None:
+        env_list.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": hf_secret, "key": HF_TOKEN_KEY}}})
+
+    tolerations = [{"key": t["key"], "operator": "Equal", "value": t["value"], "effect": t["effect"]}
+                   for t in catalog.pool_taints(pool.vendor)]
+    spot_taint = catalog.CLOUD_TRAITS[cluster.cloud].spot_taint
+    if pool.spot and spot_taint is not None:
+        key, value, effect = spot_taint
+        tolerations.append({"key": key, "operator": "Equal", "value": value, "effect": effect})
+
+    pod_security: dict[str, Any] = {
+        "runAsNonRoot": True, "runAsUser": data.RUN_AS, "runAsGroup": data.RUN_AS, "fsGroup": data.RUN_AS,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    if quirks.supplemental_groups:
+        pod_security["supplementalGroups"] = list(quirks.supplemental_groups)
+
+    return {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": data.TERMINATION_GRACE_S,
+        "nodeSelector": catalog.pool_labels(pool.vendor, pool.accelerator, pool.name),
+        "tolerations": tolerations,
+        "securityContext": pod_security,
+        "containers": [{
+            "name": "vllm",
+            "image": vendor.vllm_image,
+            "imagePullPolicy": "IfNotPresent",
+            "args": vllm_args(model),
+            "ports": [{"name": "http", "containerPort": layout.VLLM_PORT, "protocol": "TCP"}],
+            "env": env_list,
+            "resources": {
+                "requests": {vendor.resource_name: str(n), "cpu": str(cpu), "memory": f"{memory}Gi"},
+                "limits": {vendor.resource_name: str(n), "memory": f"{memory}Gi"},
+            },
+            "startupProbe": _probe(data.STARTUP_PROBE),
+            "readinessProbe": _probe(data.READINESS_PROBE),
+            "livenessProbe": _probe(data.LIVENESS_PROBE),
+            "securityContext": _container_security(data.RUN_AS),
+            "volumeMounts": [
+                {"name": "model-cache", "mountPath": data.MODEL_CACHE_DIR},
+                {"name": "scratch", "mountPath": data.SCRATCH_DIR},
+                {"name": "shm", "mountPath": "/dev/shm"},
+            ],
+        }],
+        "volumes": [
+            {"name": "model-cache",
+             "emptyDir": {"sizeLimit": f"{data.model_cache_size_gib(model.params_b, model.dtype)}Gi"}},
+            {"name": "scratch", "emptyDir": {"sizeLimit": "20Gi"}},
+            {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": data.SHM_SIZE}},
+        ],
+    }
+
+
+def sim_pod_spec(model: ModelSpec, pool: PoolSpec, image: Any) -> dict[str, Any]:
+    """Dev clusters: the router image's simulator with the vendor's latency profile; no
+    accelerators, so no accelerator resources, node selector or tolerations."""
+    profile = data.sim_profile(pool.vendor, pool.accelerator, pool.sim_profile)
+    return {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": 10,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": data.SIM_RUN_AS, "runAsGroup": data.SIM_RUN_AS,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{
+            "name": "sim",
+            "image": image,
+            # kind has no registry: `make image` + `kind load` put the tag on the nodes.
+            "imagePullPolicy": "IfNotPresent",
+            "command": ["python", "-m", data.SIM_MODULE, "--port", str(layout.VLLM_PORT),
+                        "--profile", profile, "--model", model.name],
+            "ports": [{"name": "http", "containerPort": layout.VLLM_PORT, "protocol": "TCP"}],
+            "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+            "resources": {k: dict(v) for k, v in data.SIM_RESOURCES.items()},
+            "readinessProbe": _probe(data.SIM_PROBE),
+            "livenessProbe": _probe(data.SIM_PROBE),
+            "securityContext": _container_security(data.SIM_RUN_AS),
+        }],
+    }
+
+
+@dataclass
+class ModelServerArgs:
+    model: ModelSpec
+    pool: PoolSpec
+    cluster: ClusterSpec
+    inference_pool: str
+    """Name of the pool's InferencePool (a KServe workload joins it instead of creating its own)."""
+    image: pulumi.Input[str]
+    """Simulator image (dev clusters only)."""
+    hf_secret: str | None
+    """Name of the Secret holding the Hugging Face token, or None."""
+    autoscaled: bool
+    """KEDA owns the replica count (so Pulumi must not fight it)."""
+    kserve_triggers: list[dict[str, Any]] | None = None
+    """KEDA triggers for a KServe-served model (KServe creates the ScaledObject itself)."""
+
+
+class ModelServer(pulumi.ComponentResource):
+    def __init__(self, name: str, args: ModelServerArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("fleet:inference:ModelServer", name, None, opts)
+        model, pool = args.model, args.pool
+        simulated = args.cluster.cloud == "local"
+        self.name = server_name(model, pool)
+        self.kind = "LLMInferenceService" if model.serving == "kserve" else "Deployment"
+        labels = pod_labels(model, pool, simulated)
+        pod_spec = (sim_pod_spec(model, pool, args.image) if simulated
+                    else vllm_pod_spec(model, pool, args.cluster, args.hf_secret))
+        if self.kind == "LLMInferenceService":
+            # KServe merges its defaults into the template container named `main`.
+            pod_spec["containers"][0]["name"] = "main"
+        meta = k8s.meta.v1.ObjectMetaArgs(name=self.name, namespace=layout.NS_INFERENCE, labels=labels)
+        ignore = ["spec.replicas"] if args.autoscaled else []
+
+        if self.kind == "Deployment":
+            skips = None
+            if simulated:
+                skips = {"checkov.io/skip1": "CKV_K8S_43=kind has no registry to pin a digest in; the "
+                                             "simulator image is `kind load`ed by its content-hash tag"}
+            self.workload = k8s.apps.v1.Deployment(
+                f"{name}-deployment",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=self.name, namespace=layout.NS_INFERENCE,
+                                                    labels=labels, annotations=skips),
+                spec={
+                    "replicas": model.min_replicas,
+                    "revisionHistoryLimit": 3,
+                    "selector": {"matchLabels": selector_labels(model, pool)},
+                    # Never two copies of a large model at once on a pool sized for one more:
+                    # replace in place (maxSurge 0) only after the new pod would not fit anyway.
+                    "strategy": {"type": "RollingUpdate",
+                                 "rollingUpdate": {"maxSurge": 1 if simulated else 0, "maxUnavailable": 1}},
+                    "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+                },
+                opts=pulumi.ResourceOptions(parent=self, ignore_changes=ignore),
+            )
+        else:
+            llmisvc: dict[str, Any] = {
+                "model": {"uri": f"hf://{model.hf_id}", "name": model.name},
+                "replicas": model.min_replicas,
+                "labels": labels,
+                "template": pod_spec,
+                # Join the pool's InferencePool and endpoint picker; the tier and per-pool
+                # HTTPRoutes are ours, so KServe creates no route of its own.
+                "router": {"scheduler": {"pool": {"ref": {"name": args.inference_pool}}}},
+            }
+            if args.kserve_triggers:
+                llmisvc["scaling"] = {
+                    "minReplicas": model.min_replicas,
+                    "maxReplicas": model.max_replicas,
+                    "keda": {"pollingInterval": data.POLLING_INTERVAL_S, "cooldownPeriod": data.COOLDOWN_S,
+                             "triggers": args.kserve_triggers},
+                }
+            self.workload = k8s.apiextensions.CustomResource(
+                f"{name}-llmisvc",
+                api_version="serving.kserve.io/v1alpha2",
+                kind="LLMInferenceService",
+                metadata=meta,
+                spec=llmisvc,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+        self.register_outputs({"name": self.name, "kind": self.kind})
