@@ -1,0 +1,74 @@
+"""Queue-depth autoscaling: a KEDA ScaledObject per model Deployment on vLLM's waiting-request
+gauge, bounded by the model's replicas, to zero (with a wake-up trigger) where min_replicas is 0,
+and the same triggers inside KServe-served models; Pulumi leaves the replica count to KEDA."""
+
+from __future__ import annotations
+
+import promql_parser
+
+from conftest import plan_of
+from fleet import layout
+from inference_render import inference_objects, multicloud_plan
+
+
+def _scaled(plan):
+    return [o for objs in inference_objects(plan, "ScaledObject").values() for o in objs]
+
+
+def _deployments(plan):
+    return {o["metadata"]["name"]: o for objs in inference_objects(plan, "Deployment").values() for o in objs
+            if o["metadata"]["labels"].get(layout.COMPONENT) == layout.COMPONENT_MODEL_SERVER}
+
+
+def test_every_model_deployment_has_a_scaled_object_on_vllm_queue_depth():
+    for plan in (plan_of("dev"), multicloud_plan()):
+        deployments = _deployments(plan)
+        scaled = {o["spec"]["scaleTargetRef"]["name"]: o for o in _scaled(plan)}
+        assert set(scaled) == set(deployments)
+        for name, so in scaled.items():
+            labels = deployments[name]["metadata"]["labels"]
+            model = next(m for m in plan.spec.models if m.slug == labels[layout.MODEL_LABEL])
+            assert so["spec"]["scaleTargetRef"]["kind"] == "Deployment"
+            assert so["spec"]["minReplicaCount"] == model.min_replicas
+            assert so["spec"]["maxReplicaCount"] == model.max_replicas
+            queue = next(t for t in so["spec"]["triggers"] if t["name"] == "queue-depth")
+            query = queue["metadata"]["query"]
+            assert "vllm:num_requests_waiting" in query
+            assert f'pool="{labels[layout.POOL_LABEL]}"' in query
+            assert f'model="{labels[layout.MODEL_LABEL]}"' in query
+            promql_parser.parse(query)
+            assert int(queue["metadata"]["threshold"]) > 0
+
+
+def test_models_allowed_to_idle_scale_to_zero_and_wake_on_demand():
+    plan = multicloud_plan()
+    to_zero = [so for so in _scaled(plan) if so["spec"]["minReplicaCount"] == 0]
+    assert to_zero
+    for so in to_zero:
+        names = {t["name"] for t in so["spec"]["triggers"]}
+        assert names == {"queue-depth", "demand"}
+        demand = next(t for t in so["spec"]["triggers"] if t["name"] == "demand")
+        promql_parser.parse(demand["metadata"]["query"])
+        assert demand["metadata"]["activationThreshold"] == "0"
+    for so in _scaled(plan_of("dev")):  # dev keeps one simulated server per pool up
+        assert so["spec"]["minReplicaCount"] == 1
+        assert {t["name"] for t in so["spec"]["triggers"]} == {"queue-depth"}
+
+
+def test_pulumi_does_not_fight_keda_over_replicas():
+    for plan in (plan_of("dev"), multicloud_plan()):
+        for r in plan.resources:
+            if r["type"] == "kubernetes:apps/v1:Deployment" and \
+                    r["inputs"]["metadata"]["labels"].get(layout.COMPONENT) == layout.COMPONENT_MODEL_SERVER:
+                assert "spec.replicas" in r["options"].get("ignore_changes", [])
+
+
+def test_kserve_models_carry_the_same_keda_triggers():
+    plan = multicloud_plan()
+    services = [o for objs in inference_objects(plan, "LLMInferenceService").values() for o in objs]
+    assert services
+    for svc in services:
+        scaling = svc["spec"]["scaling"]
+        model = next(m for m in plan.spec.models if m.slug == svc["metadata"]["labels"][layout.MODEL_LABEL])
+        assert (scaling["minReplicas"], scaling["maxReplicas"]) == (model.min_replicas, model.max_replicas)
+        assert any("vllm:num_requests_waiting" in t["metadata"]["query"] for t in scaling["keda"]["triggers"])
