@@ -163,6 +163,9 @@ EPP_RBAC_RULES: tuple[Mapping, ...] = (
 # have it (seed 001's 404s); an explicit 5xx lets the cross-cloud router fail over instead.
 EPP_FAILURE_MODE = "FailClose"
 
+NETPOL_SKIP = ("CKV2_K8S_6=the inference namespace's default-deny and per-flow NetworkPolicies "
+               "(gateway -> servers and pickers, picker -> metrics) come from components/network_policies.py")
+
 # --- gateway -------------------------------------------------------------------------------------
 
 GATEWAY_TLS_SECRET = "inference-gateway-tls"

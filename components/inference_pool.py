@@ -89,9 +89,14 @@ class InferencePool(pulumi.ComponentResource):
 
         # A config change restarts the picker (it reads the file once at start).
         checksum = hashlib.sha256(config_yaml.encode()).hexdigest()
+        skips = {
+            "checkov.io/skip1": data.NETPOL_SKIP,
+            "checkov.io/skip2": "CKV_K8S_38=the picker watches pods and its InferencePool through the "
+                                "API server; its token grants read-only access in one namespace",
+        }
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-epp",
-            metadata=meta(epp),
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=epp, namespace=ns, labels=epp_labels, annotations=skips),
             spec={
                 "replicas": 1,
                 "revisionHistoryLimit": 3,

@@ -223,10 +223,14 @@ class ModelServer(pulumi.ComponentResource):
         ignore = ["spec.replicas"] if args.autoscaled else []
 
         if self.kind == "Deployment":
-            skips = None
+            skips = {"checkov.io/skip1": data.NETPOL_SKIP}
             if simulated:
-                skips = {"checkov.io/skip1": "CKV_K8S_43=kind has no registry to pin a digest in; the "
-                                             "simulator image is `kind load`ed by its content-hash tag"}
+                skips.update({
+                    "checkov.io/skip2": "CKV_K8S_43=kind has no registry to pin a digest in; the "
+                                        "simulator image is `kind load`ed by its content-hash tag",
+                    "checkov.io/skip3": "CKV_K8S_15=the image is loaded into kind, not pullable; "
+                                        "IfNotPresent is the only policy that starts",
+                })
             self.workload = k8s.apps.v1.Deployment(
                 f"{name}-deployment",
                 metadata=k8s.meta.v1.ObjectMetaArgs(name=self.name, namespace=layout.NS_INFERENCE,
