@@ -87,7 +87,7 @@ class Gateway(pulumi.ComponentResource):
             "duration": data.CERT_DURATION,
             "renewBefore": data.CERT_RENEW_BEFORE,
             "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
-            "usages": ["server auth", "digital signature", "key encipherment"],
+            "usages": ["server auth", "digital signature"],  # ECDSA: no key encipherment
             "issuerRef": dict(issuer),
         }, depends=issuer_deps)
 

@@ -185,7 +185,9 @@ def sim_pod_spec(model: ModelSpec, pool: PoolSpec, image: Any) -> dict[str, Any]
             "readinessProbe": _probe(data.SIM_PROBE),
             "livenessProbe": _probe(data.SIM_PROBE),
             "securityContext": _container_security(data.SIM_RUN_AS),
+            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
         }],
+        "volumes": [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "32Mi"}}],
     }
 
 
@@ -236,11 +238,13 @@ class ModelServer(pulumi.ComponentResource):
                 metadata=k8s.meta.v1.ObjectMetaArgs(name=self.name, namespace=layout.NS_INFERENCE,
                                                     labels=labels, annotations=skips),
                 spec={
-                    "replicas": model.min_replicas,
+                    # KEDA starts from the floor; without it a model must run (at least one replica).
+                    "replicas": model.min_replicas if args.autoscaled else max(1, model.min_replicas),
                     "revisionHistoryLimit": 3,
                     "selector": {"matchLabels": selector_labels(model, pool)},
-                    # Never two copies of a large model at once on a pool sized for one more:
-                    # replace in place (maxSurge 0) only after the new pod would not fit anyway.
+                    # Accelerator pools have no spare node for a surge pod (it would sit Pending and
+                    # scale a node up just for the rollout): replace one server at a time instead;
+                    # the cross-cloud router fails over meanwhile. Simulated servers surge freely.
                     "strategy": {"type": "RollingUpdate",
                                  "rollingUpdate": {"maxSurge": 1 if simulated else 0, "maxUnavailable": 1}},
                     "template": {"metadata": {"labels": labels}, "spec": pod_spec},
@@ -250,7 +254,7 @@ class ModelServer(pulumi.ComponentResource):
         else:
             llmisvc: dict[str, Any] = {
                 "model": {"uri": f"hf://{model.hf_id}", "name": model.name},
-                "replicas": model.min_replicas,
+                "replicas": model.min_replicas if args.kserve_triggers else max(1, model.min_replicas),
                 "labels": labels,
                 "template": pod_spec,
                 # Join the pool's InferencePool and endpoint picker; the tier and per-pool

@@ -7,7 +7,8 @@ For the pools that live on this cluster and serve at least one model:
   rule with the same match plus ``X-Fleet-Overflow: true`` sends to the tier's overflow pools. The
   tier without a match is the default route (path ``/v1`` only). A tier whose backends live on
   another cluster falls back to its local overflow pools here, and is skipped where it has neither.
-* **default route** ``default`` — only when the spec has no default tier: every local pool, evenly.
+* **default route** ``default`` — only when no default tier reaches a local pool: every local pool,
+  evenly.
 * **pool routes** ``pool-<pool>`` — ``/pools/<pool>/v1/...`` rewritten to ``/v1/...`` on exactly
   that pool: what the cross-cloud router targets (:attr:`InferenceLayer.pool_endpoints`).
 * **model routes** ``model-<model>`` — ``X-Gateway-Model-Name: <model>`` (what the Inference
@@ -79,7 +80,9 @@ def route_specs(spec: FleetSpec, cluster: ClusterSpec) -> dict[str, list[dict[st
         rules = _tier_rules(tier, local)
         if rules:
             routes[naming.k8s_name("tier", tier.name)] = rules
-    if not any(not t.match for t in spec.tiers):
+    if not any(rule["matches"][0].get("headers") is None for rules in routes.values() for rule in rules):
+        # No default tier, or none of its pools (backends or overflow) here: every local pool, evenly,
+        # so a request without tier headers is never a 404 on this gateway.
         routes["default"] = [_rule({}, [(p, 1) for p in local])]
     for pool in local:
         routes[naming.k8s_name("pool", pool)] = [

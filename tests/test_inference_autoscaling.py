@@ -72,3 +72,23 @@ def test_kserve_models_carry_the_same_keda_triggers():
         model = next(m for m in plan.spec.models if m.slug == svc["metadata"]["labels"][layout.MODEL_LABEL])
         assert (scaling["minReplicas"], scaling["maxReplicas"]) == (model.min_replicas, model.max_replicas)
         assert any("vllm:num_requests_waiting" in t["metadata"]["query"] for t in scaling["keda"]["triggers"])
+
+
+def test_without_keda_every_model_runs_at_least_one_replica_and_pulumi_owns_the_count(tmp_path):
+    import copy
+
+    from inference_render import MULTICLOUD_SPEC, render
+
+    fleet = copy.deepcopy(MULTICLOUD_SPEC)
+    fleet["platform"] = {"keda": False}
+    plan = render(fleet, tmp_path, "nokeda")
+    assert not _scaled(plan)
+    deployments = _deployments(plan)
+    assert deployments
+    for d in deployments.values():
+        assert d["spec"]["replicas"] >= 1
+    for r in plan.resources:
+        if r["type"] == "kubernetes:apps/v1:Deployment":
+            assert "spec.replicas" not in r["options"].get("ignore_changes", [])
+    for svc in (o for objs in inference_objects(plan, "LLMInferenceService").values() for o in objs):
+        assert "scaling" not in svc["spec"]

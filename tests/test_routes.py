@@ -150,3 +150,14 @@ def test_router_pool_endpoints_point_at_the_pool_routes_or_dev_sim_services():
         url = f"http://{pool.name}-sim.{layout.NS_INFERENCE}.svc.cluster.local:{layout.VLLM_PORT}"
         assert url in body
         assert f"{pool.name}-sim" in services
+
+
+def test_a_cluster_the_default_tier_does_not_reach_still_gets_a_default_route(tmp_path):
+    fleet = copy.deepcopy(MULTICLOUD_SPEC)
+    default = next(t for t in fleet["tiers"] if not t.get("match"))
+    default["overflow"] = []  # the TPU cluster is no longer part of the default tier
+    routes = _routes(render(fleet, tmp_path, "defaultelsewhere"))
+    assert "tier-default" not in routes["gcp-central"]
+    [rule] = routes["gcp-central"]["default"]["spec"]["rules"]
+    assert not _headers(rule) and set(_weights(rule)) == {"tpu-v6e"}
+    assert "default" not in routes["aws-east"]
