@@ -44,6 +44,9 @@ def epp_args(pool: str) -> list[str]:
         # need a cluster-wide tokenreviews/subjectaccessreviews grant the picker otherwise never uses.
         "--metrics-endpoint-auth=false",
         "--config-file", f"{data.EPP_CONFIG_DIR}/{data.EPP_CONFIG_FILE}",
+        # No OTLP collector is deployed, and profiling handlers are attack surface nobody reads.
+        "--tracing=false",
+        "--enable-pprof=false",
         "--zap-encoder", "json",
         "--v", "2",
     ]

@@ -120,3 +120,37 @@ def test_rbac_check_flags_a_role_that_could_read_secrets_or_write_pods():
     problems = rbac_problems(role)
     assert any("secrets" in p for p in problems)
     assert any("delete" in p for p in problems)
+
+
+SEED_001 = {
+    "topology": "gcp",
+    "clusters": [{"name": "nvidia-test", "cloud": "gcp", "region": "us-central1", "zones": ["us-central1-a"]}],
+    "pools": [{"name": "nvidia-t4-pool", "cluster": "nvidia-test", "accelerator": "t4", "max_nodes": 3}],
+    "models": [
+        {"name": "google/gemma-2b-it", "hf_id": "google/gemma-2b-it", "params_b": 2.51, "dtype": "bf16",
+         "max_context": 2048, "pools": ["nvidia-t4-pool"], "min_replicas": 1},
+        {"name": "microsoft/Phi-3-mini-4k-instruct", "hf_id": "microsoft/Phi-3-mini-4k-instruct",
+         "params_b": 3.82, "dtype": "bf16", "max_context": 2048, "pools": ["nvidia-t4-pool"], "min_replicas": 1},
+    ],
+}
+
+
+def test_one_inference_pool_and_one_picker_serve_both_seed_001_models(tmp_path):
+    from inference_render import render
+
+    plan = render(SEED_001, tmp_path, "seed001")
+    objs = inference_objects(plan)["nvidia-test"]
+    [pool] = [o for o in objs if o["kind"] == "InferencePool"]
+    epps = [o for o in objs if o["kind"] == "Deployment"
+            and o["metadata"]["labels"][layout.COMPONENT] == layout.COMPONENT_EPP]
+    servers = [o for o in objs if o["kind"] == "Deployment"
+               and o["metadata"]["labels"][layout.COMPONENT] == layout.COMPONENT_MODEL_SERVER]
+    assert len(epps) == 1 and len(servers) == 2
+    selector = pool["spec"]["selector"]["matchLabels"]
+    served = set()
+    for server in servers:
+        labels = server["spec"]["template"]["metadata"]["labels"]
+        assert selector.items() <= labels.items()
+        args = server["spec"]["template"]["spec"]["containers"][0]["args"]
+        served.add(args[args.index("--served-model-name") + 1])
+    assert served == {m["name"] for m in SEED_001["models"]}
