@@ -28,7 +28,7 @@ import pulumi_kubernetes as k8s
 
 from components.autoscaling import QueueAutoscaler, QueueAutoscalerArgs, queue_triggers
 from components.gateway import Gateway, GatewayArgs
-from components.inference_data import POOL_PATH_PREFIX
+from components import inference_data
 from components.inference_pool import InferencePool, InferencePoolArgs
 from components.model_server import HF_TOKEN_KEY, ModelServer, ModelServerArgs, server_name
 from components.namespaces import Namespaces
@@ -64,6 +64,7 @@ class InferenceLayer(pulumi.ComponentResource):
         simulated = cluster.cloud == "local"
         keda = spec.platform.keda
         served = [p for p in args.pools if spec.models_on(p.name)]
+        drain_s = inference_data.drain_seconds(spec.router.request_timeout_s)
 
         # The token only reaches real vLLM servers (gated models); the simulator downloads nothing.
         hf_secret = None
@@ -81,7 +82,7 @@ class InferenceLayer(pulumi.ComponentResource):
         self.model_servers: dict[tuple[str, str], ModelServer] = {}
         self.inference_pools: dict[str, InferencePool] = {}
         for pool in served:
-            ipool = InferencePool(f"{name}-{pool.name}", InferencePoolArgs(pool=pool),
+            ipool = InferencePool(f"{name}-{pool.name}", InferencePoolArgs(pool=pool, drain_s=drain_s),
                                   pulumi.ResourceOptions(parent=self))
             self.inference_pools[pool.name] = ipool
             for model in spec.models_on(pool.name):
@@ -91,7 +92,7 @@ class InferenceLayer(pulumi.ComponentResource):
                     ModelServerArgs(
                         model=model, pool=pool, cluster=cluster, inference_pool=ipool.name, image=image,
                         hf_secret=HF_SECRET if hf_secret is not None else None,
-                        autoscaled=keda and not kserve,
+                        autoscaled=keda and not kserve, drain_s=drain_s,
                         kserve_triggers=queue_triggers(model, pool) if kserve and keda else None,
                     ),
                     pulumi.ResourceOptions(parent=self, depends_on=[hf_secret] if hf_secret else []),
@@ -124,14 +125,15 @@ class InferenceLayer(pulumi.ComponentResource):
                                  self.gateway, *(p.inference_pool for p in self.inference_pools.values())]))
 
         self.gateway_url: pulumi.Output[str] = self.gateway.url
-        # pool name -> base URL the cross-cloud router sends that pool's traffic to
+        # pool name -> base URL the cross-cloud router sends that pool's traffic to (every pool of the
+        # cluster; a pool that serves no model has no route or servers, and the router never picks it)
         self.pool_endpoints: dict[str, pulumi.Output[str]] = {}
-        for pool in served:
+        for pool in args.pools:
             if simulated:
                 url = (f"http://{sim_service_name(pool.name)}.{layout.NS_INFERENCE}.svc.cluster.local:"
                        f"{layout.VLLM_PORT}")
                 self.pool_endpoints[pool.name] = pulumi.Output.from_input(url)
             else:
                 self.pool_endpoints[pool.name] = self.gateway_url.apply(
-                    lambda base, p=pool.name: f"{base}{POOL_PATH_PREFIX}/{p}")
+                    lambda base, p=pool.name: f"{base}{inference_data.POOL_PATH_PREFIX}/{p}")
         self.register_outputs({"gateway_url": self.gateway_url, "pool_endpoints": self.pool_endpoints})

@@ -48,8 +48,19 @@ READINESS_PROBE = MappingProxyType({"path": "/health", "periodSeconds": 10, "fai
 LIVENESS_PROBE = MappingProxyType({"path": "/health", "periodSeconds": 30, "failureThreshold": 5,
                                    "timeoutSeconds": 10})
 
-# A request vLLM has accepted may stream for minutes; draining waits for it (EPP upstream: 130 s).
-TERMINATION_GRACE_S = 130
+DRAIN_SLACK_S = 15
+PRE_STOP_SLEEP_S = 10
+"""A stopping server keeps serving this long, so the picker and gateway see it leave before it refuses."""
+
+
+def drain_seconds(request_timeout_s: float) -> int:
+    """Grace period for a server (and its picker) to finish the longest request the router allows."""
+    return int(request_timeout_s) + PRE_STOP_SLEEP_S + DRAIN_SLACK_S
+
+
+def route_timeout(request_timeout_s: float) -> str:
+    """Gateway request timeout: the router's own timeout plus slack, so the router times out first."""
+    return f"{int(request_timeout_s) + 2 * DRAIN_SLACK_S}s"
 
 SHM_SIZE = "16Gi"
 """/dev/shm for NCCL/RCCL between tensor-parallel workers (Docker's 64 MiB default is far too small)."""
@@ -184,7 +195,6 @@ API_PATH_PREFIX = "/v1"
 OVERFLOW_HEADER = "X-Fleet-Overflow"
 """Set by the cross-cloud router when it spills a tier: the same tier match plus this header sends
 the request to the tier's overflow pools."""
-ROUTE_TIMEOUT = "330s"  # longer than the router's default request timeout (300 s) plus drain slack
 
 # --- autoscaling (KEDA) --------------------------------------------------------------------------
 

@@ -55,6 +55,8 @@ def epp_args(pool: str) -> list[str]:
 @dataclass
 class InferencePoolArgs:
     pool: PoolSpec
+    drain_s: int = 315
+    """Termination grace, as long as the model servers' (upstream: mirror the pool's longest)."""
 
 
 class InferencePool(pulumi.ComponentResource):
@@ -110,8 +112,8 @@ class InferencePool(pulumi.ComponentResource):
                     "spec": {
                         "serviceAccountName": epp,
                         "enableServiceLinks": False,
-                        # As long as the longest model-server drain, so in-flight picks finish.
-                        "terminationGracePeriodSeconds": data.TERMINATION_GRACE_S,
+                        # As long as the model servers' drain, so in-flight streams keep their picker.
+                        "terminationGracePeriodSeconds": args.drain_s,
                         "securityContext": {"runAsNonRoot": True, "runAsUser": data.EPP_RUN_AS,
                                             "runAsGroup": data.EPP_RUN_AS,
                                             "seccompProfile": {"type": "RuntimeDefault"}},

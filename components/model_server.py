@@ -88,7 +88,7 @@ def vllm_args(model: ModelSpec) -> list[str]:
 
 
 def vllm_pod_spec(model: ModelSpec, pool: PoolSpec, cluster: ClusterSpec,
-                  hf_secret: str | None) -> dict[str, Any]:
+                  hf_secret: str | None, drain_s: int) -> dict[str, Any]:
     vendor = catalog.VENDORS[pool.vendor]
     quirks = data.VENDOR_PODS[pool.vendor]
     n = accelerator_count(model, pool)
@@ -128,7 +128,7 @@ def vllm_pod_spec(model: ModelSpec, pool: PoolSpec, cluster: ClusterSpec,
     return {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "terminationGracePeriodSeconds": data.TERMINATION_GRACE_S,
+        "terminationGracePeriodSeconds": drain_s,
         "nodeSelector": catalog.pool_labels(pool.vendor, pool.accelerator, pool.name),
         "tolerations": tolerations,
         "securityContext": pod_security,
@@ -146,6 +146,7 @@ def vllm_pod_spec(model: ModelSpec, pool: PoolSpec, cluster: ClusterSpec,
             "startupProbe": _probe(data.STARTUP_PROBE),
             "readinessProbe": _probe(data.READINESS_PROBE),
             "livenessProbe": _probe(data.LIVENESS_PROBE),
+            "lifecycle": {"preStop": {"sleep": {"seconds": data.PRE_STOP_SLEEP_S}}},
             "securityContext": _container_security(data.RUN_AS),
             "volumeMounts": [
                 {"name": "model-cache", "mountPath": data.MODEL_CACHE_DIR},
@@ -204,6 +205,8 @@ class ModelServerArgs:
     """Name of the Secret holding the Hugging Face token, or None."""
     autoscaled: bool
     """KEDA owns the replica count (so Pulumi must not fight it)."""
+    drain_s: int = 315
+    """Termination grace: the router's request timeout plus slack (inference_data.drain_seconds)."""
     kserve_triggers: list[dict[str, Any]] | None = None
     """KEDA triggers for a KServe-served model (KServe creates the ScaledObject itself)."""
 
@@ -217,7 +220,7 @@ class ModelServer(pulumi.ComponentResource):
         self.kind = "LLMInferenceService" if model.serving == "kserve" else "Deployment"
         labels = pod_labels(model, pool, simulated)
         pod_spec = (sim_pod_spec(model, pool, args.image) if simulated
-                    else vllm_pod_spec(model, pool, args.cluster, args.hf_secret))
+                    else vllm_pod_spec(model, pool, args.cluster, args.hf_secret, args.drain_s))
         if self.kind == "LLMInferenceService":
             # KServe merges its defaults into the template container named `main`.
             pod_spec["containers"][0]["name"] = "main"
@@ -250,6 +253,13 @@ class ModelServer(pulumi.ComponentResource):
                     "template": {"metadata": {"labels": labels}, "spec": pod_spec},
                 },
                 opts=pulumi.ResourceOptions(parent=self, ignore_changes=ignore),
+            )
+            # A node drain (upgrade, spot reclaim notice) takes one server of a model at a time.
+            self.disruption_budget = k8s.policy.v1.PodDisruptionBudget(
+                f"{name}-pdb",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=self.name, namespace=layout.NS_INFERENCE, labels=labels),
+                spec={"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(model, pool)}},
+                opts=pulumi.ResourceOptions(parent=self),
             )
         else:
             llmisvc: dict[str, Any] = {

@@ -42,15 +42,15 @@ def _headers(match: dict[str, str]) -> list[dict[str, str]]:
     return [{"type": "Exact", "name": k, "value": v} for k, v in sorted(match.items())]
 
 
-def _rule(headers: dict[str, str], backends: list[tuple[str, int]], path: str = data.API_PATH_PREFIX,
-          rewrite: bool = False) -> dict[str, Any]:
+def _rule(headers: dict[str, str], backends: list[tuple[str, int]], timeout: str,
+          path: str = data.API_PATH_PREFIX, rewrite: bool = False) -> dict[str, Any]:
     match: dict[str, Any] = {"path": {"type": "PathPrefix", "value": path}}
     if headers:
         match["headers"] = _headers(headers)
     rule: dict[str, Any] = {
         "matches": [match],
         "backendRefs": [pool_ref(p, w) for p, w in backends],
-        "timeouts": {"request": data.ROUTE_TIMEOUT},
+        "timeouts": {"request": timeout},
     }
     if rewrite:
         rule["filters"] = [{"type": "URLRewrite", "urlRewrite": {
@@ -58,15 +58,15 @@ def _rule(headers: dict[str, str], backends: list[tuple[str, int]], path: str = 
     return rule
 
 
-def _tier_rules(tier: TierSpec, local: list[str]) -> list[dict[str, Any]]:
+def _tier_rules(tier: TierSpec, local: list[str], timeout: str) -> list[dict[str, Any]]:
     backends = [(b.pool, b.weight) for b in tier.backends if b.pool in local]
     overflow = [(p, 1) for p in tier.overflow if p in local]
     if sum(w for _, w in backends) == 0:
         # None of the tier's backends is here (or all weigh 0): its local overflow takes the tier.
-        return [_rule(tier.match, overflow)] if overflow else []
-    rules = [_rule(tier.match, backends)]
+        return [_rule(tier.match, overflow, timeout)] if overflow else []
+    rules = [_rule(tier.match, backends, timeout)]
     if overflow:
-        rules.append(_rule({**tier.match, data.OVERFLOW_HEADER: "true"}, overflow))
+        rules.append(_rule({**tier.match, data.OVERFLOW_HEADER: "true"}, overflow, timeout))
     return rules
 
 
@@ -75,22 +75,24 @@ def route_specs(spec: FleetSpec, cluster: ClusterSpec) -> dict[str, list[dict[st
     local = [p.name for p in spec.pools_in(cluster.name) if spec.models_on(p.name)]
     if not local:
         return {}
+    timeout = data.route_timeout(spec.router.request_timeout_s)
     routes: dict[str, list[dict[str, Any]]] = {}
     for tier in spec.tiers:
-        rules = _tier_rules(tier, local)
+        rules = _tier_rules(tier, local, timeout)
         if rules:
             routes[naming.k8s_name("tier", tier.name)] = rules
     if not any(rule["matches"][0].get("headers") is None for rules in routes.values() for rule in rules):
         # No default tier, or none of its pools (backends or overflow) here: every local pool, evenly,
         # so a request without tier headers is never a 404 on this gateway.
-        routes["default"] = [_rule({}, [(p, 1) for p in local])]
+        routes["default"] = [_rule({}, [(p, 1) for p in local], timeout)]
     for pool in local:
         routes[naming.k8s_name("pool", pool)] = [
-            _rule({}, [(pool, 1)], path=f"{data.POOL_PATH_PREFIX}/{pool}", rewrite=True)]
+            _rule({}, [(pool, 1)], timeout, path=f"{data.POOL_PATH_PREFIX}/{pool}", rewrite=True)]
     for model in spec.models:
         pools = [p for p in model.pools if p in local]
         if pools:
-            routes[naming.k8s_name("model", model.slug)] = [_rule({MODEL_HEADER: model.name}, [(p, 1) for p in pools])]
+            routes[naming.k8s_name("model", model.slug)] = [
+                _rule({MODEL_HEADER: model.name}, [(p, 1) for p in pools], timeout)]
     return routes
 
 

@@ -246,3 +246,21 @@ def test_kserve_models_render_an_llminferenceservice_joining_the_pool_instead_of
     for o in services:
         assert o["spec"]["router"]["scheduler"]["pool"]["ref"]["name"] == o["metadata"]["labels"][layout.POOL_LABEL]
         assert o["spec"]["template"]["containers"][0]["name"] == "main"
+
+
+def test_vllm_servers_drain_longer_than_the_longest_request_the_router_allows():
+    plan = multicloud_plan()
+    for _, pod in _vllm_servers():
+        assert pod["terminationGracePeriodSeconds"] > plan.spec.router.request_timeout_s
+        assert pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
+
+
+def test_each_model_deployment_has_a_disruption_budget_of_one():
+    for plan in (plan_of("dev"), multicloud_plan()):
+        for cluster, objs in inference_objects(plan).items():
+            pdbs = {o["metadata"]["name"]: o for o in objs if o["kind"] == "PodDisruptionBudget"}
+            for d in (o for o in objs if o["kind"] == "Deployment"
+                      and o["metadata"]["labels"][layout.COMPONENT] == layout.COMPONENT_MODEL_SERVER):
+                pdb = pdbs[d["metadata"]["name"]]
+                assert pdb["spec"]["maxUnavailable"] == 1
+                assert pdb["spec"]["selector"] == d["spec"]["selector"]
