@@ -93,6 +93,7 @@ class InferenceLayer(pulumi.ComponentResource):
                         model=model, pool=pool, cluster=cluster, inference_pool=ipool.name, image=image,
                         hf_secret=HF_SECRET if hf_secret is not None else None,
                         autoscaled=keda and not kserve, drain_s=drain_s,
+                        pool_models=tuple(m.name for m in spec.models_on(pool.name)),
                         kserve_triggers=queue_triggers(model, pool) if kserve and keda else None,
                     ),
                     pulumi.ResourceOptions(parent=self, depends_on=[hf_secret] if hf_secret else []),

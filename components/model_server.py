@@ -163,10 +163,16 @@ def vllm_pod_spec(model: ModelSpec, pool: PoolSpec, cluster: ClusterSpec,
     }
 
 
-def sim_pod_spec(model: ModelSpec, pool: PoolSpec, image: Any) -> dict[str, Any]:
+def sim_pod_spec(model: ModelSpec, pool: PoolSpec, image: Any,
+                 pool_models: tuple[str, ...] = ()) -> dict[str, Any]:
     """Dev clusters: the router image's simulator with the vendor's latency profile; no
-    accelerators, so no accelerator resources, node selector or tolerations."""
+    accelerators, so no accelerator resources, node selector or tolerations.
+
+    Each simulated server answers for every model of its pool (its own first): the router reaches a
+    dev pool through one Service over all of the pool's servers, which must not 404 a model the
+    pool serves (seed 001)."""
     profile = data.sim_profile(pool.vendor, pool.accelerator, pool.sim_profile)
+    names = [model.name] + [m for m in pool_models if m != model.name]
     return {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -179,7 +185,7 @@ def sim_pod_spec(model: ModelSpec, pool: PoolSpec, image: Any) -> dict[str, Any]
             # kind has no registry: `make image` + `kind load` put the tag on the nodes.
             "imagePullPolicy": "IfNotPresent",
             "command": ["python", "-m", data.SIM_MODULE, "--port", str(layout.VLLM_PORT),
-                        "--profile", profile, "--model", model.name],
+                        "--profile", profile, *[a for n in names for a in ("--model", n)]],
             "ports": [{"name": "http", "containerPort": layout.VLLM_PORT, "protocol": "TCP"}],
             "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
             "resources": {k: dict(v) for k, v in data.SIM_RESOURCES.items()},
@@ -205,6 +211,8 @@ class ModelServerArgs:
     """Name of the Secret holding the Hugging Face token, or None."""
     autoscaled: bool
     """KEDA owns the replica count (so Pulumi must not fight it)."""
+    pool_models: tuple[str, ...] = ()
+    """Names of every model on the pool (a simulated server answers for all of them)."""
     drain_s: int = 315
     """Termination grace: the router's request timeout plus slack (inference_data.drain_seconds)."""
     kserve_triggers: list[dict[str, Any]] | None = None
@@ -219,7 +227,7 @@ class ModelServer(pulumi.ComponentResource):
         self.name = server_name(model, pool)
         self.kind = "LLMInferenceService" if model.serving == "kserve" else "Deployment"
         labels = pod_labels(model, pool, simulated)
-        pod_spec = (sim_pod_spec(model, pool, args.image) if simulated
+        pod_spec = (sim_pod_spec(model, pool, args.image, args.pool_models) if simulated
                     else vllm_pod_spec(model, pool, args.cluster, args.hf_secret, args.drain_s))
         if self.kind == "LLMInferenceService":
             # KServe merges its defaults into the template container named `main`.

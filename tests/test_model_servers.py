@@ -264,3 +264,24 @@ def test_each_model_deployment_has_a_disruption_budget_of_one():
                 pdb = pdbs[d["metadata"]["name"]]
                 assert pdb["spec"]["maxUnavailable"] == 1
                 assert pdb["spec"]["selector"] == d["spec"]["selector"]
+
+
+def test_every_simulated_server_behind_a_dev_pool_service_answers_every_model_of_the_pool(tmp_path):
+    import yaml
+
+    from conftest import ROOT
+
+    fleet = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]["inference-fleet:fleet"]
+    fleet["models"].append({"name": "qwen2.5-3b", "hf_id": "Qwen/Qwen2.5-3B-Instruct", "params_b": 3.09,
+                            "pools": ["nvidia-h100"], "min_replicas": 1, "max_replicas": 1})
+    plan = render(fleet, tmp_path, "devtwo", hf_token=False)
+    services = {o["metadata"]["name"]: o for o in inference_objects(plan, "Service")["local"]}
+    for pool in plan.spec.pools:
+        selector = services[f"{pool.name}-sim"]["spec"]["selector"]
+        behind = [pod for server, pod in _servers(plan)
+                  if selector.items() <= server["spec"]["template"]["metadata"]["labels"].items()]
+        assert behind
+        for pod in behind:
+            cmd = pod["containers"][0]["command"]
+            answered = {cmd[i + 1] for i, a in enumerate(cmd) if a == "--model"}
+            assert answered == {m.name for m in plan.spec.models_on(pool.name)}
