@@ -7,6 +7,12 @@ scorers, weights as data in :mod:`components.inference_data` — with a ServiceA
 read pods, InferencePools and InferenceObjectives in the inference namespace, and nothing else.
 The failure mode is explicit (FailClose: see ``EPP_FAILURE_MODE``).
 
+Caveat, as of GIE v1.5: the reference picker assumes one base model per pool (it filters by LoRA
+adapter, not by base model; upstream issues #715 and #2018), whereas seed 001 reports it routing two
+base models correctly. With one model per pool (every shipped stack) the question does not arise;
+with several, prefer the per-model routes (``X-Gateway-Model-Name``, set by body-based routing or
+the cross-cloud router) or give each model its own pool until upstream supports heterogeneous pools.
+
 Ports (fleet/layout.py, seeds 001 and 003): ext-proc gRPC 9002, gRPC health 9003, metrics 9090.
 """
 
