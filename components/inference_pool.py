@@ -10,8 +10,9 @@ The failure mode is explicit (FailClose: see ``EPP_FAILURE_MODE``).
 Caveat, as of GIE v1.5: the reference picker assumes one base model per pool (it filters by LoRA
 adapter, not by base model; upstream issues #715 and #2018), whereas seed 001 reports it routing two
 base models correctly. With one model per pool (every shipped stack) the question does not arise;
-with several, prefer the per-model routes (``X-Gateway-Model-Name``, set by body-based routing or
-the cross-cloud router) or give each model its own pool until upstream supports heterogeneous pools.
+with several, verify the picker's choice against ``/v1/models`` on the live pool, or give each
+model its own pool until upstream supports heterogeneous pools (the per-model routes choose pools,
+not pods within one).
 
 Ports (fleet/layout.py, seeds 001 and 003): ext-proc gRPC 9002, gRPC health 9003, metrics 9090.
 """
