@@ -126,16 +126,21 @@ def render(fleet: dict[str, Any], tmp: Path, stack: str = "test", hf_token: bool
 
 
 @functools.lru_cache(maxsize=None)
+def seed_plan() -> Plan:
+    """:data:`MULTICLOUD_SPEC` rendered (the fixed seed-000 fleet the detailed tests read)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return render(MULTICLOUD_SPEC, Path(tmp), "seedmulticloud")
+
+
 def multicloud_plan() -> Plan:
-    """The shipped multicloud stack if there is one, else :data:`MULTICLOUD_SPEC`."""
+    """The shipped multicloud stack if there is one, else :func:`seed_plan`."""
     if (ROOT / "Pulumi.multicloud.yaml").exists():
         from conftest import plan_of
 
         return plan_of("multicloud")
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        return render(MULTICLOUD_SPEC, Path(tmp), "multicloud")
+    return seed_plan()
 
 
 LAYER_TYPE = "fleet:inference:InferenceLayer"

@@ -8,7 +8,7 @@ import promql_parser
 
 from conftest import plan_of
 from fleet import layout
-from inference_render import inference_objects, multicloud_plan
+from inference_render import inference_objects, seed_plan
 
 
 def _scaled(plan):
@@ -21,7 +21,7 @@ def _deployments(plan):
 
 
 def test_every_model_deployment_has_a_scaled_object_on_vllm_queue_depth():
-    for plan in (plan_of("dev"), multicloud_plan()):
+    for plan in (plan_of("dev"), seed_plan()):
         deployments = _deployments(plan)
         scaled = {o["spec"]["scaleTargetRef"]["name"]: o for o in _scaled(plan)}
         assert set(scaled) == set(deployments)
@@ -41,7 +41,7 @@ def test_every_model_deployment_has_a_scaled_object_on_vllm_queue_depth():
 
 
 def test_models_allowed_to_idle_scale_to_zero_and_wake_on_demand():
-    plan = multicloud_plan()
+    plan = seed_plan()
     to_zero = [so for so in _scaled(plan) if so["spec"]["minReplicaCount"] == 0]
     assert to_zero
     for so in to_zero:
@@ -56,7 +56,7 @@ def test_models_allowed_to_idle_scale_to_zero_and_wake_on_demand():
 
 
 def test_pulumi_does_not_fight_keda_over_replicas():
-    for plan in (plan_of("dev"), multicloud_plan()):
+    for plan in (plan_of("dev"), seed_plan()):
         for r in plan.resources:
             if r["type"] == "kubernetes:apps/v1:Deployment" and \
                     r["inputs"]["metadata"]["labels"].get(layout.COMPONENT) == layout.COMPONENT_MODEL_SERVER:
@@ -64,7 +64,7 @@ def test_pulumi_does_not_fight_keda_over_replicas():
 
 
 def test_kserve_models_carry_the_same_keda_triggers():
-    plan = multicloud_plan()
+    plan = seed_plan()
     services = [o for objs in inference_objects(plan, "LLMInferenceService").values() for o in objs]
     assert services
     for svc in services:

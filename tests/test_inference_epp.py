@@ -9,7 +9,7 @@ import yaml
 from components import inference_data
 from conftest import plan_of
 from fleet import layout
-from inference_render import inference_objects, multicloud_plan
+from inference_render import inference_objects, seed_plan
 
 READ = {"get", "list", "watch"}
 # What the endpoint picker reads: the pods it picks from, its InferencePool, InferenceObjectives.
@@ -18,7 +18,7 @@ ALLOWED = {("", "pods"), ("inference.networking.k8s.io", "inferencepools"),
 
 
 def _plans():
-    return [plan_of("dev"), multicloud_plan()]
+    return [plan_of("dev"), seed_plan()]
 
 
 def _by_name(objs):

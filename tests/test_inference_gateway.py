@@ -6,7 +6,7 @@ from __future__ import annotations
 from components import inference_data
 from conftest import plan_of
 from fleet import layout
-from inference_render import inference_objects, multicloud_plan
+from inference_render import inference_objects, seed_plan
 
 
 def _one(plan, cluster, kind, name):
@@ -14,7 +14,7 @@ def _one(plan, cluster, kind, name):
 
 
 def test_gateway_terminates_tls_with_the_cert_manager_certificate():
-    for plan in (plan_of("dev"), multicloud_plan()):
+    for plan in (plan_of("dev"), seed_plan()):
         for cluster in plan.spec.clusters:
             gw = _one(plan, cluster.name, "Gateway", layout.GATEWAY_NAME)
             assert gw["metadata"]["namespace"] == layout.NS_GATEWAY
@@ -34,7 +34,7 @@ def test_gateway_terminates_tls_with_the_cert_manager_certificate():
 
 
 def test_plain_http_listener_only_on_local_clusters():
-    for plan in (plan_of("dev"), multicloud_plan()):
+    for plan in (plan_of("dev"), seed_plan()):
         for cluster in plan.spec.clusters:
             gw = _one(plan, cluster.name, "Gateway", layout.GATEWAY_NAME)
             protocols = {li["protocol"] for li in gw["spec"]["listeners"]}

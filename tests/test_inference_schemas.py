@@ -10,7 +10,7 @@ import pytest
 
 import schemas
 from conftest import plan_of
-from inference_render import inference_objects, multicloud_plan
+from inference_render import inference_objects, multicloud_plan, seed_plan
 
 CUSTOM = {"InferencePool", "HTTPRoute", "Gateway", "Certificate", "Issuer", "ScaledObject", "LLMInferenceService"}
 
@@ -27,9 +27,12 @@ def _all(plan):
     return [o for objs in inference_objects(plan).values() for o in objs]
 
 
-@pytest.mark.parametrize("which", ["dev", "multicloud"])
+PLANS = {"dev": lambda: plan_of("dev"), "multicloud": multicloud_plan, "seed": seed_plan}
+
+
+@pytest.mark.parametrize("which", sorted(PLANS))
 def test_inference_objects_are_valid_against_kubernetes_and_upstream_crds(which):
-    plan = plan_of("dev") if which == "dev" else multicloud_plan()
+    plan = PLANS[which]()
     objs = _all(plan)
     kinds = {o["kind"] for o in objs}
     if kinds & CUSTOM and not schemas.crds_available():
@@ -39,7 +42,7 @@ def test_inference_objects_are_valid_against_kubernetes_and_upstream_crds(which)
 
 
 def test_multicloud_renders_every_custom_kind_the_layer_owns():
-    kinds = {o["kind"] for o in _all(multicloud_plan())}
+    kinds = {o["kind"] for o in _all(seed_plan())}
     assert CUSTOM <= kinds
 
 

@@ -13,7 +13,7 @@ from conftest import plan_of
 from fleet import catalog, layout
 from fleet.plan import run_plan
 from fleet.spec import SpecError
-from inference_render import MULTICLOUD_SPEC, inference_objects, multicloud_plan, render, write_stack
+from inference_render import MULTICLOUD_SPEC, inference_objects, seed_plan, render, write_stack
 
 
 def _servers(plan) -> list[dict]:
@@ -29,7 +29,7 @@ def _servers(plan) -> list[dict]:
 
 
 def _vllm_servers():
-    return [(o, pod) for o, pod in _servers(multicloud_plan())
+    return [(o, pod) for o, pod in _servers(seed_plan())
             if o["metadata"]["labels"][layout.APP] == layout.APP_VLLM]
 
 
@@ -75,7 +75,7 @@ def test_multicloud_renders_a_vllm_server_for_each_of_the_three_vendors():
 
 
 def test_each_vendor_gets_its_image_resource_name_selector_and_tolerations_from_the_catalog():
-    plan = multicloud_plan()
+    plan = seed_plan()
     for server, pod in _vllm_servers():
         pool = _pool(plan, server["metadata"]["labels"][layout.POOL_LABEL])
         vendor = catalog.VENDORS[pool.vendor]
@@ -99,7 +99,7 @@ def test_each_vendor_gets_its_image_resource_name_selector_and_tolerations_from_
 
 
 def test_accelerators_requested_follow_tensor_parallel_and_tpu_takes_the_whole_slice():
-    plan = multicloud_plan()
+    plan = seed_plan()
     for server, pod in _vllm_servers():
         pool = _pool(plan, server["metadata"]["labels"][layout.POOL_LABEL])
         model = next(m for m in plan.spec.models if m.slug == server["metadata"]["labels"][layout.MODEL_LABEL])
@@ -148,7 +148,7 @@ def test_vllm_serves_the_spec_name_with_prefix_caching_and_a_model_cache():
         cache = c["args"][c["args"].index("--download-dir") + 1]
         assert cache in {m["mountPath"] for m in c["volumeMounts"]}
         served = c["args"][c["args"].index("--served-model-name") + 1]
-        assert served in {m.name for m in multicloud_plan().spec.models}
+        assert served in {m.name for m in seed_plan().spec.models}
 
 
 def test_model_server_pods_are_hardened_for_the_restricted_namespace():
@@ -167,7 +167,7 @@ def test_model_server_pods_are_hardened_for_the_restricted_namespace():
 
 
 def test_model_server_pods_carry_the_labels_the_layers_rely_on():
-    for plan in (multicloud_plan(), plan_of("dev")):
+    for plan in (seed_plan(), plan_of("dev")):
         for server, pod in _servers(plan):
             labels = (server["spec"]["template"]["metadata"]["labels"] if server["kind"] == "Deployment"
                       else server["spec"]["labels"])
@@ -182,7 +182,7 @@ def test_model_server_pods_carry_the_labels_the_layers_rely_on():
 # --- secrets -------------------------------------------------------------------------------------
 
 def test_hf_token_reaches_vllm_only_through_a_secret_fed_by_the_pulumi_secret():
-    plan = multicloud_plan()
+    plan = seed_plan()
     secrets = inference_objects(plan, "Secret")
     for cluster, objs in secrets.items():
         [secret] = objs
@@ -236,7 +236,7 @@ def test_dev_sim_profiles_name_the_vendor_and_accelerator():
 
 
 def test_kserve_models_render_an_llminferenceservice_joining_the_pool_instead_of_a_deployment():
-    plan = multicloud_plan()
+    plan = seed_plan()
     kserve = {m.slug for m in plan.spec.models if m.serving == "kserve"}
     assert kserve
     services = [o for objs in inference_objects(plan, "LLMInferenceService").values() for o in objs]
@@ -249,14 +249,14 @@ def test_kserve_models_render_an_llminferenceservice_joining_the_pool_instead_of
 
 
 def test_vllm_servers_drain_longer_than_the_longest_request_the_router_allows():
-    plan = multicloud_plan()
+    plan = seed_plan()
     for _, pod in _vllm_servers():
         assert pod["terminationGracePeriodSeconds"] > plan.spec.router.request_timeout_s
         assert pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
 
 
 def test_each_model_deployment_has_a_disruption_budget_of_one():
-    for plan in (plan_of("dev"), multicloud_plan()):
+    for plan in (plan_of("dev"), seed_plan()):
         for cluster, objs in inference_objects(plan).items():
             pdbs = {o["metadata"]["name"]: o for o in objs if o["kind"] == "PodDisruptionBudget"}
             for d in (o for o in objs if o["kind"] == "Deployment"

@@ -11,7 +11,7 @@ import pytest
 from components.routes import MODEL_HEADER
 from conftest import plan_of
 from fleet import layout
-from inference_render import MULTICLOUD_SPEC, inference_objects, multicloud_plan, render
+from inference_render import MULTICLOUD_SPEC, inference_objects, seed_plan, render
 
 OVERFLOW = "X-Fleet-Overflow"
 
@@ -35,7 +35,7 @@ def _local_pools(plan, cluster) -> set[str]:
 
 @pytest.mark.parametrize("which", ["dev", "multicloud"])
 def test_tier_route_weights_equal_the_spec(which):
-    plan = plan_of("dev") if which == "dev" else multicloud_plan()
+    plan = plan_of("dev") if which == "dev" else seed_plan()
     checked = 0
     for cluster, routes in _routes(plan).items():
         local = _local_pools(plan, cluster)
@@ -66,7 +66,7 @@ def test_dev_stack_routes_seed_000_tiers_exactly():
 
 
 def test_the_tier_without_a_match_is_the_default_route_on_every_cluster():
-    for plan in (plan_of("dev"), multicloud_plan()):
+    for plan in (plan_of("dev"), seed_plan()):
         for cluster, routes in _routes(plan).items():
             defaults = [name for name, r in routes.items() if name.startswith(("tier-", "default"))
                         and any(not _headers(rule) for rule in r["spec"]["rules"])]
@@ -83,14 +83,14 @@ def test_a_spec_without_a_default_tier_gets_a_generated_default_route(tmp_path):
 
 
 def test_tiers_whose_backends_are_elsewhere_fall_back_to_local_overflow():
-    routes = _routes(multicloud_plan())["gcp-central"]
+    routes = _routes(seed_plan())["gcp-central"]
     for tier in ("premium", "standard"):
         [rule] = routes[f"tier-{tier}"]["spec"]["rules"]
         assert set(_weights(rule)) == {"tpu-v6e"}
 
 
 def test_every_served_model_is_reachable_through_a_route_on_each_of_its_pools():
-    for plan in (plan_of("dev"), multicloud_plan()):
+    for plan in (plan_of("dev"), seed_plan()):
         routes = _routes(plan)
         pools_of_route = {c: {name: {b["name"] for rule in r["spec"]["rules"] for b in rule["backendRefs"]}
                               for name, r in rs.items()} for c, rs in routes.items()}
@@ -113,7 +113,7 @@ def test_every_served_model_is_reachable_through_a_route_on_each_of_its_pools():
 
 
 def test_every_backend_ref_names_an_inference_pool_the_cluster_has():
-    for plan in (plan_of("dev"), multicloud_plan()):
+    for plan in (plan_of("dev"), seed_plan()):
         ipools = {c: {o["metadata"]["name"] for o in objs}
                   for c, objs in inference_objects(plan, "InferencePool").items()}
         for cluster, routes in _routes(plan).items():
@@ -129,7 +129,7 @@ def test_every_backend_ref_names_an_inference_pool_the_cluster_has():
 
 
 def test_pool_routes_strip_their_prefix_for_the_cross_cloud_router():
-    plan = multicloud_plan()
+    plan = seed_plan()
     for cluster, routes in _routes(plan).items():
         for pool in _local_pools(plan, cluster):
             [rule] = routes[f"pool-{pool}"]["spec"]["rules"]
