@@ -82,7 +82,7 @@ class Gateway(pulumi.ComponentResource):
         hostnames = gateway_hostnames(args.cluster)
         self.certificate = cr("certificate", "Certificate", data.GATEWAY_TLS_SECRET, {
             "secretName": data.GATEWAY_TLS_SECRET,
-            "commonName": hostnames[0],
+            # No commonName: it is capped at 64 characters and clients match on dnsNames anyway.
             "dnsNames": hostnames,
             "duration": data.CERT_DURATION,
             "renewBefore": data.CERT_RENEW_BEFORE,

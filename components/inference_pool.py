@@ -62,7 +62,7 @@ def epp_args(pool: str) -> list[str]:
 @dataclass
 class InferencePoolArgs:
     pool: PoolSpec
-    drain_s: int = 315
+    drain_s: int = data.drain_seconds(300.0)
     """Termination grace, as long as the model servers' (upstream: mirror the pool's longest)."""
 
 

@@ -213,7 +213,7 @@ class ModelServerArgs:
     """KEDA owns the replica count (so Pulumi must not fight it)."""
     pool_models: tuple[str, ...] = ()
     """Names of every model on the pool (a simulated server answers for all of them)."""
-    drain_s: int = 315
+    drain_s: int = data.drain_seconds(300.0)
     """Termination grace: the router's request timeout plus slack (inference_data.drain_seconds)."""
     kserve_triggers: list[dict[str, Any]] | None = None
     """KEDA triggers for a KServe-served model (KServe creates the ScaledObject itself)."""
