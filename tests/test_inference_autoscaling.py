@@ -92,3 +92,22 @@ def test_without_keda_every_model_runs_at_least_one_replica_and_pulumi_owns_the_
             assert "spec.replicas" not in r["options"].get("ignore_changes", [])
     for svc in (o for objs in inference_objects(plan, "LLMInferenceService").values() for o in objs):
         assert "scaling" not in svc["spec"]
+
+
+def test_queue_queries_use_labels_the_model_server_pod_monitor_attaches():
+    plan = plan_of("dev")
+    monitors = {o["metadata"]["name"]: o for o in plan.objects("PodMonitor")}
+    servers = monitors["model-servers"]["spec"]
+    targets = {r["targetLabel"] for ep in servers["podMetricsEndpoints"] for r in ep.get("relabelings", [])}
+    assert {"pool", "model"} <= targets
+    selector = servers["selector"]["matchLabels"]
+    for d in _deployments(plan).values():
+        assert selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()
+        assert {p["containerPort"] for p in d["spec"]["template"]["spec"]["containers"][0]["ports"]} >= {
+            ep["portNumber"] for ep in servers["podMetricsEndpoints"]}
+    pickers = monitors["endpoint-pickers"]["spec"]
+    epps = [o for o in inference_objects(plan, "Deployment")["local"]
+            if o["metadata"]["labels"][layout.COMPONENT] == layout.COMPONENT_EPP]
+    assert epps
+    for epp in epps:
+        assert pickers["selector"]["matchLabels"].items() <= epp["spec"]["template"]["metadata"]["labels"].items()
