@@ -22,6 +22,10 @@ RUN_AS = 1000
 """Non-root UID/GID for vLLM. The upstream images run as root by default but need no root: every
 path vLLM writes (HF cache, torch/triton/vLLM compile caches, /tmp) is a mounted volume below."""
 
+VLLM_COMMAND = ("python3", "-m", "vllm.entrypoints.openai.api_server")
+"""Explicit for every vendor: vllm/vllm-openai sets this as its entrypoint, but rocm/vllm's
+entrypoint is a plain shell (arguments alone would not start a server)."""
+
 MODEL_CACHE_DIR = "/model-cache"
 SCRATCH_DIR = "/tmp"
 
@@ -91,8 +95,9 @@ class VendorPod:
 
 VENDOR_PODS: Mapping[str, VendorPod] = MappingProxyType({
     "nvidia": VendorPod(),
-    # ROCm's /dev/kfd and /dev/dri/renderD* are group `video` (44) on the AMD GPU operator's nodes;
-    # a non-root vLLM must be in that group to open them.
+    # ROCm's /dev/kfd and /dev/dri/* are group `video` (44) on Ubuntu-based AMD GPU nodes; a
+    # non-root vLLM must be in it to open them. Hosts whose render nodes belong to a `render` group
+    # (GID differs per distribution) need that GID added here too.
     "amd": VendorPod(supplemental_groups=(44,)),
     # Seed 003: "TPU resources are not fractional - must request full chip counts".
     "google": VendorPod(whole_host=True, topology_env=True),

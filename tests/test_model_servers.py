@@ -285,3 +285,9 @@ def test_every_simulated_server_behind_a_dev_pool_service_answers_every_model_of
             cmd = pod["containers"][0]["command"]
             answered = {cmd[i + 1] for i, a in enumerate(cmd) if a == "--model"}
             assert answered == {m.name for m in plan.spec.models_on(pool.name)}
+
+
+def test_every_vendor_image_starts_the_openai_server_explicitly():
+    # rocm/vllm's entrypoint is a shell: arguments alone would start nothing.
+    for _, pod in _vllm_servers():
+        assert pod["containers"][0]["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
