@@ -1,0 +1,561 @@
+"""``python -m fleet diff --stack S --base REF``: an offline review of what a change does to a stack.
+
+The stack is planned twice with the offline plan (``python -m fleet plan``, no cloud, no CLI):
+once in the tree at ``REF`` (extracted with ``git archive`` into a temporary directory, so the
+base is planned by the code *at* ``REF``) and once in the working tree. The two ``plan.json``
+files are compared by URN and the result is printed as Markdown, for a terminal or a PR comment:
+
+* **added / removed** — URNs only on one side;
+* **changed** — the same URN with different inputs, listed as property paths ``old → new``
+  (secrets stay masked: the plan only ever records ``[secret]``);
+* **replaced** — a change to a property the cloud cannot update in place (:data:`REPLACE_ON_CHANGE`,
+  plus any ``replace_on_changes`` option a resource declares), or a resource deleted and
+  re-created under a new name — a renamed pool: same type, same (or correspondingly renamed)
+  parent, mostly the same inputs. Pulumi would show that as delete + create; a reviewer needs to
+  read it as "this pool is drained and rebuilt";
+* grouped by top-level component, with the policy results (``policy.json`` beside each plan,
+  when the tree has the offline policy evaluation) and the monthly cost delta (:mod:`fleet.cost`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from fleet import cost as fcost
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "[secret]"
+MAX_PROPS_SHOWN = 25
+MAX_MARKDOWN = 60_000
+"""GitHub rejects comments over 65,536 characters; the review is cut below that."""
+
+# Properties whose change makes the provider delete and re-create the resource, per type
+# (from the providers' schemas: GKE node pool and EKS node group fields marked ForceNew, AKS
+# agent pool fields Azure cannot update, Kubernetes identity and immutable selector fields).
+# ``[*]`` matches any list index; a pattern also covers everything beneath it.
+REPLACE_ON_CHANGE: Mapping[str, tuple[str, ...]] = {
+    "gcp:container/nodePool:NodePool": (
+        "name", "namePrefix", "cluster", "location", "project", "nodeLocations",
+        "nodeConfig.machineType", "nodeConfig.guestAccelerators", "nodeConfig.spot", "nodeConfig.preemptible",
+        "nodeConfig.diskSizeGb", "nodeConfig.diskType", "nodeConfig.serviceAccount", "nodeConfig.oauthScopes",
+        "placementPolicy", "networkConfig",
+    ),
+    "gcp:container/cluster:Cluster": ("name", "location", "project", "network", "subnetwork",
+                                      "privateClusterConfig.enablePrivateNodes", "ipAllocationPolicy"),
+    "gcp:compute/network:Network": ("name", "project", "autoCreateSubnetworks"),
+    "gcp:compute/subnetwork:Subnetwork": ("name", "network", "region", "ipCidrRange"),
+    "gcp:artifactregistry/repository:Repository": ("repositoryId", "location", "format", "project"),
+    "aws:eks/nodeGroup:NodeGroup": (
+        "nodeGroupName", "nodeGroupNamePrefix", "clusterName", "instanceTypes", "capacityType", "amiType",
+        "subnetIds", "nodeRoleArn", "diskSize", "remoteAccess",
+    ),
+    "aws:eks/cluster:Cluster": ("name", "roleArn", "vpcConfig.subnetIds", "kubernetesNetworkConfig"),
+    "aws:ec2/vpc:Vpc": ("cidrBlock", "instanceTenancy"),
+    "aws:ec2/subnet:Subnet": ("vpcId", "cidrBlock", "availabilityZone"),
+    "aws:ecr/repository:Repository": ("name",),
+    "azure-native:containerservice:AgentPool": (
+        "agentPoolName", "resourceName", "resourceGroupName", "vmSize", "scaleSetPriority",
+        "scaleSetEvictionPolicy", "spotMaxPrice", "osDiskSizeGB", "osDiskType", "osType", "vnetSubnetID",
+        "availabilityZones", "gpuProfile",
+    ),
+    "azure-native:containerservice:ManagedCluster": (
+        "resourceName", "resourceGroupName", "location", "agentPoolProfiles[*].name",
+        "agentPoolProfiles[*].vmSize", "networkProfile.networkPlugin", "dnsPrefix",
+    ),
+    "azure-native:resources:ResourceGroup": ("resourceGroupName", "location"),
+    "azure-native:containerregistry:Registry": ("registryName", "resourceGroupName", "location"),
+    "kubernetes:*": ("metadata.name", "metadata.namespace"),
+    "kubernetes:apps/v1:Deployment": ("spec.selector",),
+    "kubernetes:apps/v1:StatefulSet": ("spec.selector", "spec.volumeClaimTemplates", "spec.serviceName"),
+    "kubernetes:apps/v1:DaemonSet": ("spec.selector",),
+    "kubernetes:batch/v1:Job": ("spec.template", "spec.selector"),
+    "kubernetes:core/v1:Service": ("spec.clusterIP", "spec.clusterIPs"),
+    "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding": ("roleRef",),
+    "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding": ("roleRef",),
+    "kubernetes:policy/v1:PodDisruptionBudget": (),
+}
+
+RENAME_SIMILARITY = 0.5
+"""Share of identical input properties above which a removed and an added resource of the same
+type and (corresponding) parent are one logical resource renamed."""
+
+
+class DiffError(RuntimeError):
+    """The diff cannot be produced (unknown ref, a side that does not plan)."""
+
+
+# --- planning both sides ------------------------------------------------------------------------------
+
+@dataclass
+class Side:
+    label: str
+    tree: Path
+    plan: dict[str, Any] | None
+    """plan.json, or None when the stack does not exist on this side."""
+    policy: Any = None
+    """policy.json beside the plan, when this tree evaluates the policy pack offline."""
+    policy_available: bool = False
+    cost: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _git(repo: Path, *args: str, binary: bool = False) -> Any:
+    proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, check=False)
+    if proc.returncode != 0:
+        raise DiffError(f"git {' '.join(args)}: {proc.stderr.decode(errors='replace').strip()}")
+    return proc.stdout if binary else proc.stdout.decode().strip()
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSTARTUP")}
+    env["PYTHONHASHSEED"] = "0"
+    return env
+
+
+def extract(repo: Path, ref: str, dest: Path) -> str:
+    """The tree of ``ref`` under ``dest``; returns the commit it resolved to."""
+    sha = _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    if not sha:
+        raise DiffError(f"unknown git ref {ref!r} in {repo}")
+    data = _git(repo, "archive", "--format=tar", sha, binary=True)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(dest, filter="data")
+    return sha
+
+
+def _plan_tree(tree: Path, stack: str, out: Path, label: str) -> Side:
+    side = Side(label=label, tree=tree, plan=None)
+    side.policy_available = (tree / "fleet" / "policy_eval.py").exists()
+    if not (tree / f"Pulumi.{stack}.yaml").exists():
+        side.notes.append(f"stack `{stack}` does not exist at {label}")
+        return side
+    proc = subprocess.run(
+        [sys.executable, "-m", "fleet", "plan", "--stack", stack, "--out", str(out)],
+        cwd=tree, env=_env(), capture_output=True, text=True, check=False, timeout=900,
+    )
+    plan_file = out / "plan.json"
+    if proc.returncode == 2 or not plan_file.exists():
+        err = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
+        raise DiffError(f"the {stack} stack does not plan at {label} (exit {proc.returncode}): "
+                        + "\n".join(err[-15:]))
+    if proc.returncode != 0:
+        side.notes.append(f"`fleet plan` exited {proc.returncode} at {label} (mandatory policy violations)")
+    side.plan = json.loads(plan_file.read_text())
+    policy_file = out / "policy.json"
+    if policy_file.exists():
+        side.policy = json.loads(policy_file.read_text())
+    side.cost = _cost_of(tree, stack)
+    return side
+
+
+def _cost_of(tree: Path, stack: str) -> dict[str, Any] | None:
+    """The tree's own cost report (its catalog's prices); this code's, when the tree predates it."""
+    if (tree / "fleet" / "cost.py").exists():
+        proc = subprocess.run([sys.executable, "-m", "fleet", "cost", "--stack", stack, "--json"],
+                              cwd=tree, env=_env(), capture_output=True, text=True, check=False, timeout=300)
+        if proc.returncode == 0:
+            return json.loads(proc.stdout)
+    try:
+        return fcost.cost_of_stack(stack, str(tree / f"Pulumi.{stack}.yaml")).to_dict()
+    except Exception:  # noqa: BLE001 - an old stack file the current spec cannot read: no cost
+        return None
+
+
+# --- comparing ----------------------------------------------------------------------------------------
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Leaf property paths of a recorded input value: ``spec.template.spec.containers[0].image``;
+    keys that are not plain identifiers are quoted: ``metadata.labels["app.kubernetes.io/name"]``."""
+    out: dict[str, Any] = {}
+    if isinstance(value, dict) and value and "$ref" not in value:
+        for k in sorted(value):
+            key = f".{k}" if _PLAIN_KEY.match(k) else f'["{k}"]'
+            if not prefix and key.startswith("."):
+                key = key[1:]
+            out.update(flatten(value[k], prefix + key))
+    elif isinstance(value, list) and value:
+        for i, v in enumerate(value):
+            out.update(flatten(v, f"{prefix}[{i}]"))
+    else:
+        out[prefix] = value
+    return out
+
+
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    body = re.escape(pattern).replace(r"\[\*\]", r"\[\d+\]")
+    return re.compile(rf"^{body}(?:$|[.\[])")
+
+
+def forces_replace(typ: str, path: str, declared: Iterable[str] = ()) -> bool:
+    """Whether changing ``path`` of a ``typ`` resource makes the provider replace it."""
+    patterns: list[str] = list(declared)
+    for t, props in REPLACE_ON_CHANGE.items():
+        if t == typ or ("*" in t and fnmatch.fnmatchcase(typ, t)):
+            patterns.extend(props)
+    if "*" in patterns:
+        return True
+    return any(_pattern_regex(p).match(path) for p in patterns)
+
+
+@dataclass
+class PropChange:
+    path: str
+    old: Any
+    new: Any
+    forces_replace: bool = False
+
+
+@dataclass
+class ResourceChange:
+    action: str
+    """``create``, ``delete``, ``update`` or ``replace``."""
+    type: str
+    name: str
+    urn: str
+    component: str
+    old_name: str | None = None
+    """For a rename: the name the resource had at the base."""
+    properties: list[PropChange] = field(default_factory=list)
+    reason: str = ""
+
+
+def _components(resources: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """URN -> "type name" of its top-level component; "stack" for resources directly in the stack."""
+    out = {}
+    for urn, r in resources.items():
+        top = r
+        while top["parent"] in resources:
+            top = resources[top["parent"]]
+        out[urn] = "stack" if top.get("custom") else f"{top['type']} {top['name']}"
+    return out
+
+
+def _prop_changes(typ: str, old: Mapping[str, Any], new: Mapping[str, Any],
+                  declared: Iterable[str] = ()) -> list[PropChange]:
+    a, b = flatten(old), flatten(new)
+    declared = list(declared)
+    changes = []
+    for path in sorted(set(a) | set(b)):
+        va, vb = a.get(path, None), b.get(path, None)
+        if path in a and path in b and va == vb:
+            continue
+        changes.append(PropChange(path, va if path in a else None, vb if path in b else None,
+                                  forces_replace(typ, path, declared)))
+    return changes
+
+
+def _similarity(old: Mapping[str, Any], new: Mapping[str, Any]) -> float:
+    a, b = flatten(old), flatten(new)
+    keys = set(a) | set(b)
+    if not keys:
+        return 1.0
+    return sum(1 for k in keys if k in a and k in b and a[k] == b[k]) / len(keys)
+
+
+def _depth(urn: str, resources: Mapping[str, Mapping[str, Any]]) -> int:
+    d, r = 0, resources.get(urn)
+    while r is not None and r["parent"] in resources:
+        d, r = d + 1, resources[r["parent"]]
+    return d
+
+
+def pair_renames(base: Mapping[str, Mapping[str, Any]], head: Mapping[str, Mapping[str, Any]],
+                 removed: Iterable[str], added: Iterable[str]) -> dict[str, str]:
+    """Removed URN -> added URN for resources that are one logical resource renamed: same type,
+    parents equal or themselves paired, inputs at least :data:`RENAME_SIMILARITY` alike. Parents
+    are paired before children, so a renamed component's children follow it."""
+    pairs: dict[str, str] = {}
+    free_added = set(added)
+    for old in sorted(removed, key=lambda u: (_depth(u, base), u)):
+        o = base[old]
+        parent = pairs.get(o["parent"], o["parent"])
+        best, score = None, RENAME_SIMILARITY
+        for new in sorted(free_added):
+            n = head[new]
+            if n["type"] != o["type"] or n["parent"] != parent:
+                continue
+            s = _similarity(o["inputs"], n["inputs"])
+            if s >= score and (best is None or s > score):
+                best, score = new, s
+        if best is not None:
+            pairs[old] = best
+            free_added.discard(best)
+    return pairs
+
+
+@dataclass
+class DiffResult:
+    stack: str
+    base_ref: str
+    base_sha: str
+    head_label: str
+    changes: list[ResourceChange]
+    unchanged: int
+    base: Side
+    head: Side
+    cost_delta: dict[str, Any] | None
+    policy: dict[str, Any]
+
+    def count(self, action: str) -> int:
+        return sum(1 for c in self.changes if c.action == action)
+
+    def find(self, name: str, typ: str | None = None) -> ResourceChange:
+        return next(c for c in self.changes if c.name == name and (typ is None or c.type == typ))
+
+
+def compare(base_plan: Mapping[str, Any] | None, head_plan: Mapping[str, Any] | None) -> tuple[list[ResourceChange], int]:
+    """The resource changes from ``base_plan`` to ``head_plan`` (plan.json documents), and how
+    many resources are unchanged."""
+    base = {r["urn"]: r for r in (base_plan or {}).get("resources", [])}
+    head = {r["urn"]: r for r in (head_plan or {}).get("resources", [])}
+    comp_base, comp_head = _components(base), _components(head)
+    removed = sorted(set(base) - set(head))
+    added = sorted(set(head) - set(base))
+    renames = pair_renames(base, head, removed, added)
+    changes: list[ResourceChange] = []
+    unchanged = 0
+
+    def declared(r: Mapping[str, Any]) -> list[str]:
+        return list((r.get("options") or {}).get("replace_on_changes") or [])
+
+    for urn in sorted(set(base) & set(head)):
+        o, n = base[urn], head[urn]
+        props = _prop_changes(n["type"], o["inputs"], n["inputs"], declared(n))
+        for opt in sorted(set(o.get("options") or {}) | set(n.get("options") or {})):
+            vo, vn = (o.get("options") or {}).get(opt), (n.get("options") or {}).get(opt)
+            if vo != vn:
+                props.append(PropChange(f"(option) {opt}", vo, vn))
+        if not props:
+            unchanged += 1
+            continue
+        forced = [p.path for p in props if p.forces_replace]
+        changes.append(ResourceChange(
+            action="replace" if forced else "update", type=n["type"], name=n["name"], urn=urn,
+            component=comp_head[urn], properties=props,
+            reason=f"{', '.join(forced)} cannot change in place" if forced else ""))
+    for old, new in renames.items():
+        o, n = base[old], head[new]
+        props = _prop_changes(n["type"], o["inputs"], n["inputs"], declared(n))
+        changes.append(ResourceChange(
+            action="replace", type=n["type"], name=n["name"], urn=new, component=comp_head[new],
+            old_name=o["name"], properties=props,
+            reason=f"renamed {o['name']} → {n['name']}: deleted and re-created"))
+    for urn in added:
+        if urn not in renames.values():
+            r = head[urn]
+            changes.append(ResourceChange("create", r["type"], r["name"], urn, comp_head[urn]))
+    for urn in removed:
+        if urn not in renames:
+            r = base[urn]
+            changes.append(ResourceChange("delete", r["type"], r["name"], urn, comp_base[urn]))
+    order = {"replace": 0, "update": 1, "create": 2, "delete": 3}
+    changes.sort(key=lambda c: (c.component, order[c.action], c.type, c.name))
+    return changes, unchanged
+
+
+# --- policy results -----------------------------------------------------------------------------------
+
+def _violations(policy: Any) -> list[dict[str, Any]]:
+    """The violations listed in a policy.json, whatever its exact shape (a list, or under
+    ``violations``/``results``)."""
+    if isinstance(policy, Mapping):
+        for key in ("violations", "results", "findings"):
+            if isinstance(policy.get(key), list):
+                policy = policy[key]
+                break
+        else:
+            return []
+    if not isinstance(policy, list):
+        return []
+    out = []
+    for v in policy:
+        if not isinstance(v, Mapping):
+            continue
+        if v.get("passed") is True or v.get("ok") is True:
+            continue
+        out.append({
+            "rule": str(v.get("rule") or v.get("policy") or v.get("policyName") or v.get("name") or "?"),
+            "level": str(v.get("level") or v.get("enforcement") or v.get("enforcementLevel") or "advisory"),
+            "resource": str(v.get("resource") or v.get("urn") or v.get("name_") or "stack"),
+            "message": str(v.get("message") or v.get("description") or ""),
+        })
+    return out
+
+
+def _policy_summary(base: Side, head: Side) -> dict[str, Any]:
+    if not head.policy_available:
+        return {"evaluated": False, "reason": "this tree has no offline policy evaluation (fleet/policy_eval.py)"}
+    if head.policy is None:
+        return {"evaluated": False, "reason": "the plan wrote no policy.json"}
+    now = _violations(head.policy)
+    before = _violations(base.policy) if base.policy is not None else []
+
+    def key(v: Mapping[str, str]) -> tuple[str, str]:
+        return v["rule"], v["resource"]
+
+    before_keys = {key(v) for v in before}
+    now_keys = {key(v) for v in now}
+    return {
+        "evaluated": True,
+        "violations": now,
+        "new": [v for v in now if key(v) not in before_keys],
+        "resolved": [v for v in before if key(v) not in now_keys] if base.policy is not None else [],
+        "base_evaluated": base.policy is not None,
+    }
+
+
+# --- the whole diff -----------------------------------------------------------------------------------
+
+def diff_stack(stack: str, base_ref: str, repo: Path | None = None) -> DiffResult:
+    """Plan ``stack`` at ``base_ref`` and in the working tree of ``repo`` and compare them."""
+    repo = Path(repo or ROOT).resolve()
+    with tempfile.TemporaryDirectory(prefix="fleet-diff-") as tmp:
+        tmpdir = Path(tmp)
+        base_tree = tmpdir / "base"
+        base_tree.mkdir()
+        sha = extract(repo, base_ref, base_tree)
+        base = _plan_tree(base_tree, stack, tmpdir / "out-base", f"`{base_ref}`")
+        head = _plan_tree(repo, stack, tmpdir / "out-head", "the working tree")
+    if base.plan is None and head.plan is None:
+        raise DiffError(f"stack {stack!r} exists neither at {base_ref} nor in the working tree")
+    changes, unchanged = compare(base.plan, head.plan)
+    cost_delta = None
+    if base.cost is not None or head.cost is not None:
+        cost_delta = _cost_delta(base.cost, head.cost)
+    return DiffResult(stack=stack, base_ref=base_ref, base_sha=sha, head_label="working tree",
+                      changes=changes, unchanged=unchanged, base=base, head=head,
+                      cost_delta=cost_delta, policy=_policy_summary(base, head))
+
+
+def _cost_delta(base: Mapping[str, Any] | None, head: Mapping[str, Any] | None) -> dict[str, Any]:
+    zero = {s: 0.0 for s in fcost.SCALES}
+
+    def pools(doc: Mapping[str, Any] | None) -> dict[str, Mapping[str, float]]:
+        return {p["pool"]: p["monthly"] for p in (doc or {}).get("pools", [])}
+
+    b, h = pools(base), pools(head)
+    per_pool = []
+    for name in sorted(set(b) | set(h)):
+        bm, hm = b.get(name, zero), h.get(name, zero)
+        d = {s: hm[s] - bm[s] for s in fcost.SCALES}
+        if any(abs(v) >= 0.005 for v in d.values()):
+            per_pool.append({"pool": name, "base": dict(bm), "head": dict(hm), "delta": d,
+                             "status": "added" if name not in b else "removed" if name not in h else "changed"})
+    bt = dict((base or {}).get("totals", zero))
+    ht = dict((head or {}).get("totals", zero))
+    return {"base": bt, "head": ht, "delta": {s: ht[s] - bt[s] for s in fcost.SCALES}, "pools": per_pool,
+            "base_known": base is not None, "head_known": head is not None}
+
+
+# --- Markdown -----------------------------------------------------------------------------------------
+
+SYMBOL = {"replace": "±", "update": "~", "create": "+", "delete": "−"}
+
+
+def _short(v: Any, limit: int = 90) -> str:
+    if v is None:
+        return "(none)"
+    text = v if v == SECRET else json.dumps(v, sort_keys=True, ensure_ascii=False)
+    text = text.replace("`", "'").replace("\n", " ")
+    return f"`{text if len(text) <= limit else text[:limit - 1] + '…'}`"
+
+
+def render_markdown(result: DiffResult) -> str:
+    c = result.changes
+    lines = [
+        f"<!-- fleet-diff:{result.stack} -->",
+        f"### Offline plan diff: stack `{result.stack}`",
+        "",
+        f"`{result.base_ref}` (`{result.base_sha[:12]}`) → {result.head_label}. Planned offline "
+        "(`python -m fleet plan`, Pulumi mocks): inputs the program declares, not the clouds' live state.",
+        "",
+        f"**{result.count('update')} to update · {result.count('replace')} to replace · "
+        f"{result.count('create')} to create · {result.count('delete')} to delete** · {result.unchanged} unchanged",
+    ]
+    for note in result.base.notes + result.head.notes:
+        lines += ["", f"> {note}"]
+    groups: dict[str, list[ResourceChange]] = {}
+    for ch in c:
+        groups.setdefault(ch.component, []).append(ch)
+    for comp, items in groups.items():
+        title = comp if comp == "stack" else f"`{comp.split(' ', 1)[0]}` **{comp.split(' ', 1)[1]}**"
+        lines += ["", f"#### {title}", ""]
+        for ch in items:
+            head = f"- {SYMBOL[ch.action]} **{ch.action}** `{ch.type}` `{ch.name}`"
+            if ch.reason:
+                head += f" — {ch.reason}"
+            lines.append(head)
+            for p in ch.properties[:MAX_PROPS_SHOWN]:
+                mark = " **(forces replacement)**" if p.forces_replace and not ch.old_name else ""
+                lines.append(f"  - `{p.path}`: {_short(p.old)} → {_short(p.new)}{mark}")
+            if len(ch.properties) > MAX_PROPS_SHOWN:
+                lines.append(f"  - … and {len(ch.properties) - MAX_PROPS_SHOWN} more properties")
+    if not c:
+        lines += ["", "No resource changes."]
+
+    lines += ["", "#### Policy", ""]
+    pol = result.policy
+    if not pol["evaluated"]:
+        lines.append(f"Not evaluated: {pol['reason']}.")
+    else:
+        v = pol["violations"]
+        lines.append(f"{len(v)} violation(s) at the working tree; {len(pol['new'])} new, "
+                     f"{len(pol['resolved'])} resolved" + ("" if pol["base_evaluated"] else
+                                                          " (the base was not evaluated)") + ".")
+        if v:
+            lines += ["", "| level | rule | resource | message |", "|---|---|---|---|"]
+            new_keys = {(x["rule"], x["resource"]) for x in pol["new"]}
+            for x in v[:50]:
+                flag = " (new)" if (x["rule"], x["resource"]) in new_keys else ""
+                msg = x["message"].replace("|", "\\|").replace("\n", " ")[:200]
+                lines.append(f"| {x['level']}{flag} | {x['rule']} | `{x['resource'].rsplit('::', 1)[-1]}` | {msg} |")
+
+    lines += ["", "#### Cost (USD per month, 730 h)", ""]
+    d = result.cost_delta
+    if d is None:
+        lines.append("Not priced: neither side's stack file could be read by `fleet cost`.")
+    else:
+        lines.append("| scale | base | head | delta |")
+        lines.append("|---|--:|--:|--:|")
+        for s in fcost.SCALES:
+            lines.append(f"| {s} | {fcost.usd(d['base'][s])} | {fcost.usd(d['head'][s])} "
+                         f"| {fcost.usd(d['delta'][s], signed=True)} |")
+        if d["pools"]:
+            lines += ["", "| pool | change | min | typical | max |", "|---|---|--:|--:|--:|"]
+            for p in d["pools"]:
+                lines.append(f"| {p['pool']} | {p['status']} | "
+                             + " | ".join(fcost.usd(p["delta"][s], signed=True) for s in fcost.SCALES) + " |")
+        else:
+            lines += ["", "No pool's cost changes."]
+    text = "\n".join(lines) + "\n"
+    if len(text) > MAX_MARKDOWN:
+        cut = text[:MAX_MARKDOWN].rsplit("\n", 1)[0]
+        text = cut + "\n\n… (cut: the full review is in the job's `diff.md` artifact)\n"
+    return text
+
+
+def to_json(result: DiffResult) -> dict[str, Any]:
+    """A machine-readable form of the diff (used by tests and scripts)."""
+    return {
+        "stack": result.stack, "base": result.base_sha, "unchanged": result.unchanged,
+        "changes": [{"action": ch.action, "type": ch.type, "name": ch.name, "old_name": ch.old_name,
+                     "component": ch.component, "reason": ch.reason,
+                     "properties": [{"path": p.path, "old": p.old, "new": p.new,
+                                     "forces_replace": p.forces_replace} for p in ch.properties]}
+                    for ch in result.changes],
+        "cost": result.cost_delta, "policy": result.policy,
+    }
