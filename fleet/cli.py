@@ -25,6 +25,29 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_cost(args: argparse.Namespace) -> int:
+    from fleet.cost import cost_of_stack, render_markdown
+
+    report = cost_of_stack(args.stack, args.config_file)
+    print(report.to_json() if args.json else render_markdown(report), end="")
+    return EXIT_OK
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from fleet.diff import DiffError, diff_stack, render_markdown
+
+    try:
+        result = diff_stack(args.stack, args.base, repo=Path(args.repo) if args.repo else None)
+    except DiffError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    text = render_markdown(result)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text, end="")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fleet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -34,6 +57,19 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--config-file", help="a stack file to read instead of Pulumi.<stack>.yaml")
     plan.add_argument("--out", help="output directory (default build/plan/<stack>)")
     plan.set_defaults(func=_cmd_plan)
+
+    diff = sub.add_parser("diff", help="plan the stack at a git ref and at the working tree; print a Markdown review")
+    diff.add_argument("--stack", required=True, help="stack name: reads Pulumi.<stack>.yaml on both sides")
+    diff.add_argument("--base", required=True, help="git ref to compare against, e.g. origin/main")
+    diff.add_argument("--out", help="also write the Markdown to this file")
+    diff.add_argument("--repo", help="git working tree to diff (default: this checkout)")
+    diff.set_defaults(func=_cmd_diff)
+
+    cost = sub.add_parser("cost", help="monthly cost per pool and per stack at min, typical and max scale")
+    cost.add_argument("--stack", required=True, help="stack name: reads Pulumi.<stack>.yaml")
+    cost.add_argument("--config-file", help="a stack file to read instead of Pulumi.<stack>.yaml")
+    cost.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
+    cost.set_defaults(func=_cmd_cost)
     return parser
 
 
