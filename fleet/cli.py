@@ -48,6 +48,15 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from fleet.demo import run_demo
+    from fleet.plan import read_stack_config
+    from fleet.spec import load_spec
+
+    cfg = read_stack_config(args.stack, args.config_file)
+    return run_demo(load_spec(cfg.fleet_raw(), cfg.source), args.port, args.api_key)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fleet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -70,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     cost.add_argument("--config-file", help="a stack file to read instead of Pulumi.<stack>.yaml")
     cost.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
     cost.set_defaults(func=_cmd_cost)
+
+    demo = sub.add_parser("demo", help="run the stack's pools as simulators and the router on loopback")
+    demo.add_argument("--stack", required=True, help="stack name: reads Pulumi.<stack>.yaml")
+    demo.add_argument("--config-file", help="a stack file to read instead of Pulumi.<stack>.yaml")
+    demo.add_argument("--port", type=int, default=8080, help="router API port on 127.0.0.1 (default 8080)")
+    demo.add_argument("--api-key", help="API key clients send (default: a random one, printed)")
+    demo.set_defaults(func=_cmd_demo)
     return parser
 
 
