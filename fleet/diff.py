@@ -19,6 +19,7 @@ files are compared by URN and the result is printed as Markdown, for a terminal 
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import io
 import json
@@ -125,9 +126,12 @@ def _env() -> dict[str, str]:
 
 def extract(repo: Path, ref: str, dest: Path) -> str:
     """The tree of ``ref`` under ``dest``; returns the commit it resolved to."""
-    sha = _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    try:
+        sha = _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    except DiffError:
+        sha = ""
     if not sha:
-        raise DiffError(f"unknown git ref {ref!r} in {repo}")
+        raise DiffError(f"unknown git ref {ref!r} in {repo} (in CI, fetch the base branch: fetch-depth: 0)")
     data = _git(repo, "archive", "--format=tar", sha, binary=True)
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         tar.extractall(dest, filter="data")
@@ -276,21 +280,25 @@ def _depth(urn: str, resources: Mapping[str, Mapping[str, Any]]) -> int:
 def pair_renames(base: Mapping[str, Mapping[str, Any]], head: Mapping[str, Mapping[str, Any]],
                  removed: Iterable[str], added: Iterable[str]) -> dict[str, str]:
     """Removed URN -> added URN for resources that are one logical resource renamed: same type,
-    parents equal or themselves paired, inputs at least :data:`RENAME_SIMILARITY` alike. Parents
-    are paired before children, so a renamed component's children follow it."""
+    parents equal or themselves paired, inputs at least :data:`RENAME_SIMILARITY` alike (names
+    at least that alike too, for components, which record no inputs). Parents are paired before
+    children, so a renamed component's children follow it; ties go to the closest name."""
     pairs: dict[str, str] = {}
     free_added = set(added)
     for old in sorted(removed, key=lambda u: (_depth(u, base), u)):
         o = base[old]
         parent = pairs.get(o["parent"], o["parent"])
-        best, score = None, RENAME_SIMILARITY
+        best, best_score = None, (RENAME_SIMILARITY, RENAME_SIMILARITY)
         for new in sorted(free_added):
             n = head[new]
             if n["type"] != o["type"] or n["parent"] != parent:
                 continue
-            s = _similarity(o["inputs"], n["inputs"])
-            if s >= score and (best is None or s > score):
-                best, score = new, s
+            by_name = difflib.SequenceMatcher(None, o["name"], n["name"]).ratio()
+            if not o["inputs"] and not n["inputs"] and by_name < RENAME_SIMILARITY:
+                continue
+            score = (_similarity(o["inputs"], n["inputs"]), by_name)
+            if score >= best_score and (best is None or score > best_score):
+                best, best_score = new, score
         if best is not None:
             pairs[old] = best
             free_added.discard(best)

@@ -1,0 +1,248 @@
+"""`python -m fleet diff`: what a reviewer reads on a pull request.
+
+The end-to-end tests build a throwaway git repository from this checkout's files (tracked and
+untracked, so the test never depends on this repository's history), commit it as the base,
+change the working tree the way a PR would, and diff: both sides are planned offline by the
+code in that repository, exactly as the preview workflow does.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import importlib.util
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from fleet import catalog, cli
+from fleet.diff import compare, diff_stack, forces_replace, render_markdown, to_json
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
+           "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.invalid"}
+
+# Where each cloud's node-pool autoscaling ceiling lives in the recorded inputs.
+CLOUD_CLUSTER_MODULES = {"gcp": "components.gke", "aws": "components.eks", "azure": "components.aks"}
+
+
+def _git(repo: Path, *args: str) -> str:
+    import os
+
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
+                          env={**os.environ, **GIT_ENV}).stdout.strip()
+
+
+@functools.lru_cache(maxsize=1)
+def _template(tmp_root: str) -> Path:
+    """This checkout's files (tracked + untracked, not ignored), once per session."""
+    src = Path(tmp_root) / "template"
+    files = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard", "-z"],
+                           check=True, capture_output=True).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        if (ROOT / rel).is_file():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, src / rel)
+    return src
+
+
+@pytest.fixture
+def repo(tmp_path_factory, tmp_path) -> Path:
+    """A fresh git repository holding this checkout's files, committed once (the base)."""
+    dst = tmp_path / "repo"
+    shutil.copytree(_template(str(tmp_path_factory.getbasetemp())), dst)
+    _git(dst, "init", "-q", "-b", "main")
+    _git(dst, "add", "-A")
+    _git(dst, "commit", "-q", "-m", "base")
+    return dst
+
+
+def _edit_fleet(path: Path, edit) -> None:
+    doc = yaml.safe_load(path.read_text())
+    edit(doc["config"]["inference-fleet:fleet"])
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+# --- end to end ---------------------------------------------------------------------------------------
+
+def test_raising_a_models_max_replicas_updates_exactly_its_scalers(repo, capsys):
+    """One spec change, through the CLI: the Markdown names the ScaledObjects and the property."""
+    def edit(fleet):
+        fleet["models"][0]["max_replicas"] = 3
+
+    _edit_fleet(repo / "Pulumi.dev.yaml", edit)
+    out = repo / "review.md"
+    assert cli.main(["diff", "--stack", "dev", "--base", "main", "--repo", str(repo), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert out.read_text() == text
+    assert text.startswith("<!-- fleet-diff:dev -->\n")
+    assert "**3 to update · 0 to replace · 0 to create · 0 to delete**" in text
+    scalers = [ln for ln in text.splitlines() if ln.startswith("- ~ **update** `kubernetes:keda.sh/v1alpha1:ScaledObject`")]
+    assert len(scalers) == 3
+    assert text.count("  - `spec.maxReplicaCount`: `1` → `3`") == 3
+    assert "No pool's cost changes." in text
+
+
+def test_renamed_pool_shows_as_replace_not_create_and_delete(repo):
+    dev = repo / "Pulumi.dev.yaml"
+    dev.write_text(dev.read_text().replace("amd-mi300x", "amd-instinct"))
+    result = diff_stack("dev", "main", repo=repo)
+    doc = to_json(result)
+    assert result.count("create") == 0 and result.count("delete") == 0
+    pool = result.find("local-inference-amd-instinct-pool", "kubernetes:inference.networking.k8s.io/v1:InferencePool")
+    assert pool.action == "replace"
+    assert pool.old_name == "local-inference-amd-mi300x-pool"
+    assert {"path": "metadata.name", "old": "amd-mi300x", "new": "amd-instinct", "forces_replace": True} in \
+        next(c for c in doc["changes"] if c["name"] == pool.name)["properties"]
+    # Every resource of the renamed pool is a replace; the routes that merely point at it update.
+    for ch in result.changes:
+        if ch.old_name:
+            assert "amd-mi300x" in ch.old_name and "amd-instinct" in ch.name
+    text = render_markdown(result)
+    assert "renamed local-inference-amd-mi300x-pool → local-inference-amd-instinct-pool" in text
+
+
+def test_secrets_stay_masked_in_the_review(repo):
+    dev = repo / "Pulumi.dev.yaml"
+    ciphertext = "v1:c2VjcmV0LWNpcGhlcnRleHQ=:do-not-print-me"
+    dev.write_text(dev.read_text() + f"  inference-fleet:routerApiKeys:\n    secure: {ciphertext}\n")
+    result = diff_stack("dev", "main", repo=repo)
+    assert result.changes, "router API keys change what the router declares"
+    for text in (render_markdown(result), json.dumps(to_json(result))):
+        assert "do-not-print-me" not in text and "c2VjcmV0" not in text
+    masked = [r["name"] for r in result.head.plan["resources"] if '"[secret]"' in json.dumps(r["inputs"])]
+    assert masked, "whatever carries the keys is recorded masked"
+
+
+def test_a_stack_new_in_the_pr_is_all_creates(repo):
+    shutil.copy(repo / "Pulumi.dev.yaml", repo / "Pulumi.scratch.yaml")
+    result = diff_stack("scratch", "main", repo=repo)
+    assert result.changes and {c.action for c in result.changes} == {"create"}
+    assert result.unchanged == 0
+    assert "stack `scratch` does not exist at `main`" in render_markdown(result)
+
+
+def test_unknown_base_ref_is_bad_input(repo, capsys):
+    assert cli.main(["diff", "--stack", "dev", "--base", "no-such-ref", "--repo", str(repo)]) == 2
+    assert "unknown git ref 'no-such-ref'" in capsys.readouterr().err
+
+
+def _cloud_stack_with_pools() -> str | None:
+    for stack in ("gcp", "aws", "azure"):
+        path = ROOT / f"Pulumi.{stack}.yaml"
+        if path.exists() and importlib.util.find_spec(CLOUD_CLUSTER_MODULES[stack]) is not None:
+            return stack
+    return None
+
+
+def test_raising_one_pools_max_nodes_changes_that_node_pool_and_the_max_cost(repo):
+    stack = _cloud_stack_with_pools()
+    if stack is None:
+        pytest.skip("no cloud stack with its cluster component yet (Pulumi.gcp/aws/azure.yaml + components.gke/eks/aks)")
+    before = {}
+
+    def edit(fleet):
+        pool = next(p for p in fleet["pools"] if not p.get("typical_nodes"))  # midpoint typical
+        before.update(pool)
+        pool["max_nodes"] = pool["max_nodes"] + 1
+
+    _edit_fleet(repo / f"Pulumi.{stack}.yaml", edit)
+    result = diff_stack(stack, "main", repo=repo)
+    assert [c.action for c in result.changes] == ["update"], render_markdown(result)
+    (change,) = result.changes
+    assert before["name"] in change.name or before["name"] in str(change.properties)
+    assert [(p.old, p.new) for p in change.properties] == [(before["max_nodes"], before["max_nodes"] + 1)]
+    assert not change.properties[0].forces_replace
+    # Cost: one more node at max, half a node more at the (midpoint) typical scale, none at min.
+    from fleet.cost import cost_of_stack
+
+    pool = cost_of_stack(stack, str(repo / f"Pulumi.{stack}.yaml")).pool(before["name"])
+    node_month = catalog.monthly(pool.node_hourly)
+    d = result.cost_delta["delta"]
+    assert d["min"] == pytest.approx(0)
+    assert d["typical"] == pytest.approx(node_month / 2)
+    assert d["max"] == pytest.approx(node_month)
+    assert [p["pool"] for p in result.cost_delta["pools"]] == [before["name"]]
+
+
+# --- the comparison itself, on plan documents ------------------------------------------------------------
+
+STACK = "urn:pulumi:s::inference-fleet::pulumi:pulumi:Stack::inference-fleet-s"
+
+
+def _res(typ: str, name: str, inputs: dict, parent: str = STACK, custom: bool = True) -> dict:
+    return {"urn": f"urn:pulumi:s::inference-fleet::{typ}::{name}", "type": typ, "name": name, "custom": custom,
+            "parent": parent, "provider": "", "dependencies": [], "property_dependencies": {},
+            "options": {}, "inputs": inputs}
+
+
+GKE = "fleet:gke:GkeCluster"
+NODE_POOL = "gcp:container/nodePool:NodePool"
+
+
+def _gke_plan(pool_name: str, machine: str = "n1-standard-4", max_nodes: int = 2) -> dict:
+    cluster = _res(GKE, "gcp-central", {}, custom=False)
+    pool = _res(NODE_POOL, f"gcp-central-{pool_name}", {
+        "name": pool_name, "cluster": "gcp-central", "location": "us-central1",
+        "autoscaling": {"minNodeCount": 0, "maxNodeCount": max_nodes},
+        "nodeConfig": {"machineType": machine, "spot": True,
+                       "labels": {"inference-fleet.io/pool": pool_name, "inference-fleet.io/vendor": "nvidia"},
+                       "guestAccelerators": [{"type": "nvidia-tesla-t4", "count": 1}]},
+    }, parent=cluster["urn"])
+    return {"resources": [cluster, pool]}
+
+
+def test_a_node_pool_machine_type_change_is_a_replace():
+    changes, unchanged = compare(_gke_plan("t4"), _gke_plan("t4", machine="n1-standard-8"))
+    (ch,) = changes
+    assert (ch.action, ch.component, unchanged) == ("replace", f"{GKE} gcp-central", 1)
+    assert [(p.path, p.old, p.new, p.forces_replace) for p in ch.properties] == [
+        ("nodeConfig.machineType", "n1-standard-4", "n1-standard-8", True)]
+
+
+def test_a_node_pool_max_change_is_an_update():
+    (ch,), _ = compare(_gke_plan("t4"), _gke_plan("t4", max_nodes=3))
+    assert ch.action == "update"
+    assert [(p.path, p.old, p.new) for p in ch.properties] == [("autoscaling.maxNodeCount", 2, 3)]
+
+
+def test_a_renamed_node_pool_is_one_replace():
+    changes, _ = compare(_gke_plan("t4"), _gke_plan("t4-spot"))
+    (ch,) = changes
+    assert (ch.action, ch.old_name, ch.name) == ("replace", "gcp-central-t4", "gcp-central-t4-spot")
+    assert "name" in [p.path for p in ch.properties]
+
+
+def test_a_new_pool_of_another_shape_is_a_create_and_a_delete():
+    old = _gke_plan("t4")
+    new = _gke_plan("h100", machine="a3-highgpu-8g")
+    new["resources"][1]["inputs"]["nodeConfig"]["guestAccelerators"] = []
+    new["resources"][1]["inputs"]["autoscaling"] = {"minNodeCount": 1, "maxNodeCount": 8}
+    new["resources"][1]["inputs"]["location"] = "us-east5"
+    assert sorted(c.action for c in compare(old, new)[0]) == ["create", "delete"]
+
+
+@pytest.mark.parametrize("typ, path, replaces", [
+    ("aws:eks/nodeGroup:NodeGroup", "instanceTypes[0]", True),
+    ("aws:eks/nodeGroup:NodeGroup", "scalingConfig.maxSize", False),
+    ("azure-native:containerservice:AgentPool", "vmSize", True),
+    ("azure-native:containerservice:AgentPool", "maxCount", False),
+    ("azure-native:containerservice:ManagedCluster", "agentPoolProfiles[1].vmSize", True),
+    ("azure-native:containerservice:ManagedCluster", "agentPoolProfiles[1].maxCount", False),
+    ("gcp:container/nodePool:NodePool", "placementPolicy.tpuTopology", True),
+    ("gcp:container/nodePool:NodePool", "nodeConfig.labels", False),
+    ("kubernetes:core/v1:ConfigMap", "metadata.name", True),
+    ("kubernetes:core/v1:ConfigMap", "metadata.namespaceX", False),
+    ("kubernetes:apps/v1:Deployment", "spec.selector.matchLabels.app", True),
+    ("kubernetes:apps/v1:Deployment", "spec.replicas", False),
+])
+def test_replace_on_change_table(typ, path, replaces):
+    assert forces_replace(typ, path) is replaces
+
+
+def test_a_declared_replace_on_changes_option_is_honoured():
+    assert forces_replace("kubernetes:core/v1:ConfigMap", "data.x", declared=["data"])
+    assert forces_replace("kubernetes:core/v1:ConfigMap", "data.x", declared=["*"])
