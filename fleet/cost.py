@@ -15,7 +15,7 @@ Conventions (a cost report is only useful when its assumptions are written down)
   "spot saves" columns show what the same nodes would cost on demand and the difference.
 * System (CPU) pools — ``system_nodes`` per cluster on :data:`fleet.catalog.SYSTEM_MACHINES` —
   run on demand: they host the controllers, the gateway and the router, which a spot eviction
-  would take down with them. Their spot price is still shown as the saving forgone.
+  would take down with them.
 * $ per million tokens is a node running flat out at the catalog's aggregate throughput
   (:func:`fleet.catalog.cost_per_million_tokens`), at the price the pool is billed.
 * Local (dev) pools run the simulator on your laptop: nothing is billed; their $ per million
@@ -59,7 +59,7 @@ class PoolCost:
     spot_hourly: float
     nodes: dict[str, float]
     typical_from: str
-    """``spec`` (typical_nodes set), ``midpoint`` (estimated) or ``fixed`` (system pools)."""
+    """``spec`` (typical_nodes set), ``midpoint`` (estimated) or ``fixed`` (min = max, system pools)."""
     monthly: dict[str, float]
     on_demand_monthly: dict[str, float]
     spot_savings_monthly: dict[str, float]
@@ -136,7 +136,8 @@ def pool_cost(spec: FleetSpec, pool: PoolSpec) -> PoolCost:
         pool=pool.name, cluster=pool.cluster, cloud=cloud, kind="accelerator", machine=m.name,
         accelerator=pool.accelerator, accelerators_per_node=m.accelerators, spot=pool.spot, billed=billed,
         node_hourly=hourly, on_demand_hourly=m.price.on_demand, spot_hourly=m.price.spot, nodes=nodes,
-        typical_from="spec" if pool.typical_nodes is not None else "midpoint",
+        typical_from=("spec" if pool.typical_nodes is not None else
+                      "fixed" if pool.min_nodes == pool.max_nodes else "midpoint"),
         monthly=monthly, on_demand_monthly=on_demand,
         spot_savings_monthly={s: on_demand[s] - monthly[s] for s in SCALES},
         usd_per_accelerator_hour=rate / m.accelerators,
