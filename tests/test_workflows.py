@@ -1,0 +1,222 @@
+"""The GitHub workflows: valid Actions YAML, every action pinned, previews for every stack (forks
+included), credentials by OIDC only, `pulumi up` only for stacks that opt in."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+from conftest import ROOT, SHIPPED_STACKS
+
+WORKFLOWS = ROOT / ".github" / "workflows"
+FILES = sorted(WORKFLOWS.glob("*.yml"))
+SHA = re.compile(r"^[0-9a-f]{40}$")
+EXACT_TAG = re.compile(r"^v?\d+\.\d+\.\d+$")
+CLOUD_STACKS = {"gcp", "aws", "azure", "multicloud"}
+ALL_STACKS = {"dev"} | CLOUD_STACKS
+
+
+def _load(name: str) -> dict[str, Any]:
+    # PyYAML reads the key `on` as True (YAML 1.1); put it back.
+    doc = yaml.safe_load((WORKFLOWS / name).read_text())
+    if True in doc:
+        doc["on"] = doc.pop(True)
+    return doc
+
+
+def _steps(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for job_name, job in doc["jobs"].items():
+        for step in job.get("steps", []):
+            yield job_name, step
+
+
+def _uses(doc: dict[str, Any], action: str) -> list[tuple[str, dict[str, Any]]]:
+    return [(j, s) for j, s in _steps(doc) if s.get("uses", "").split("@")[0].lower() == action.lower()]
+
+
+def test_the_workflows_exist():
+    assert {p.name for p in FILES} >= {"test.yml", "preview.yml", "preview-comment.yml", "up.yml"}
+
+
+def test_workflows_are_valid_github_actions_yaml():
+    """check-jsonschema's vendored GitHub workflow schema (actionlint cannot be installed here)."""
+    pytest.importorskip("check_jsonschema")
+    proc = subprocess.run(
+        [str(Path(os.sys.executable).parent / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows",
+         *map(str, FILES)],
+        capture_output=True, text=True, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_every_action_is_pinned_to_a_commit_or_an_exact_version(path):
+    text = path.read_text()
+    refs = re.findall(r"^\s*(?:-\s+)?uses:\s*(\S+)(.*)$", text, re.M)
+    assert refs
+    for ref, comment in refs:
+        if ref.startswith("./"):
+            continue
+        if ref.startswith("docker://"):
+            assert "@sha256:" in ref, ref
+            continue
+        action, _, version = ref.partition("@")
+        assert SHA.match(version) or EXACT_TAG.match(version), f"{ref}: pin a full commit SHA or vX.Y.Z"
+        if SHA.match(version):
+            # Dependabot and reviewers read the version from the comment beside the SHA.
+            assert re.match(r"\s*#\s*v\d+\.\d+\.\d+\s*$", comment), f"{ref}: add '# vX.Y.Z'"
+
+
+def test_the_same_action_is_pinned_to_the_same_commit_everywhere():
+    pins: dict[str, set[str]] = {}
+    for path in FILES:
+        for ref in re.findall(r"uses:\s*(\S+)", path.read_text()):
+            action, _, version = ref.partition("@")
+            pins.setdefault(action.lower(), set()).add(version)
+    assert {a: v for a, v in pins.items() if len(v) > 1} == {}
+
+
+def test_test_workflow_runs_make_test():
+    doc = _load("test.yml")
+    runs = [s["run"] for _, s in _steps(doc) if "run" in s]
+    assert any(re.match(r"^make test\b", r.strip()) for r in runs)
+    assert {"push", "pull_request"} <= set(doc["on"])
+
+
+def test_every_workflow_starts_from_read_only_permissions():
+    for path in FILES:
+        assert _load(path.name)["permissions"] == {"contents": "read"}, path.name
+
+
+def test_preview_diffs_every_stack_offline_without_secrets():
+    doc = _load("preview.yml")
+    job = doc["jobs"]["offline-diff"]
+    assert set(job["strategy"]["matrix"]["stack"]) == ALL_STACKS
+    assert set(SHIPPED_STACKS) <= ALL_STACKS, "a new stack file needs a row in the preview matrix"
+    text = yaml.safe_dump(job)
+    assert "secrets." not in text and "id-token" not in text
+    assert "permissions" not in job  # the workflow's read-only token: safe for forks' code
+    diff_step = next(s for s in job["steps"] if "fleet diff" in s.get("run", ""))
+    assert re.search(r'python -m fleet diff --stack "\$STACK" --base "\$base" --out diff\.md', diff_step["run"])
+    assert 'git merge-base "origin/$BASE_REF" HEAD' in diff_step["run"]
+    assert diff_step["env"] == {"STACK": "${{ matrix.stack }}", "BASE_REF": "${{ github.base_ref }}"}
+    checkout = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/checkout@"))
+    assert checkout["with"]["fetch-depth"] == 0
+    upload = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/upload-artifact@"))
+    assert upload["if"] == "always()" and "diff.md" in upload["with"]["path"]
+
+
+def test_offline_diff_is_commented_on_the_pr_without_running_pr_code():
+    doc = _load("preview-comment.yml")
+    assert doc["on"] == {"workflow_run": {"workflows": ["preview"], "types": ["completed"]}}
+    job = doc["jobs"]["comment"]
+    assert job["permissions"] == {"actions": "read", "pull-requests": "write"}
+    uses = [s.get("uses", "").split("@")[0] for s in job["steps"]]
+    assert "actions/checkout" not in uses and not any("run" in s for s in job["steps"])
+    script = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/github-script@"))["with"]["script"]
+    assert "<!-- fleet-diff:" in script and "updateComment" in script and "createComment" in script
+
+
+def test_pulumi_preview_covers_the_cloud_stacks_with_policy_pack_and_pr_comment():
+    doc = _load("preview.yml")
+    job = doc["jobs"]["pulumi-preview"]
+    assert {row["stack"] for row in job["strategy"]["matrix"]["include"]} == CLOUD_STACKS
+    (_, step), = [(j, s) for j, s in _uses(doc, "pulumi/actions") if j == "pulumi-preview"]
+    w = step["with"]
+    assert w["command"] == "preview"
+    assert w["policyPacks"] == "policies"
+    assert w["comment-on-pr"] is True
+    assert w["stack-name"].endswith("/${{ matrix.stack }}")
+    assert job["if"] == "github.event.pull_request.head.repo.full_name == github.repository"
+
+
+@pytest.mark.parametrize("name, job", [("preview.yml", "pulumi-preview"), ("up.yml", "up")])
+def test_cloud_credentials_come_from_oidc_only(name, job):
+    doc = _load(name)
+    j = doc["jobs"][job]
+    assert j["permissions"]["id-token"] == "write"
+    steps = {s.get("uses", "").split("@")[0].lower(): s for s in j["steps"]}
+    for action, needed in {
+        "pulumi/auth-actions": {"organization"},
+        "google-github-actions/auth": {"workload_identity_provider", "service_account"},
+        "aws-actions/configure-aws-credentials": {"role-to-assume", "aws-region"},
+        "azure/login": {"client-id", "tenant-id", "subscription-id"},
+    }.items():
+        assert needed <= set(steps[action]["with"]), action
+    text = (WORKFLOWS / name).read_text()
+    for long_lived in ("credentials_json", "aws-access-key-id", "aws-secret-access-key", "creds:",
+                       "PULUMI_ACCESS_TOKEN", "secrets."):
+        assert long_lived not in text, long_lived
+
+
+def test_preview_logs_in_to_exactly_the_clouds_each_stack_uses():
+    doc = _load("preview.yml")
+    rows = {r["stack"]: r for r in doc["jobs"]["pulumi-preview"]["strategy"]["matrix"]["include"]}
+    for stack, row in rows.items():
+        path = ROOT / f"Pulumi.{stack}.yaml"
+        if not path.exists():
+            continue
+        fleet = yaml.safe_load(path.read_text())["config"]["inference-fleet:fleet"]
+        clouds = {c["cloud"] for c in fleet["clusters"]}
+        assert {c for c in ("gcp", "aws", "azure") if row[c]} == clouds, stack
+
+
+def _find_step(doc: dict[str, Any]) -> dict[str, Any]:
+    return next(s for s in doc["jobs"]["stacks"]["steps"] if s.get("id") == "find")
+
+
+def _opted_in(root: Path) -> list[str]:
+    out = []
+    for path in sorted(root.glob("Pulumi.*.yaml")):
+        config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
+        if config.get("inference-fleet:deployOnMerge") is True:
+            out.append(path.name.split(".")[1])
+    return sorted(out)
+
+
+@pytest.mark.parametrize("case", ["shipped", "none", "one-of-two"])
+def test_up_on_merge_deploys_exactly_the_stacks_that_opt_in(case, tmp_path):
+    """Run the workflow's own discovery script (with the shell flags Actions uses) on stack files and
+    compare with a YAML parse."""
+    import json
+    import shutil
+
+    if shutil.which("jq") is None:
+        pytest.skip("jq (preinstalled on GitHub runners) is not on this machine")
+    root = ROOT
+    if case != "shipped":
+        root = tmp_path
+        base = {"config": {"inference-fleet:fleet": {"topology": "dev"}}}
+        (root / "Pulumi.a.yaml").write_text(yaml.safe_dump(base))
+        opted = {"config": {**base["config"], "inference-fleet:deployOnMerge": case == "one-of-two"}}
+        (root / "Pulumi.b.yaml").write_text(yaml.safe_dump(opted) + "# deployOnMerge: true (a comment)\n")
+    out = tmp_path / "github_output"
+    out.touch()
+    proc = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", _find_step(_load("up.yml"))["run"]], cwd=root,
+                          env={**os.environ, "GITHUB_OUTPUT": str(out)}, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    (line,) = out.read_text().splitlines()
+    key, _, value = line.partition("=")
+    assert key == "stacks"
+    assert json.loads(value) == _opted_in(root)
+    if case == "one-of-two":
+        assert json.loads(value) == ["b"]
+
+
+def test_up_runs_pulumi_up_with_the_policy_pack_behind_an_environment():
+    doc = _load("up.yml")
+    assert doc["on"]["push"] == {"branches": ["main"]}
+    job = doc["jobs"]["up"]
+    assert job["if"] == "needs.stacks.outputs.stacks != '[]'"
+    assert job["strategy"]["matrix"]["stack"] == "${{ fromJSON(needs.stacks.outputs.stacks) }}"
+    assert job["environment"] == "stack-${{ matrix.stack }}"
+    assert doc["concurrency"]["cancel-in-progress"] is False
+    ((_, step),) = _uses(doc, "pulumi/actions")
+    assert step["with"]["command"] == "up"
+    assert step["with"]["policyPacks"] == "policies"
