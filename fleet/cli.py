@@ -34,12 +34,14 @@ def _cmd_cost(args: argparse.Namespace) -> int:
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
-    from fleet.diff import DiffError, diff_stack, render_markdown
+    from fleet.diff import DiffError, diff_stack, render_error, render_markdown
 
     try:
         result = diff_stack(args.stack, args.base, repo=Path(args.repo) if args.repo else None)
     except DiffError as e:
         print(f"error: {e}", file=sys.stderr)
+        if args.out:  # the PR comment says why, so a fork's author need not read the job log
+            Path(args.out).write_text(render_error(args.stack, args.base, str(e)))
         return EXIT_BAD_INPUT
     text = render_markdown(result)
     if args.out:

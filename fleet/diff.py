@@ -556,6 +556,13 @@ def render_markdown(result: DiffResult) -> str:
     return text
 
 
+def render_error(stack: str, base_ref: str, error: str) -> str:
+    """The review when there is no diff to show: which side failed and why."""
+    fence = "~~~"
+    return (f"<!-- fleet-diff:{stack} -->\n### Offline plan diff: stack `{stack}`\n\n"
+            f"The diff against `{base_ref}` could not be produced:\n\n{fence}\n{error[:MAX_MARKDOWN // 2]}\n{fence}\n")
+
+
 def to_json(result: DiffResult) -> dict[str, Any]:
     """A machine-readable form of the diff (used by tests and scripts)."""
     return {

@@ -130,6 +130,19 @@ def test_unknown_base_ref_is_bad_input(repo, capsys):
     assert "unknown git ref 'no-such-ref'" in capsys.readouterr().err
 
 
+def test_a_stack_that_no_longer_plans_is_explained_in_the_review(repo, capsys):
+    def edit(fleet):
+        fleet["pools"][0]["accelerator"] = "h200"
+
+    _edit_fleet(repo / "Pulumi.dev.yaml", edit)
+    out = repo / "review.md"
+    assert cli.main(["diff", "--stack", "dev", "--base", "main", "--repo", str(repo), "--out", str(out)]) == 2
+    text = out.read_text()
+    assert text.startswith("<!-- fleet-diff:dev -->\n")
+    assert "does not plan at the working tree" in text
+    assert "fleet.pools[0].accelerator: unknown accelerator 'h200'" in text
+
+
 def _cloud_stack_with_pools() -> str | None:
     for stack in ("gcp", "aws", "azure"):
         path = ROOT / f"Pulumi.{stack}.yaml"
