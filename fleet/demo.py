@@ -106,8 +106,9 @@ def run_demo(spec: FleetSpec, port: int, api_key: str | None, out=sys.stdout) ->
     workdir = Path(tempfile.mkdtemp(prefix="fleet-demo-"))
     keys_file = workdir / "api-key-hashes"
     keys_file.write_text(hashlib.sha256(key.encode()).hexdigest() + "\n")
+    admin_port = free_port()
     config = router_config(spec, {s.pool: s.url for s in sims}, api_key_hashes_file=str(keys_file),
-                           listen_host=HOST, port=port, admin_port=free_port())
+                           listen_host=HOST, port=port, admin_port=admin_port)
     config_path = workdir / "config.yaml"
     config_path.write_text(config.to_yaml())
 
@@ -132,7 +133,7 @@ def run_demo(spec: FleetSpec, port: int, api_key: str | None, out=sys.stdout) ->
         procs.append(subprocess.Popen([sys.executable, "-m", "fleet_router", "--config", str(config_path)],
                                       env=env, stdin=subprocess.DEVNULL))
         base = f"http://{HOST}:{port}"
-        _wait_ready([f"http://{HOST}:{config.admin_port}/readyz"], procs, deadline)
+        _wait_ready([f"http://{HOST}:{admin_port}/readyz"], procs, deadline)
 
         print(f"fleet demo ({spec.topology}): {len(sims)} simulated pools behind the router", file=out)
         for s in sims:

@@ -1,0 +1,92 @@
+"""The router's configuration, generated from the fleet spec: one schema, two users.
+
+:func:`router_config` turns the spec and the resolved endpoint of each pool into a
+``fleet_router.config.RouterConfig`` — the pydantic model the router itself validates its YAML
+with — so the IaC cannot write a config the router would reject. The Router component puts
+``to_yaml()`` of it in a ConfigMap; ``python -m fleet demo`` writes it to a temp file.
+
+Prices and throughput come from the catalog (:mod:`fleet.catalog`), never from the stack file:
+
+* ``cost_per_hour`` of one replica = the pool's node price per hour (spot or on-demand, as the pool
+  is) x ``tensor_parallel`` / accelerators per node — a replica pays for the accelerators it holds;
+* ``tokens_per_second`` of one replica = the accelerator's aggregate decode throughput x
+  ``tensor_parallel``.
+
+A pool that serves several models is priced with the largest ``tensor_parallel`` among them (the
+replica the router is most likely to be paying for). Pure: no Pulumi, no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from fleet import catalog, layout
+from fleet.spec import FleetSpec, PoolSpec
+
+
+class RouterConfigError(ValueError):
+    pass
+
+
+def replica_tensor_parallel(spec: FleetSpec, pool: PoolSpec) -> int:
+    return max((m.tensor_parallel for m in spec.models_on(pool.name)), default=1)
+
+
+def replica_cost_per_hour(spec: FleetSpec, pool: PoolSpec) -> float:
+    """USD per hour one model-server replica of ``pool`` costs."""
+    machine = pool.machine
+    return machine.price.hourly(pool.spot) * replica_tensor_parallel(spec, pool) / machine.accelerators
+
+
+def replica_tokens_per_second(spec: FleetSpec, pool: PoolSpec) -> float:
+    return catalog.accelerator(pool.accelerator).tokens_per_second * replica_tensor_parallel(spec, pool)
+
+
+def router_config_data(spec: FleetSpec, endpoints: Mapping[str, str], *,
+                       api_key_hashes_file: str | None = None, listen_host: str = "0.0.0.0",
+                       port: int = layout.ROUTER_PORT, admin_port: int = layout.ROUTER_ADMIN_PORT) -> dict[str, Any]:
+    """The config as plain data, before the router's model validates it."""
+    served = [p for p in spec.pools if spec.models_on(p.name)]
+    missing = sorted(p.name for p in served if p.name not in endpoints)
+    if missing:
+        raise RouterConfigError(f"no endpoint for pool(s) {', '.join(missing)}")
+    r = spec.router
+    pools = []
+    for p in served:
+        cluster = spec.cluster(p.cluster)
+        pools.append({
+            "name": p.name,
+            "url": endpoints[p.name],
+            "vendor": p.vendor,
+            "cloud": cluster.cloud,
+            "cluster": cluster.name,
+            "accelerator": p.accelerator,
+            "spot": p.spot,
+            "models": [m.name for m in spec.models_on(p.name)],
+            "cost_per_hour": round(replica_cost_per_hour(spec, p), 6),
+            "tokens_per_second": replica_tokens_per_second(spec, p),
+        })
+    tiers = [{
+        "name": t.name,
+        "match": dict(t.match),
+        "backends": [{"pool": b.pool, "weight": b.weight} for b in t.backends],
+        "overflow": list(t.overflow),
+        "ttft_slo_ms": t.ttft_slo_ms,
+        "policy": t.policy,
+    } for t in spec.tiers]
+    return {
+        "listen": {"host": listen_host, "port": port, "admin_port": admin_port},
+        "policy": r.policy,
+        "limits": {"rate_limit_rps": r.rate_limit_rps, "max_body_bytes": r.max_body_bytes,
+                   "request_timeout_s": r.request_timeout_s},
+        "auth": {"api_key_hashes_file": api_key_hashes_file},
+        "pools": pools,
+        "tiers": tiers,
+    }
+
+
+def router_config(spec: FleetSpec, endpoints: Mapping[str, str], **kw: Any):
+    """``fleet_router.config.RouterConfig`` for ``spec`` with each pool at ``endpoints[pool]``."""
+    from fleet_router.config import RouterConfig
+
+    return RouterConfig.model_validate(router_config_data(spec, endpoints, **kw))
