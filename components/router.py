@@ -1,14 +1,86 @@
-"""The router's image and deployment (issue 8). Placeholder contract until the component lands."""
+"""The cross-cloud router in the cluster that hosts it: config, keys, Deployment and its guard rails.
+
+* **ConfigMap** ``fleet-router-config``: ``config.yaml`` generated from the topology by
+  :func:`fleet.routerconfig.router_config` — the same pydantic model (``fleet_router.config``)
+  the router validates it with, so the two cannot drift.
+* **Secret** ``fleet-router-api-keys`` from the Pulumi secret ``routerApiKeys`` (comma-separated),
+  stored as sha256 hashes: the router compares hashes, a leaked Secret leaks no key.
+* **Deployment**: image by digest from :class:`~components.router_image.RouterImage`; a checksum of
+  the config on the pod template, so a config change (and only that) rolls the pods; hardened pod
+  (non-root, read-only root filesystem, no capabilities, seccomp RuntimeDefault, no service-account
+  token), requests and limits, startup/readiness/liveness probes, spread over zones and nodes.
+* **Service** (API + admin ports), **PodDisruptionBudget**, **HorizontalPodAutoscaler**,
+  **NetworkPolicy** (API only from the gateway, admin only from Prometheus; egress to DNS, the
+  in-cluster pools and other clusters' gateways), and an **HTTPRoute** on the cluster Gateway, which
+  terminates TLS with the certificate the inference layer requests.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from types import MappingProxyType
+
 import pulumi
+import pulumi_kubernetes as k8s
+import yaml
 
 from components.namespaces import Namespaces
 from components.platform import Platform
 from components.router_image import RouterImage
+from fleet import layout
 from fleet.spec import ClusterSpec, FleetSpec
+
+NAME = "fleet-router"
+CONFIG_DIR = "/etc/fleet-router"
+CONFIG_FILE = "config.yaml"
+KEYS_DIR = "/etc/fleet-router/keys"
+KEYS_FILE = "api-key-hashes"
+CHECKSUM_ANNOTATION = "inference-fleet.io/config-checksum"
+RUN_AS = 10001
+"""The image's non-root user (router/Dockerfile); a high UID no host account shares."""
+MIN_REPLICAS = 2
+"""Never fewer than two: one pod can drain or be evicted while the other serves."""
+
+# Sized for the router's own work (parsing, routing, proxying streams); memory bounds in-flight
+# request bodies (max_body_bytes x concurrency) with room to spare.
+RESOURCES = MappingProxyType({
+    "requests": {"cpu": "250m", "memory": "256Mi"},
+    "limits": {"cpu": "2", "memory": "1Gi"},
+})
+TARGET_CPU_UTILIZATION = 70
+# An in-flight stream may last as long as the request timeout; give draining that long plus slack.
+DRAIN_SLACK_S = 15
+
+DNS_EGRESS = {
+    "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+}
+# Other clusters' gateways are public load balancers: HTTPS anywhere but the link-local range
+# (cloud metadata endpoints hand out credentials).
+REMOTE_GATEWAY_EGRESS = {
+    "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}}],
+    "ports": [{"protocol": "TCP", "port": layout.GATEWAY_HTTPS_PORT}],
+}
+
+
+def config_checksum(config_yaml: str) -> str:
+    return hashlib.sha256(config_yaml.encode()).hexdigest()
+
+
+def hash_api_keys(keys: str) -> str:
+    """``key1,key2`` -> one sha256 hex digest per line (what the router compares against)."""
+    hashes = sorted({hashlib.sha256(k.strip().encode()).hexdigest() for k in keys.split(",") if k.strip()})
+    return "".join(f"{h}\n" for h in hashes)
+
+
+def _render_config(spec: FleetSpec, endpoints: dict[str, str], keys_file: str | None) -> str:
+    # Interim until the router package (fleet_router.config) lands: the generator's plain data as
+    # YAML; tests/test_router_deploy.py loads it with the router's schema once it exists.
+    from fleet.routerconfig import router_config_data
+
+    return yaml.safe_dump(router_config_data(spec, endpoints, api_key_hashes_file=keys_file), sort_keys=False)
 
 
 @dataclass
@@ -25,5 +97,229 @@ class RouterArgs:
 class Router(pulumi.ComponentResource):
     def __init__(self, name: str, args: RouterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("fleet:router:Router", name, None, opts)
-        self.url = pulumi.Output.from_input(f"https://{args.spec.router.hostname or 'router.invalid'}")
-        self.register_outputs({"url": self.url})
+        spec, rspec = args.spec, args.spec.router
+        ns = layout.NS_ROUTER
+        child = pulumi.ResourceOptions(parent=self)
+        selector = {layout.APP: layout.APP_ROUTER, layout.COMPONENT: layout.COMPONENT_ROUTER}
+        labels = {**layout.COMMON_LABELS, **selector}
+
+        def meta(obj_name: str = NAME, **extra) -> k8s.meta.v1.ObjectMetaArgs:
+            return k8s.meta.v1.ObjectMetaArgs(name=obj_name, namespace=ns, labels=labels, **extra)
+
+        # --- API keys ----------------------------------------------------------------------------
+        keys_file = f"{KEYS_DIR}/{KEYS_FILE}" if args.api_keys is not None else None
+        self.api_keys_secret = None
+        if args.api_keys is not None:
+            self.api_keys_secret = k8s.core.v1.Secret(
+                f"{name}-api-keys",
+                metadata=meta(f"{NAME}-api-keys"),
+                type="Opaque",
+                string_data={KEYS_FILE: pulumi.Output.secret(args.api_keys.apply(hash_api_keys))},
+                opts=child,
+            )
+
+        # --- config ------------------------------------------------------------------------------
+        endpoints = dict(sorted(args.pool_endpoints.items()))
+        config_yaml = pulumi.Output.all(**endpoints).apply(
+            lambda eps: _render_config(spec, dict(eps), keys_file))
+        self.config_map = k8s.core.v1.ConfigMap(
+            f"{name}-config",
+            metadata=meta(f"{NAME}-config"),
+            data={CONFIG_FILE: config_yaml},
+            opts=child,
+        )
+        self.config_checksum = config_yaml.apply(config_checksum)
+
+        # --- workload ----------------------------------------------------------------------------
+        service_account = k8s.core.v1.ServiceAccount(
+            f"{name}-sa", metadata=meta(), automount_service_account_token=False, opts=child)
+
+        replicas = max(MIN_REPLICAS, rspec.replicas)
+        max_replicas = max(replicas, rspec.max_replicas)
+        local = args.cluster.cloud == "local"
+        image = args.image.ref_for(args.cluster.name)
+        volumes = [
+            {"name": "config", "configMap": {"name": f"{NAME}-config"}},
+            {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+        ]
+        mounts = [
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ]
+        if self.api_keys_secret is not None:
+            volumes.append({"name": "api-keys", "secret": {"secretName": f"{NAME}-api-keys",
+                                                           "defaultMode": 0o440}})
+            mounts.append({"name": "api-keys", "mountPath": KEYS_DIR, "readOnly": True})
+
+        def probe(path: str, period: int, failures: int) -> dict:
+            return {"httpGet": {"path": path, "port": "admin"}, "periodSeconds": period,
+                    "timeoutSeconds": 2, "failureThreshold": failures}
+
+        container = {
+            "name": "router",
+            "image": image,
+            # Digests never move, so Always costs one manifest check; kind has no registry to ask.
+            "imagePullPolicy": "IfNotPresent" if local else "Always",
+            "args": ["--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
+            "ports": [
+                {"name": "http", "containerPort": layout.ROUTER_PORT, "protocol": "TCP"},
+                {"name": "admin", "containerPort": layout.ROUTER_ADMIN_PORT, "protocol": "TCP"},
+            ],
+            "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
+            "resources": {k: dict(v) for k, v in RESOURCES.items()},
+            "volumeMounts": mounts,
+            "startupProbe": probe("/healthz", 2, 30),
+            "readinessProbe": probe("/readyz", 5, 2),
+            "livenessProbe": probe("/healthz", 10, 3),
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": RUN_AS,
+                "runAsGroup": RUN_AS,
+                "readOnlyRootFilesystem": True,
+                "allowPrivilegeEscalation": False,
+                "privileged": False,
+                "capabilities": {"drop": ["ALL"]},
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+        }
+        skips = {}
+        if local:
+            skips = {
+                "checkov.io/skip1": "CKV_K8S_43=kind has no registry: `make image` builds the content-hash "
+                                    "tag and `kind load` puts it on the nodes, so there is no digest to pin",
+                "checkov.io/skip2": "CKV_K8S_15=the image is loaded into kind, not pullable; "
+                                    "IfNotPresent is the only policy that starts",
+            }
+
+        def pod_annotations(checksum: str) -> dict[str, str]:
+            return {CHECKSUM_ANNOTATION: checksum}
+
+        spread = [
+            {"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
+             "labelSelector": {"matchLabels": selector}}
+            for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
+        ]
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata=meta(annotations=skips or None),
+            spec={
+                "replicas": replicas,
+                "revisionHistoryLimit": 5,
+                "selector": {"matchLabels": selector},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                "template": {
+                    "metadata": {"labels": labels, "annotations": self.config_checksum.apply(pod_annotations)},
+                    "spec": {
+                        "serviceAccountName": NAME,
+                        "automountServiceAccountToken": False,
+                        "enableServiceLinks": False,
+                        "terminationGracePeriodSeconds": int(rspec.request_timeout_s) + DRAIN_SLACK_S,
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": RUN_AS,
+                            "runAsGroup": RUN_AS,
+                            "fsGroup": RUN_AS,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                        },
+                        "topologySpreadConstraints": spread,
+                        "containers": [container],
+                        "volumes": volumes,
+                    },
+                },
+            },
+            # The HPA owns the replica count once the Deployment exists.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[service_account],
+                                        ignore_changes=["spec.replicas"]),
+        )
+
+        self.service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata=meta(),
+            spec={
+                "type": "ClusterIP",
+                "selector": selector,
+                "ports": [
+                    {"name": "http", "port": layout.ROUTER_PORT, "targetPort": "http", "protocol": "TCP"},
+                    {"name": "admin", "port": layout.ROUTER_ADMIN_PORT, "targetPort": "admin", "protocol": "TCP"},
+                ],
+            },
+            opts=child,
+        )
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-pdb",
+            metadata=meta(),
+            spec={"maxUnavailable": 1, "selector": {"matchLabels": selector}},
+            opts=child,
+        )
+        k8s.autoscaling.v2.HorizontalPodAutoscaler(
+            f"{name}-hpa",
+            metadata=meta(),
+            spec={
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": NAME},
+                "minReplicas": replicas,
+                "maxReplicas": max_replicas,
+                "metrics": [{"type": "Resource", "resource": {
+                    "name": "cpu", "target": {"type": "Utilization", "averageUtilization": TARGET_CPU_UTILIZATION}}}],
+                # Scale down slowly: streams are long, and a shrinking fleet drains them.
+                "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300,
+                                           "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]}},
+            },
+            opts=child,
+        )
+
+        remote_pools = [p for p in spec.pools if p.cluster != args.cluster.name]
+        egress = [
+            DNS_EGRESS,
+            # In-cluster pools: through this cluster's gateway, or straight to the model servers.
+            {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": layout.NS_GATEWAY}}}],
+             "ports": [{"protocol": "TCP", "port": layout.GATEWAY_HTTP_PORT},
+                       {"protocol": "TCP", "port": layout.GATEWAY_HTTPS_PORT}]},
+            {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": layout.NS_INFERENCE}},
+                     "podSelector": {"matchLabels": {layout.COMPONENT: layout.COMPONENT_MODEL_SERVER}}}],
+             "ports": [{"protocol": "TCP", "port": layout.VLLM_PORT}]},
+        ]
+        if remote_pools:
+            egress.append(REMOTE_GATEWAY_EGRESS)
+        k8s.networking.v1.NetworkPolicy(
+            f"{name}-netpol",
+            metadata=meta(NAME),
+            spec={
+                "podSelector": {"matchLabels": selector},
+                "policyTypes": ["Ingress", "Egress"],
+                "ingress": [
+                    {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": layout.NS_GATEWAY}}}],
+                     "ports": [{"protocol": "TCP", "port": layout.ROUTER_PORT}]},
+                    {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": layout.NS_MONITORING}},
+                               "podSelector": {"matchLabels": {layout.APP: layout.APP_PROMETHEUS}}}],
+                     "ports": [{"protocol": "TCP", "port": layout.ROUTER_ADMIN_PORT}]},
+                ],
+                "egress": egress,
+            },
+            opts=child,
+        )
+
+        hostname = rspec.hostname or args.cluster.gateway_hostname
+        route_spec: dict = {
+            "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                            "name": layout.GATEWAY_NAME, "namespace": layout.NS_GATEWAY}],
+            "rules": [{
+                "matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}],
+                "backendRefs": [{"kind": "Service", "name": NAME, "port": layout.ROUTER_PORT}],
+                "timeouts": {"request": f"{int(rspec.request_timeout_s) + DRAIN_SLACK_S}s"},
+            }],
+        }
+        if hostname:
+            route_spec["hostnames"] = [hostname]
+        self.route = k8s.apiextensions.CustomResource(
+            f"{name}-route",
+            api_version="gateway.networking.k8s.io/v1",
+            kind="HTTPRoute",
+            metadata=meta(),
+            spec=route_spec,
+            opts=child,
+        )
+        self.url = pulumi.Output.from_input(
+            f"https://{hostname}" if hostname
+            else f"http://{NAME}.{ns}.svc.cluster.local:{layout.ROUTER_PORT}")
+        self.register_outputs({"url": self.url, "config_checksum": self.config_checksum})
+
