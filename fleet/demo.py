@@ -138,6 +138,7 @@ def run_demo(spec: FleetSpec, port: int, api_key: str | None, out=sys.stdout) ->
         print(f"fleet demo ({spec.topology}): {len(sims)} simulated pools behind the router", file=out)
         for s in sims:
             print(f"  pool {s.pool:<16} {s.profile:<18} {s.url}  models: {', '.join(s.models)}", file=out)
+        print(f"  router metrics   http://{HOST}:{admin_port}/metrics", file=out)
         print(f"\nOPENAI_BASE_URL={base}/v1", file=out)
         print(f"OPENAI_API_KEY={key}", file=out)
         print("\nready: try the openai client; responses carry x-fleet-pool / x-fleet-vendor. Ctrl-C stops.",

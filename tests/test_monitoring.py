@@ -178,3 +178,93 @@ def test_monitoring_objects_match_the_prometheus_operator_crds(stack):
             for o in _monitoring_objects(plan, k)]
     problems = [p for o in objs for p in schemas.validate_object(o)]
     assert not problems, "\n".join(problems)
+
+
+# --- every metric named is one something exports ----------------------------------------------
+
+def _exported_names(text: str) -> set[str]:
+    """Sample names a Prometheus text exposition can carry, from its samples and # TYPE lines."""
+    names = set()
+    suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
+                "summary": ("_sum", "_count", "_created"), "gauge": (), "untyped": (), "info": ("_info",)}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(maxsplit=3)
+            names.add(name)
+            names.update(name + s for s in suffixes.get(kind.strip(), ()))
+        elif line and not line.startswith("#"):
+            names.add(re.split(r"[{\s]", line, maxsplit=1)[0])
+    return names
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def live_metrics():
+    """The dev fleet on loopback (`python -m fleet demo`), a few requests through it, then the
+    router's and each simulator's /metrics; everything is stopped afterwards."""
+    pytest.importorskip("fleet_router.config")
+    import openai
+    import select
+
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fleet", "demo", "--stack", "dev", "--port", str(port), "--api-key", "sk-metrics"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
+    try:
+        banner, deadline = "", time.monotonic() + 90
+        while "ready:" not in banner:
+            assert proc.poll() is None and time.monotonic() < deadline, f"demo did not start:\n{banner}"
+            if select.select([proc.stdout], [], [], 1.0)[0]:
+                banner += proc.stdout.readline()
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-metrics", max_retries=0,
+                               timeout=30)
+        model = plan_of("dev").spec.models[0].name
+        for headers in ({"X-Priority": "high"}, {"X-Cost-Tier": "standard"}, {}):
+            client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}],
+                                           max_tokens=4, extra_headers=headers)
+            list(client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}],
+                                                max_tokens=4, stream=True, extra_headers=headers))
+        urls = re.findall(r"(http://127\.0\.0\.1:\d+)\s+models:", banner)
+        router_metrics = re.search(r"(http://127\.0\.0\.1:\d+/metrics)", banner).group(1)
+        texts = {"router": urllib.request.urlopen(router_metrics, timeout=10).read().decode()}
+        for i, base in enumerate(urls):
+            texts[f"sim{i}"] = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
+        yield texts
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_every_metric_in_rules_and_dashboards_is_exported(live_metrics):
+    exported = set().union(*(_exported_names(t) for t in live_metrics.values()))
+    known = exported | alerts.DCGM_METRICS | alerts.recorded_series()
+    missing = []
+    for where, expr in _all_exprs():
+        for name in sorted(_metric_names(promql_parser.parse(expr)) - known):
+            missing.append(f"{where}: {name}")
+    assert not missing, "not exported by the router, the simulator or DCGM:\n" + "\n".join(missing)
+
+
+def test_seed_000_metric_names_are_on_the_routers_metrics_page(live_metrics):
+    router = _exported_names(live_metrics["router"])
+    for name in ("ig_wva_routing_decisions_total", "ig_wva_cost_savings_total", "ig_wva_sla_compliance_total",
+                 "ig_wva_sla_violations_total", "ig_wva_pool_utilization"):
+        assert name in router
+
+
+def test_exposition_reader_knows_families_with_no_samples_yet():
+    text = ("# HELP a_total x\n# TYPE a_total counter\n# TYPE b histogram\n"
+            'b_bucket{le="1"} 0\n# TYPE vllm:num_requests_waiting gauge\nvllm:num_requests_waiting{m="x"} 0\n')
+    names = _exported_names(text)
+    assert {"a_total", "b_bucket", "b_count", "vllm:num_requests_waiting"} <= names
+    assert "c" not in names
