@@ -11,6 +11,7 @@ import importlib
 import importlib.util
 import json
 import typing
+from pathlib import Path
 
 import pytest
 import yaml
@@ -25,15 +26,24 @@ CLUSTER_MODULES = {"gcp": "components.gke", "aws": "components.eks", "azure": "c
                    "local": "components.local"}
 
 
+PENDING = ROOT / "stacks" / "pending"
+"""Stack files whose cluster components have not landed yet wait here (a ``Pulumi.<stack>.yaml``
+at the root is planned by every test that plans the shipped stacks)."""
+
+
+def _stack_file(stack: str) -> Path:
+    for path in (ROOT / f"Pulumi.{stack}.yaml", PENDING / f"Pulumi.{stack}.yaml"):
+        if path.exists():
+            return path
+    pytest.skip(f"Pulumi.{stack}.yaml is not in this checkout yet")
+
+
 def _raw(stack: str) -> dict:
-    return yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]["inference-fleet:fleet"]
+    return yaml.safe_load(_stack_file(stack).read_text())["config"]["inference-fleet:fleet"]
 
 
 def _spec(stack: str) -> FleetSpec:
-    path = ROOT / f"Pulumi.{stack}.yaml"
-    if not path.exists():
-        pytest.skip(f"{path.name} is not in this checkout yet")
-    return load_spec(_raw(stack), path.name)
+    return load_spec(_raw(stack), _stack_file(stack).name)
 
 
 def _plan(stack: str):
@@ -42,6 +52,7 @@ def _plan(stack: str):
                       if importlib.util.find_spec(CLUSTER_MODULES[c.cloud]) is None})
     if missing:
         pytest.skip(f"stack {stack}: cluster component(s) {', '.join(missing)} not in this checkout yet")
+    assert (ROOT / f"Pulumi.{stack}.yaml").exists(), f"move {_stack_file(stack)} to the root: it plans now"
     return plan_of(stack)
 
 
@@ -195,7 +206,7 @@ def test_multicloud_stays_within_its_budget_at_max_scale():
     from fleet.cost import cost_of_stack
 
     spec = _spec("multicloud")
-    report = cost_of_stack("multicloud")
+    report = cost_of_stack("multicloud", str(_stack_file("multicloud")))
     assert spec.budget.monthly_max_usd is not None
     assert report.budget["stack_within"] is True and report.budget["pools_over"] == []
 
@@ -203,7 +214,7 @@ def test_multicloud_stays_within_its_budget_at_max_scale():
 def test_multicloud_without_a_remote_gateway_hostname_is_rejected_naming_the_field():
     from stacks.multicloud import problems
 
-    raw = _raw("multicloud") if (ROOT / "Pulumi.multicloud.yaml").exists() else pytest.skip("no stack file")
+    raw = _raw("multicloud")
     home = raw.get("router", {}).get("cluster") or raw["clusters"][0]["name"]
     i = next(i for i, c in enumerate(raw["clusters"]) if c["name"] != home)
     raw["clusters"][i].pop("gateway_hostname")
