@@ -259,3 +259,23 @@ def test_replace_on_change_table(typ, path, replaces):
 def test_a_declared_replace_on_changes_option_is_honoured():
     assert forces_replace("kubernetes:core/v1:ConfigMap", "data.x", declared=["data"])
     assert forces_replace("kubernetes:core/v1:ConfigMap", "data.x", declared=["*"])
+
+
+def test_cost_delta_of_one_more_node_at_max_is_that_nodes_month():
+    """The review's cost section, from the two sides' cost reports (no plan needed)."""
+    from fleet.cost import stack_cost
+    from fleet.diff import _cost_delta
+    from fleet.spec import load_spec
+
+    def report(max_nodes: int) -> dict:
+        fleet = {"topology": "gcp", "clusters": [{"name": "gke", "cloud": "gcp", "region": "us-central1"}],
+                 "pools": [{"name": "t4-spot", "cluster": "gke", "accelerator": "t4", "max_nodes": max_nodes},
+                           {"name": "l4", "cluster": "gke", "accelerator": "l4", "max_nodes": 1}]}
+        return stack_cost(load_spec(fleet, "test"), "gcp").to_dict()
+
+    d = _cost_delta(report(2), report(3))
+    node_month = catalog.monthly(0.2753)  # n1-standard-4 + T4 at spot: seed 002's ~$201
+    assert d["delta"] == pytest.approx({"min": 0, "typical": node_month / 2, "max": node_month}, abs=0.01)
+    assert [(p["pool"], p["status"]) for p in d["pools"]] == [("t4-spot", "changed")]
+    gone = _cost_delta(report(2), None)
+    assert gone["delta"]["max"] == pytest.approx(-report(2)["totals"]["max"])
