@@ -33,8 +33,8 @@ def _read_until_ready(proc: subprocess.Popen, deadline: float) -> str:
             raise AssertionError(f"demo not ready (exit {proc.poll()}):\n{out}")
         readable, _, _ = select.select([proc.stdout], [], [], min(left, 1.0))
         if readable:
-            line = proc.stdout.readline()
-            out += line
+            # The raw fd, not readline(): a buffered read would hide lines from select().
+            out += os.read(proc.stdout.fileno(), 65536).decode(errors="replace")
     return out
 
 

@@ -6,6 +6,7 @@ live ``/metrics``, and DCGM's published counter list)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -220,7 +221,8 @@ def live_metrics():
         while "ready:" not in banner:
             assert proc.poll() is None and time.monotonic() < deadline, f"demo did not start:\n{banner}"
             if select.select([proc.stdout], [], [], 1.0)[0]:
-                banner += proc.stdout.readline()
+                # The raw fd, not readline(): a buffered read would hide lines from select().
+                banner += os.read(proc.stdout.fileno(), 65536).decode(errors="replace")
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-metrics", max_retries=0,
                                timeout=30)
         model = plan_of("dev").spec.models[0].name

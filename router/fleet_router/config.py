@@ -1,0 +1,150 @@
+"""The router's config: a YAML file validated by this pydantic model.
+
+The IaC (``fleet/routerconfig.py``) builds the same model from the fleet spec and writes
+``to_yaml()`` into a ConfigMap, so the router can never be handed a config it would reject.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Policy = Literal["round-robin", "least-load", "prefix-affinity", "cost-aware"]
+POLICIES: tuple[str, ...] = ("round-robin", "least-load", "prefix-affinity", "cost-aware")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listen(_Strict):
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=1, le=65535)
+    admin_port: int = Field(9091, ge=1, le=65535, description="/metrics, /healthz, /readyz")
+
+
+class Limits(_Strict):
+    rate_limit_rps: float = Field(50.0, gt=0, description="per API key, token bucket refill rate")
+    rate_limit_burst: int | None = Field(None, ge=1, description="bucket size (default: 2 x rate)")
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    request_timeout_s: float = Field(300.0, gt=0)
+    connect_timeout_s: float = Field(2.0, gt=0)
+    first_byte_timeout_s: float = Field(60.0, gt=0, description="backend silence before failing over")
+
+
+class Auth(_Strict):
+    api_key_hashes: tuple[str, ...] = Field((), description="sha256 hex of accepted API keys")
+    api_key_hashes_file: str | None = Field(None, description="a mounted file, one sha256 hex per line")
+
+    def load_hashes(self) -> frozenset[str]:
+        hashes = set(self.api_key_hashes)
+        if self.api_key_hashes_file:
+            text = Path(self.api_key_hashes_file).read_text()
+            hashes |= {line.strip().lower() for line in text.splitlines() if line.strip()}
+        return frozenset(hashes)
+
+
+class Failover(_Strict):
+    max_attempts: int = Field(3, ge=1, le=10)
+    eject_after_failures: int = Field(3, ge=1)
+    eject_seconds: float = Field(10.0, gt=0)
+
+
+class Discovery(_Strict):
+    models_refresh_s: float = Field(10.0, gt=0)
+    metrics_scrape_s: float = Field(2.0, gt=0)
+
+
+class Pool(_Strict):
+    name: str = Field(min_length=1)
+    url: str = Field(pattern=r"^https?://", description="base URL of the pool (its gateway route)")
+    vendor: str
+    cloud: str = "local"
+    cluster: str = ""
+    accelerator: str = ""
+    spot: bool = True
+    models: tuple[str, ...] = Field(min_length=1)
+    cost_per_hour: float = Field(ge=0, description="USD per replica-hour")
+    tokens_per_second: float = Field(gt=0, description="generated tokens per second per replica")
+    max_concurrency: int = Field(64, ge=1, description="in-flight requests before the pool counts as saturated")
+
+    @property
+    def cost_per_million_tokens(self) -> float:
+        return self.cost_per_hour / (self.tokens_per_second * 3600.0) * 1e6
+
+
+class TierBackend(_Strict):
+    pool: str
+    weight: int = Field(ge=0, le=100)
+
+
+class Tier(_Strict):
+    name: str
+    match: dict[str, str] = Field(default_factory=dict)
+    backends: tuple[TierBackend, ...] = Field(min_length=1)
+    overflow: tuple[str, ...] = ()
+    ttft_slo_ms: int | None = Field(None, ge=1)
+    policy: Policy | None = None
+
+
+class RouterConfig(_Strict):
+    listen: Listen = Listen()
+    policy: Policy = "prefix-affinity"
+    limits: Limits = Limits()
+    auth: Auth = Auth()
+    failover: Failover = Failover()
+    discovery: Discovery = Discovery()
+    pools: tuple[Pool, ...] = Field(min_length=1)
+    tiers: tuple[Tier, ...] = ()
+
+    @model_validator(mode="after")
+    def _references(self) -> "RouterConfig":
+        names = Counter(p.name for p in self.pools)
+        dup = [n for n, c in names.items() if c > 1]
+        if dup:
+            raise ValueError(f"duplicate pool names: {', '.join(dup)}")
+        for t in self.tiers:
+            total = sum(b.weight for b in t.backends)
+            if total != 100:
+                raise ValueError(f"tier {t.name!r}: backend weights sum to {total}, not 100")
+            for ref in [b.pool for b in t.backends] + list(t.overflow):
+                if ref not in names:
+                    raise ValueError(f"tier {t.name!r} names pool {ref!r}, which is not in pools")
+        if sum(1 for t in self.tiers if not t.match) > 1:
+            raise ValueError("only one tier may have no match (the default tier)")
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=True, default_flow_style=False)
+
+    def checksum(self) -> str:
+        return hashlib.sha256(self.to_yaml().encode()).hexdigest()
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def parse_config(text: str, source: str = "config") -> RouterConfig:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{source}: not valid YAML: {e}".replace("\n", " ")) from None
+    try:
+        return RouterConfig.model_validate(raw)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors(include_url=False):
+            loc = ".".join(str(p) for p in err["loc"]) or "(top)"
+            lines.append(f"{source}: {loc}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_config(path: str | Path) -> RouterConfig:
+    path = Path(path)
+    return parse_config(path.read_text(), str(path))

@@ -1,0 +1,126 @@
+"""A small Prometheus registry: counters, gauges and histograms with labels, text exposition.
+
+Kept in-house so the image needs no client library and the hot path is a dict update.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Iterable
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def _labels(names: tuple[str, ...], values: tuple[str, ...], extra: str = "") -> str:
+    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values)]
+    if extra:
+        parts.append(extra)
+    return "{" + ",".join(parts) + "}" if parts else ""
+
+
+def _escape(v: str) -> str:
+    return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class _Metric:
+    kind = ""
+
+    def __init__(self, name: str, help_: str, labels: Iterable[str] = ()):
+        self.name, self.help, self.label_names = name, help_, tuple(labels)
+        self.values: dict[tuple[str, ...], float] = {}
+
+    def header(self) -> list[str]:
+        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
+
+
+class Counter(_Metric):
+    kind = "counter"
+
+    def inc(self, *labels: str, amount: float = 1.0) -> None:
+        self.values[labels] = self.values.get(labels, 0.0) + amount
+
+    def render(self) -> list[str]:
+        return self.header() + [f"{self.name}{_labels(self.label_names, k)} {v:.10g}"
+                                for k, v in sorted(self.values.items())]
+
+
+class Gauge(Counter):
+    kind = "gauge"
+
+    def set(self, *labels: str, value: float) -> None:
+        self.values[labels] = value
+
+
+class Histogram(_Metric):
+    kind = "histogram"
+
+    def __init__(self, name: str, help_: str, labels: Iterable[str] = (), buckets=LATENCY_BUCKETS):
+        super().__init__(name, help_, labels)
+        self.buckets = tuple(buckets)
+        self.series: dict[tuple[str, ...], list] = {}  # labels -> [bucket counts..., sum, count]
+
+    def observe(self, *labels: str, value: float) -> None:
+        s = self.series.get(labels)
+        if s is None:
+            s = self.series[labels] = [0] * len(self.buckets) + [0.0, 0]
+        i = bisect.bisect_left(self.buckets, value)
+        if i < len(self.buckets):
+            s[i] += 1
+        s[-2] += value
+        s[-1] += 1
+
+    def render(self) -> list[str]:
+        out = self.header()
+        for k, s in sorted(self.series.items()):
+            cum = 0
+            for b, c in zip(self.buckets, s):
+                cum += c
+                le = 'le="%g"' % b
+                out.append(f"{self.name}_bucket{_labels(self.label_names, k, le)} {cum}")
+            inf = 'le="+Inf"'
+            out.append(f"{self.name}_bucket{_labels(self.label_names, k, inf)} {s[-1]}")
+            out.append(f"{self.name}_sum{_labels(self.label_names, k)} {s[-2]:.10g}")
+            out.append(f"{self.name}_count{_labels(self.label_names, k)} {s[-1]}")
+        return out
+
+
+class Registry:
+    def __init__(self):
+        self.metrics: list[_Metric] = []
+
+    def add(self, metric):
+        self.metrics.append(metric)
+        return metric
+
+    def render(self) -> str:
+        return "\n".join(line for m in self.metrics for line in m.render()) + "\n"
+
+
+class RouterMetrics:
+    """The router's metrics: seed 000's ``ig_wva_*`` names plus request, TTFT and overhead."""
+
+    def __init__(self):
+        r = self.registry = Registry()
+        self.decisions = r.add(Counter("ig_wva_routing_decisions_total", "Routing decisions by tier, pool and vendor.",
+                                       ("tier", "backend_pool", "backend_vendor", "policy", "reason")))
+        self.cost_savings = r.add(Counter("ig_wva_cost_savings_total",
+                                          "USD saved against the priciest pool serving the model.", ("vendor_pair",)))
+        self.sla_ok = r.add(Counter("ig_wva_sla_compliance_total", "Requests whose TTFT met the tier's objective.",
+                                    ("tier", "backend_pool", "pool", "vendor")))
+        self.sla_bad = r.add(Counter("ig_wva_sla_violations_total", "Requests whose TTFT missed the tier's objective.",
+                                     ("tier", "backend_pool", "pool", "vendor")))
+        self.utilization = r.add(Gauge("ig_wva_pool_utilization", "Pool load: in-flight + queued over capacity.",
+                                       ("pool", "vendor")))
+        self.requests = r.add(Counter("fleet_router_requests_total", "Requests by endpoint and status.",
+                                      ("endpoint", "status")))
+        self.retries = r.add(Counter("fleet_router_failovers_total", "Attempts moved to another pool.",
+                                     ("from_pool", "reason")))
+        self.ejections = r.add(Counter("fleet_router_ejections_total", "Pools ejected after failures.", ("pool",)))
+        self.tokens = r.add(Counter("fleet_router_tokens_total", "Generated tokens by pool.", ("pool", "vendor")))
+        self.cost_per_hour = r.add(Gauge("fleet_router_pool_cost_per_hour", "USD per replica-hour of each pool.",
+                                         ("pool", "vendor")))
+        self.ttft = r.add(Histogram("fleet_router_ttft_seconds", "Time to first byte from the backend.", ("pool",)))
+        self.latency = r.add(Histogram("fleet_router_request_duration_seconds", "Whole request duration.",
+                                       ("endpoint",)))
+        self.overhead = r.add(Histogram("fleet_router_added_latency_seconds",
+                                        "Time the router adds before the backend request is sent.", ()))
