@@ -252,3 +252,35 @@ def test_azure_has_nc4as_t4_spot_and_nd_mi300x():
     pools = _pools("azure")
     assert any(p.spot and p.machine.name == "Standard_NC4as_T4_v3" for p in pools["t4"])
     assert any(p.machine.name == "Standard_ND96isr_MI300X_v5" for p in pools["mi300x"])
+
+
+def test_multicloud_inference_layers_render_servers_gateways_and_tier_routes():
+    """Through the whole program once the cloud cluster components exist; until then each
+    cluster's inference layer alone (tests/inference_render.py), so the stack's models, pools and
+    tiers are still checked end to end."""
+    from inference_render import inference_objects, render_inference_only
+
+    raw = _raw("multicloud")
+    ready = all(importlib.util.find_spec(CLUSTER_MODULES[c["cloud"]]) for c in raw["clusters"])
+    plan = _plan("multicloud") if ready else render_inference_only(raw)
+    spec = plan.spec
+    objs = inference_objects(plan)
+    assert set(objs) == {c.name for c in spec.clusters}
+    for cluster, items in objs.items():
+        assert [o["kind"] for o in items].count("Gateway") == 1, cluster
+        servers = {(o["metadata"]["labels"][layout.MODEL_LABEL], o["metadata"]["labels"][layout.POOL_LABEL])
+                   for o in items if o["kind"] == "Deployment"
+                   and o["metadata"]["labels"].get(layout.COMPONENT) == layout.COMPONENT_MODEL_SERVER}
+        want = {(m.slug, p.name) for p in spec.pools_in(cluster) for m in spec.models_on(p.name)}
+        assert servers == want, cluster
+        names = {o["metadata"]["name"] for o in items if o["kind"] == "HTTPRoute"}
+        assert {f"tier-{t.name}" for t in spec.tiers} <= names, cluster
+        # A tensor-parallel model asks for that many accelerators of its pool's vendor.
+        for o in items:
+            labels = o["metadata"].get("labels", {})
+            if o["kind"] != "Deployment" or labels.get(layout.COMPONENT) != layout.COMPONENT_MODEL_SERVER:
+                continue
+            model = next(m for m in spec.models if m.slug == labels[layout.MODEL_LABEL])
+            vendor = catalog.VENDORS[spec.pool(labels[layout.POOL_LABEL]).vendor]
+            limits = o["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+            assert limits[vendor.resource_name] == str(model.tensor_parallel), (cluster, model.name)
