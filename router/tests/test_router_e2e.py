@@ -12,7 +12,7 @@ from collections import Counter
 import openai
 import pytest
 
-from conftest import HOST, KEY, pool
+from fleetproc import HOST, KEY, fleet, pool, three_vendor_fleet  # noqa: F401 - fixtures
 
 
 class Reply:

@@ -1,4 +1,5 @@
-"""Real loopback servers for the router's end-to-end tests: simulators and the router, as processes."""
+"""Real loopback servers for the router's end-to-end tests (fixtures imported by the test modules:
+tests/conftest.py is the project's one conftest)."""
 
 from __future__ import annotations
 
