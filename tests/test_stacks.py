@@ -275,12 +275,13 @@ def test_multicloud_inference_layers_render_servers_gateways_and_tier_routes():
         assert servers == want, cluster
         names = {o["metadata"]["name"] for o in items if o["kind"] == "HTTPRoute"}
         assert {f"tier-{t.name}" for t in spec.tiers} <= names, cluster
-        # A tensor-parallel model asks for that many accelerators of its pool's vendor.
+        # A GPU server asks for tensor_parallel GPUs (70B: all 8); a TPU server claims its whole slice.
         for o in items:
             labels = o["metadata"].get("labels", {})
             if o["kind"] != "Deployment" or labels.get(layout.COMPONENT) != layout.COMPONENT_MODEL_SERVER:
                 continue
             model = next(m for m in spec.models if m.slug == labels[layout.MODEL_LABEL])
-            vendor = catalog.VENDORS[spec.pool(labels[layout.POOL_LABEL]).vendor]
+            pool = spec.pool(labels[layout.POOL_LABEL])
+            want_n = pool.accelerators if catalog.accelerator(pool.accelerator).is_tpu else model.tensor_parallel
             limits = o["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
-            assert limits[vendor.resource_name] == str(model.tensor_parallel), (cluster, model.name)
+            assert limits[catalog.VENDORS[pool.vendor].resource_name] == str(want_n), (cluster, model.name)
