@@ -398,8 +398,10 @@ def _violations(policy: Any) -> list[dict[str, Any]]:
         out.append({
             "rule": str(v.get("rule") or v.get("policy") or v.get("policyName") or v.get("name") or "?"),
             "level": str(v.get("level") or v.get("enforcement") or v.get("enforcementLevel") or "advisory"),
-            "resource": str(v.get("resource") or v.get("urn") or v.get("name_") or "stack"),
+            "resource": str(v.get("resource") or v.get("urn") or "stack"),
+            "name": str(v.get("name") or v.get("resource") or v.get("urn") or "(stack)").rsplit("::", 1)[-1],
             "message": str(v.get("message") or v.get("description") or ""),
+            "remediation": str(v.get("remediation") or ""),
         })
     return out
 
@@ -525,12 +527,18 @@ def render_markdown(result: DiffResult) -> str:
                      f"{len(pol['resolved'])} resolved" + ("" if pol["base_evaluated"] else
                                                           " (the base was not evaluated)") + ".")
         if v:
-            lines += ["", "| level | rule | resource | message |", "|---|---|---|---|"]
+            lines += ["", "| level | rule | resource | finding | fix |", "|---|---|---|---|---|"]
             new_keys = {(x["rule"], x["resource"]) for x in pol["new"]}
+
+            def cell(text: str) -> str:
+                return text.replace("|", "\\|").replace("\n", " ")[:200]
+
             for x in v[:50]:
                 flag = " (new)" if (x["rule"], x["resource"]) in new_keys else ""
-                msg = x["message"].replace("|", "\\|").replace("\n", " ")[:200]
-                lines.append(f"| {x['level']}{flag} | {x['rule']} | `{x['resource'].rsplit('::', 1)[-1]}` | {msg} |")
+                lines.append(f"| {x['level']}{flag} | `{x['rule']}` | `{x['name']}` | {cell(x['message'])} "
+                             f"| {cell(x['remediation'])} |")
+            if len(v) > 50:
+                lines.append(f"\n… and {len(v) - 50} more (policy.json beside the plan)")
 
     lines += ["", "#### Cost (USD per month, 730 h)", ""]
     d = result.cost_delta

@@ -279,3 +279,38 @@ def test_cost_delta_of_one_more_node_at_max_is_that_nodes_month():
     assert [(p["pool"], p["status"]) for p in d["pools"]] == [("t4-spot", "changed")]
     gone = _cost_delta(report(2), None)
     assert gone["delta"]["max"] == pytest.approx(-report(2)["totals"]["max"])
+
+
+def test_policy_section_reports_the_working_trees_violations(repo):
+    if not (repo / "fleet" / "policy_eval.py").exists():
+        pytest.skip("fleet/policy_eval.py (offline policy evaluation, issue 9) is not in this checkout yet")
+    dev = repo / "Pulumi.dev.yaml"
+    dev.write_text(dev.read_text().replace("amd-mi300x", "amd-instinct"))
+    result = diff_stack("dev", "main", repo=repo)
+    pol = result.policy
+    assert pol["evaluated"] and pol["base_evaluated"]
+    text = render_markdown(result)
+    assert f"{len(pol['violations'])} violation(s) at the working tree" in text
+    rows = [ln for ln in text.split("#### Policy", 1)[1].split("####", 1)[0].splitlines() if ln.startswith("| ")]
+    assert len(rows) == (1 + min(len(pol["violations"]), 50) if pol["violations"] else 0)
+
+
+def _side(violations):
+    from fleet.diff import Side
+
+    return Side(label="x", tree=Path("."), plan={}, policy={"violations": violations}, policy_available=True)
+
+
+def test_policy_results_mark_what_the_change_breaks_and_fixes():
+    from fleet.diff import Side, _policy_summary
+
+    keep = {"policy": "images-pinned", "level": "mandatory", "urn": "urn:a::x", "name": "x", "message": "m",
+            "remediation": "pin it"}
+    fixed = {**keep, "policy": "router-highly-available", "urn": "urn:a::router"}
+    broken = {**keep, "policy": "default-deny-every-namespace", "urn": "urn:a::ns", "name": "ns",
+              "message": "namespace 'x' | has no default-deny"}
+    pol = _policy_summary(_side([keep, fixed]), _side([keep, broken]))
+    assert [v["rule"] for v in pol["new"]] == ["default-deny-every-namespace"]
+    assert [v["rule"] for v in pol["resolved"]] == ["router-highly-available"]
+    no_eval = _policy_summary(_side([]), Side(label="x", tree=Path("."), plan={}))
+    assert no_eval["evaluated"] is False and "policy_eval" in no_eval["reason"]
