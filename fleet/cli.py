@@ -21,8 +21,18 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else ROOT / "build" / "plan" / args.stack
     write_plan(plan, out)
     print(summary(plan))
-    print(f"\nwrote {out / 'plan.json'} and {len(plan.manifests)} manifests under {out / 'manifests'}")
-    return EXIT_OK
+    from fleet import policy_eval
+
+    violations = policy_eval.evaluate(plan)
+    policy_eval.write_reports(violations, out, plan.stack)
+    print(f"\nwrote {out / 'plan.json'}, {out / 'policy.json'} and {len(plan.manifests)} manifests under "
+          f"{out / 'manifests'}")
+    print(policy_eval.summary_line(violations))
+    mandatory = [v for v in violations if v.level == policy_eval.MANDATORY]
+    for v in mandatory:
+        print(f"policy violation [{v.policy}] {v.name or '(stack)'} ({v.urn or plan.stack}): {v.message}\n"
+              f"  fix: {v.remediation}", file=sys.stderr)
+    return EXIT_POLICY if mandatory else EXIT_OK
 
 
 def _cmd_cost(args: argparse.Namespace) -> int:

@@ -1,0 +1,124 @@
+"""Evaluate the CrossGuard pack (``policies/``) on an offline plan, with the SDK's own types.
+
+The same rule objects ``pulumi preview --policy-pack policies`` loads are called here: each
+recorded resource becomes a ``pulumi_policy.ResourceValidationArgs`` (and, for stack rules, a
+``PolicyResource`` in ``StackValidationArgs``), and violations are collected through the
+``report_violation`` callback. The fleet spec's ``budget`` feeds the cost ceilings' config, as
+``fleet policy-config`` would for a real preview.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from fleet.plan import Plan
+
+MANDATORY, ADVISORY = "mandatory", "advisory"
+
+
+@dataclass(frozen=True)
+class Violation:
+    policy: str
+    level: str
+    message: str
+    remediation: str
+    urn: str = ""
+    name: str = ""
+    type: str = ""
+
+    def __getitem__(self, key: str) -> Any:  # read like a dict by callers that expect one
+        return getattr(self, key)
+
+
+def policy_config(plan: Plan) -> dict[str, dict[str, Any]]:
+    """Per-policy config from the fleet spec (the budget ceilings)."""
+    budget = plan.spec.budget
+    config: dict[str, dict[str, Any]] = {}
+    if budget.pool_monthly_max_usd is not None:
+        config["pool-monthly-cost-ceiling"] = {"maxUsd": budget.pool_monthly_max_usd}
+    if budget.monthly_max_usd is not None:
+        config["stack-monthly-cost-ceiling"] = {"maxUsd": budget.monthly_max_usd}
+    return config
+
+
+def evaluate(plan: Plan) -> list[Violation]:
+    from pulumi_policy import (EnforcementLevel, PolicyCustomTimeouts, PolicyProviderResource, PolicyResource,
+                               PolicyResourceOptions, ResourceValidationArgs, ResourceValidationPolicy,
+                               StackValidationArgs, StackValidationPolicy)
+
+    from policies.rules import ALL
+
+    config = policy_config(plan)
+    by_urn = {r["urn"]: r for r in plan.resources}
+
+    def options(r) -> PolicyResourceOptions:
+        o = r.get("options") or {}
+        return PolicyResourceOptions(protect=bool(o.get("protect")), ignore_changes=list(o.get("ignore_changes") or []),
+                                     delete_before_replace=o.get("delete_before_replace"), aliases=[],
+                                     custom_timeouts=PolicyCustomTimeouts(0, 0, 0), additional_secret_outputs=[],
+                                     parent=r["parent"] or None)
+
+    def provider(r) -> PolicyProviderResource | None:
+        p = by_urn.get(r["provider"])
+        return PolicyProviderResource(p["type"], p["inputs"], p["urn"], p["name"]) if p else None
+
+    policy_resources: dict[str, PolicyResource] = {}
+    for r in plan.resources:
+        policy_resources[r["urn"]] = PolicyResource(r["type"], r["inputs"], r["urn"], r["name"], options(r),
+                                                    provider(r), None, [], {})
+    for r in plan.resources:
+        pr = policy_resources[r["urn"]]
+        pr.parent = policy_resources.get(r["parent"])
+        pr.dependencies = [policy_resources[u] for u in r["dependencies"] if u in policy_resources]
+
+    out: list[Violation] = []
+    for policy in ALL:
+        level = MANDATORY if policy.enforcement_level in (None, EnforcementLevel.MANDATORY) else ADVISORY
+        cfg = config.get(policy.name, {})
+        fns = policy.validate if isinstance(policy.validate, list) else [policy.validate]
+        if isinstance(policy, ResourceValidationPolicy):
+            for r in plan.resources:
+                if not r["custom"]:
+                    continue
+                args = ResourceValidationArgs(r["type"], r["inputs"], r["urn"], r["name"], options(r), provider(r),
+                                              cfg)
+                for fn in fns:
+                    fn(args, lambda msg, urn=None, r=r: out.append(
+                        Violation(policy.name, level, msg, policy.remediation_steps or "", r["urn"], r["name"],
+                                  r["type"])))
+        elif isinstance(policy, StackValidationPolicy):
+            args = StackValidationArgs([policy_resources[r["urn"]] for r in plan.resources if r["custom"]], cfg)
+
+            def report(msg, urn=None, policy=policy, level=level):
+                r = by_urn.get(urn or "", {})
+                out.append(Violation(policy.name, level, msg, policy.remediation_steps or "", urn or "",
+                                     r.get("name", ""), r.get("type", "")))
+
+            for fn in fns:
+                fn(args, report)
+    return sorted(out, key=lambda v: (v.level != MANDATORY, v.policy, v.urn, v.message))
+
+
+def write_reports(violations: list[Violation], out_dir: Path, stack: str) -> None:
+    from policies.rules import ALL
+
+    mandatory = [v for v in violations if v.level == MANDATORY]
+    doc = {"stack": stack, "rules": len(ALL), "mandatory": len(mandatory),
+           "advisory": len(violations) - len(mandatory), "violations": [asdict(v) for v in violations]}
+    (out_dir / "policy.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    lines = [f"# Policy report: stack `{stack}`", "",
+             f"{len(ALL)} rules; {len(mandatory)} mandatory and {len(violations) - len(mandatory)} advisory "
+             "violations.", ""]
+    if violations:
+        lines += ["| level | rule | resource | finding | remediation |", "|---|---|---|---|---|"]
+        lines += [f"| {v.level} | `{v.policy}` | `{v.name or '(stack)'}` | {v.message} | {v.remediation} |"
+                  for v in violations]
+    (out_dir / "policy.md").write_text("\n".join(lines) + "\n")
+
+
+def summary_line(violations: list[Violation]) -> str:
+    mandatory = sum(v.level == MANDATORY for v in violations)
+    return f"policy: {mandatory} mandatory, {len(violations) - mandatory} advisory violation(s)"
