@@ -1,13 +1,149 @@
-"""NetworkPolicies (issue 6). Placeholder contract until the component lands."""
+"""NetworkPolicies: default deny in every namespace the project owns, then only the needed flows.
+
+Seed 003's security layer, generalised: ``default-deny-all`` (ingress and egress) and
+``allow-dns`` in every owned namespace, then one named policy per flow the system needs —
+``allow-gateway-to-vllm``, ``allow-vllm-egress`` (HTTPS to the internet for model downloads,
+never to cluster-private ranges), the endpoint picker's paths, Prometheus scraping, the
+controllers' API-server and webhook traffic. The flow table below is the whole truth; the flow
+test (tests/test_network_policies.py) evaluates the rendered objects, not this module.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
+import pulumi_kubernetes as k8s
 
 from components.namespaces import Namespaces
+from fleet import layout
 from fleet.spec import ClusterSpec, FleetSpec
+
+PRIVATE_RANGES = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16"]
+INTERNET = [{"ipBlock": {"cidr": "0.0.0.0/0", "except": PRIVATE_RANGES}}]
+ANYWHERE = [{"ipBlock": {"cidr": "0.0.0.0/0"}}]
+"""API servers and webhook callers sit at addresses no selector names (control plane, nodes)."""
+
+
+def ns_sel(ns: str, **pod_labels: str) -> dict[str, Any]:
+    peer: dict[str, Any] = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+    if pod_labels:
+        peer["podSelector"] = {"matchLabels": pod_labels}
+    return peer
+
+
+def ports(*numbers: int, protocol: str = "TCP") -> list[dict[str, Any]]:
+    return [{"port": n, "protocol": protocol} for n in numbers]
+
+
+MODEL_SERVER = {layout.COMPONENT: layout.COMPONENT_MODEL_SERVER}
+EPP = {layout.COMPONENT: layout.COMPONENT_EPP}
+PROMETHEUS = ns_sel(layout.NS_MONITORING, **{layout.APP: layout.APP_PROMETHEUS})
+PRIVATE = [{"ipBlock": {"cidr": c}} for c in PRIVATE_RANGES]
+API_SERVER = {"to": PRIVATE, "ports": ports(443, 6443)}
+"""The control plane: the clusters use private endpoints (policy ``cluster-workload-identity``), so
+API-server egress never opens the internet on 443."""
+
+
+@dataclass(frozen=True)
+class Flow:
+    """One NetworkPolicy: who it selects in ``namespace`` and what it lets in and out."""
+
+    namespace: str
+    name: str
+    pods: dict[str, str]
+    ingress: tuple[dict[str, Any], ...] = ()
+    egress: tuple[dict[str, Any], ...] = ()
+
+
+def flows(spec: FleetSpec, namespaces: list[str], hosts_router: bool) -> list[Flow]:
+    """Every policy for one cluster: defaults in each owned namespace, then the system's flows."""
+    out: list[Flow] = []
+    for ns in namespaces:
+        out.append(Flow(ns, "default-deny-all", {}))
+        out.append(Flow(ns, "allow-dns", {}, egress=(
+            {"to": [ns_sel("kube-system", **{"k8s-app": "kube-dns"})], "ports": ports(53, protocol="UDP") + ports(53)},)))
+    owned = set(namespaces)
+
+    def add(flow: Flow) -> None:
+        if flow.namespace in owned:
+            out.append(flow)
+
+    inf, gw = layout.NS_INFERENCE, layout.NS_GATEWAY
+    # --- inference: gateway -> model servers and endpoint pickers; picker -> model servers ----------
+    vllm_clients = [ns_sel(gw), {"podSelector": {"matchLabels": EPP}}]
+    if hosts_router:
+        vllm_clients.append(ns_sel(layout.NS_ROUTER, **{layout.COMPONENT: layout.COMPONENT_ROUTER}))
+    add(Flow(inf, "allow-gateway-to-vllm", MODEL_SERVER, ingress=(
+        {"from": vllm_clients, "ports": ports(layout.VLLM_PORT)},
+        {"from": [PROMETHEUS], "ports": ports(layout.VLLM_PORT)},
+    )))
+    add(Flow(inf, "allow-vllm-egress", MODEL_SERVER, egress=({"to": INTERNET, "ports": ports(443)},)))
+    add(Flow(inf, "allow-gateway-to-epp", EPP, ingress=(
+        {"from": [ns_sel(gw)], "ports": ports(layout.EPP_EXTPROC_PORT, layout.EPP_HEALTH_PORT)},
+        {"from": [PROMETHEUS], "ports": ports(layout.EPP_METRICS_PORT)},
+    )))
+    add(Flow(inf, "allow-epp-to-vllm-and-api", EPP, egress=(
+        {"to": [{"podSelector": {"matchLabels": MODEL_SERVER}}], "ports": ports(layout.VLLM_PORT)},
+        API_SERVER,
+    )))
+    # --- gateway: clients in, out to pools, pickers, the router and istiod --------------------------
+    gw_pods = {layout.GATEWAY_NAME_LABEL: layout.GATEWAY_NAME}
+    add(Flow(gw, "allow-clients-to-gateway", gw_pods, ingress=(
+        {"ports": ports(layout.GATEWAY_HTTP_PORT, layout.GATEWAY_HTTPS_PORT, 8080, 8443)},
+        {"from": [PROMETHEUS], "ports": ports(15020, 15090)},
+    )))
+    gw_egress = [
+        {"to": [ns_sel(inf, **MODEL_SERVER)], "ports": ports(layout.VLLM_PORT)},
+        {"to": [ns_sel(inf, **EPP)], "ports": ports(layout.EPP_EXTPROC_PORT, layout.EPP_HEALTH_PORT)},
+        {"to": [ns_sel(layout.NS_ISTIO, app="istiod")], "ports": ports(15012, 15017)},
+    ]
+    if hosts_router:
+        gw_egress.append({"to": [ns_sel(layout.NS_ROUTER, **{layout.COMPONENT: layout.COMPONENT_ROUTER})],
+                          "ports": ports(layout.ROUTER_PORT)})
+    add(Flow(gw, "allow-gateway-to-backends", gw_pods, egress=tuple(gw_egress)))
+    # --- router: other clusters' gateways are on the internet (multicloud) ---------------------------
+    if hosts_router and len(spec.clusters) > 1:
+        add(Flow(layout.NS_ROUTER, "allow-router-to-remote-gateways",
+                 {layout.COMPONENT: layout.COMPONENT_ROUTER}, egress=({"to": INTERNET, "ports": ports(443)},)))
+    # --- platform controllers: API server, webhooks, metrics --------------------------------------------
+    controllers = {
+        layout.NS_CERT_MANAGER: (10250, 9402),  # webhook, metrics
+        layout.NS_ISTIO: (15017, 15014),  # istiod webhook, metrics (xDS below)
+        layout.NS_KSERVE: (9443, 8080),
+        layout.NS_KEDA: (9443, 6443, 8080),  # admission webhook, metrics API server, metrics
+        layout.NS_GPU_OPERATORS: (9400, 8080),  # DCGM / device metrics
+        layout.NS_MONITORING: (10250, 8080),  # operator webhook, metrics
+    }
+    for ns, ingress_ports in controllers.items():
+        add(Flow(ns, "allow-controllers", {}, ingress=({"from": ANYWHERE, "ports": ports(*ingress_ports)},),
+                 egress=(API_SERVER,)))
+    add(Flow(layout.NS_CERT_MANAGER, "allow-acme-egress", {"app.kubernetes.io/name": "cert-manager"},
+             egress=({"to": INTERNET, "ports": ports(443)},)))
+    add(Flow(layout.NS_ISTIO, "allow-xds-from-gateways", {"app": "istiod"},
+             ingress=({"from": [ns_sel(gw)], "ports": ports(15012)},)))
+    add(Flow(layout.NS_KEDA, "allow-keda-to-prometheus", {},
+             egress=({"to": [PROMETHEUS], "ports": ports(9090)},)))
+    add(Flow(layout.NS_MONITORING, "allow-keda-to-prometheus", {layout.APP: layout.APP_PROMETHEUS},
+             ingress=({"from": [ns_sel(layout.NS_KEDA)], "ports": ports(9090)},)))
+    add(Flow(layout.NS_MONITORING, "allow-monitoring-internal", {},
+             ingress=({"from": [{"podSelector": {}}]},), egress=({"to": [{"podSelector": {}}]},)))
+    # Prometheus scrapes every metrics port in the cluster (targets are chosen by its monitors).
+    add(Flow(layout.NS_MONITORING, "allow-prometheus-scrape", {layout.APP: layout.APP_PROMETHEUS},
+             egress=({"to": [{"namespaceSelector": {}}]}, {"to": PRIVATE, "ports": ports(10250, 443, 6443)})))
+    return out
+
+
+def policy_object(flow: Flow) -> dict[str, Any]:
+    types = ["Ingress", "Egress"] if flow.name == "default-deny-all" else (
+        (["Ingress"] if flow.ingress else []) + (["Egress"] if flow.egress else []))
+    spec: dict[str, Any] = {"podSelector": {"matchLabels": flow.pods} if flow.pods else {}, "policyTypes": types}
+    if flow.ingress:
+        spec["ingress"] = [dict(r) for r in flow.ingress]
+    if flow.egress:
+        spec["egress"] = [dict(r) for r in flow.egress]
+    return spec
 
 
 @dataclass
@@ -19,6 +155,17 @@ class NetworkPoliciesArgs:
 
 
 class NetworkPolicies(pulumi.ComponentResource):
+    """The cluster's NetworkPolicies, from :func:`flows`."""
+
     def __init__(self, name: str, args: NetworkPoliciesArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("fleet:network:NetworkPolicies", name, None, opts)
-        self.register_outputs({})
+        self.policies: list[k8s.networking.v1.NetworkPolicy] = []
+        for flow in flows(args.spec, args.namespaces.names, args.hosts_router):
+            self.policies.append(k8s.networking.v1.NetworkPolicy(
+                f"{name}-{flow.namespace}-{flow.name}",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=flow.name, namespace=flow.namespace,
+                                                    labels={**layout.COMMON_LABELS, layout.COMPONENT: "network-policy"}),
+                spec=policy_object(flow),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[args.namespaces.resources[flow.namespace]]),
+            ))
+        self.register_outputs({"count": len(self.policies)})

@@ -1,0 +1,87 @@
+"""Flow test over the rendered NetworkPolicies and pod labels the plan writes: every flow the
+system needs is allowed, and the ones it must never have are denied."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleet import layout
+from netpol_flow import Cluster, External, Pod, workload_pods
+
+from conftest import plan_of
+
+DNS = Pod("kube-system", {"k8s-app": "kube-dns"}, "coredns", "10.0.0.10")
+PROMETHEUS = Pod(layout.NS_MONITORING, {layout.APP: layout.APP_PROMETHEUS}, "prometheus")
+GATEWAY = Pod(layout.NS_GATEWAY, {layout.GATEWAY_NAME_LABEL: layout.GATEWAY_NAME}, "gateway")
+ISTIOD = Pod(layout.NS_ISTIO, {"app": "istiod"}, "istiod")
+INTERNET = External()
+
+
+@pytest.fixture(scope="module")
+def dev():
+    plan = plan_of("dev")
+    objects = plan.objects()
+    cluster = Cluster.from_objects(objects)
+    pods = workload_pods(objects)
+    by = lambda component: [p for p in pods if p.labels.get(layout.COMPONENT) == component]  # noqa: E731
+    servers, pickers, routers = by(layout.COMPONENT_MODEL_SERVER), by(layout.COMPONENT_EPP), by(layout.COMPONENT_ROUTER)
+    assert len(servers) >= 2 and pickers and routers, "the dev stack renders model servers, pickers and the router"
+    return cluster, servers, pickers, routers[0], plan
+
+
+def test_every_owned_namespace_has_default_deny_and_dns(dev):
+    cluster, *_, plan = dev
+    owned = {o["metadata"]["name"] for o in plan.objects("Namespace")}
+    deny = {p["metadata"]["namespace"] for p in cluster.policies if p["metadata"]["name"] == "default-deny-all"}
+    assert owned and deny == owned
+    for ns in owned:
+        pod = Pod(ns, {"some": "pod"})
+        assert cluster.allows(pod, DNS, 53, "UDP")
+        assert not cluster.allows(pod, Pod("default", {"x": "y"}), 8080)
+
+
+def test_required_flows_are_allowed(dev):
+    cluster, servers, pickers, router, _ = dev
+    for s in servers:
+        assert cluster.allows(GATEWAY, s, layout.VLLM_PORT), f"gateway -> {s.name}"
+        assert cluster.allows(pickers[0], s, layout.VLLM_PORT), f"endpoint picker -> {s.name} metrics"
+        assert cluster.allows(PROMETHEUS, s, layout.VLLM_PORT), f"prometheus -> {s.name}"
+        assert cluster.allows(s, INTERNET, 443), f"{s.name} -> model downloads"
+        assert cluster.allows(s, DNS, 53, "UDP")
+        assert cluster.allows(router, s, layout.VLLM_PORT), f"router -> simulated {s.name} (dev)"
+    for p in pickers:
+        assert cluster.allows(GATEWAY, p, layout.EPP_EXTPROC_PORT)
+        assert cluster.allows(PROMETHEUS, p, layout.EPP_METRICS_PORT)
+    assert cluster.allows(router, GATEWAY, 443)
+    assert cluster.allows(INTERNET, GATEWAY, 443)
+    assert cluster.allows(GATEWAY, router, layout.ROUTER_PORT)
+    assert cluster.allows(PROMETHEUS, router, layout.ROUTER_ADMIN_PORT)
+    assert cluster.allows(GATEWAY, ISTIOD, 15012)
+
+
+def test_forbidden_flows_are_denied(dev):
+    cluster, servers, pickers, router, _ = dev
+    a, b = servers[0], next(s for s in servers if s.labels[layout.POOL_LABEL] != servers[0].labels[layout.POOL_LABEL])
+    assert not cluster.allows(a, b, layout.VLLM_PORT), "model server -> model server on another pool"
+    assert not cluster.allows(a, INTERNET, 80), "model servers reach the internet on 443 only"
+    assert not cluster.allows(a, Pod("default", {}, ip="10.9.9.9"), 443), "443 egress excludes private ranges"
+    assert not cluster.allows(a, pickers[0], layout.EPP_EXTPROC_PORT)
+    for pod in (pickers[0], router, GATEWAY):
+        assert not cluster.allows(pod, INTERNET, 443), f"{pod.name} -> internet"
+    for pod in (a, pickers[0], GATEWAY, Pod(layout.NS_INFERENCE, {"app": "debug"})):
+        assert not cluster.allows(pod, router, layout.ROUTER_ADMIN_PORT), f"{pod.name} -> router admin"
+    assert not cluster.allows(INTERNET, a, layout.VLLM_PORT), "model servers are not reachable from outside"
+    assert not cluster.allows(INTERNET, router, layout.ROUTER_ADMIN_PORT)
+
+
+def test_evaluator_reads_policies_as_kubernetes_does():
+    deny = {"metadata": {"name": "d", "namespace": "a"}, "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
+    allow = {"metadata": {"name": "x", "namespace": "a"},
+             "spec": {"podSelector": {"matchLabels": {"app": "s"}}, "policyTypes": ["Ingress"],
+                      "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "c"}}}], "ports": [{"port": 80}]}]}}
+    server, client, other = Pod("a", {"app": "s"}), Pod("a", {"app": "c"}), Pod("b", {"app": "c"})
+    assert Cluster([]).allows(client, server, 80)
+    assert not Cluster([deny]).allows(client, server, 80)
+    c = Cluster([deny, allow])
+    assert c.allows(client, server, 80) and not c.allows(client, server, 81)
+    assert not c.allows(other, server, 80), "podSelector alone means the policy's own namespace"
