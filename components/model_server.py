@@ -190,6 +190,9 @@ def sim_pod_spec(model: ModelSpec, pool: PoolSpec, image: Any,
             "ports": [{"name": "http", "containerPort": layout.VLLM_PORT, "protocol": "TCP"}],
             "env": [{"name": "PYTHONUNBUFFERED", "value": "1"}],
             "resources": {k: dict(v) for k, v in data.SIM_RESOURCES.items()},
+            # The simulator starts in a second, but the pod contract (and the policy pack) is the
+            # same as vLLM's: a startup probe gates readiness and liveness.
+            "startupProbe": _probe(data.SIM_PROBE),
             "readinessProbe": _probe(data.SIM_PROBE),
             "livenessProbe": _probe(data.SIM_PROBE),
             "securityContext": _container_security(data.SIM_RUN_AS),

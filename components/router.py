@@ -39,7 +39,6 @@ KEYS_FILE = "api-key-hashes"
 CHECKSUM_ANNOTATION = "inference-fleet.io/config-checksum"
 RUN_AS = 10001
 """The image's non-root user (router/Dockerfile); a high UID no host account shares."""
-MIN_REPLICAS = 2
 """Never fewer than two: one pod can drain or be evicted while the other serves."""
 
 # Sized for the router's own work (parsing, routing, proxying streams); memory bounds in-flight
@@ -134,7 +133,9 @@ class Router(pulumi.ComponentResource):
         service_account = k8s.core.v1.ServiceAccount(
             f"{name}-sa", metadata=meta(), automount_service_account_token=False, opts=child)
 
-        replicas = max(MIN_REPLICAS, rspec.replicas)
+        # As the spec says, not silently raised: the policy pack's router-highly-available rule is
+        # where "at least 2" is enforced, with a message that says so.
+        replicas = rspec.replicas
         max_replicas = max(replicas, rspec.max_replicas)
         local = args.cluster.cloud == "local"
         image = args.image.ref_for(args.cluster.name)
