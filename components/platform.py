@@ -1,13 +1,68 @@
-"""Platform layer (issue 6). Placeholder contract until the platform component lands."""
+"""The platform layer, in seed 003's order, on any cluster's Kubernetes provider.
+
+    Gateway API CRDs -> Inference Extension CRDs (InferencePool v1)
+    cert-manager (with its CRDs)
+    Istio base -> istiod (Gateway API inference extension on; no sidecars for model servers)
+    KServe CRDs + LLMInferenceService CRDs -> LLMInferenceService controller
+    KEDA, the Prometheus Operator stack, vendor device plugins / operators and exporters
+
+The order is explicit ``depends_on``, so `pulumi up` can never install KServe before its
+webhooks have cert-manager, and it is recorded in the plan (tests/test_platform.py). Versions
+live in components/platform_versions.py; values a user sets come from the fleet spec.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
+import pulumi_kubernetes as k8s
 
+from components import platform_versions as pins
 from components.namespaces import Namespaces
+from fleet import catalog, layout
 from fleet.spec import ClusterSpec, FleetSpec
+
+
+def _values(key: str, spec: FleetSpec) -> dict[str, Any]:
+    """Chart values, by chart: only what differs from the chart's defaults, with the reason."""
+    return {
+        "cert-manager": {"crds": {"enabled": True}, "prometheus": {"enabled": spec.platform.monitoring}},
+        # Seed 003: istiod with the inference extension; sidecars only where a namespace asks.
+        "istiod": {"pilot": {"env": {"ENABLE_GATEWAY_API_INFERENCE_EXTENSION": "true"}},
+                   "sidecarInjectorWebhook": {"enableNamespacesByDefault": False}},
+        "kserve-llmisvc": {"kserve": {"llmisvc": {"controller": {"gateway": {
+            "name": layout.GATEWAY_NAME, "namespace": layout.NS_GATEWAY}}}}},
+        "keda": {"prometheus": {"operator": {"enabled": spec.platform.monitoring}}},
+        # The Grafana sidecar loads dashboards from ConfigMaps labelled grafana_dashboard=1
+        # (components/monitoring.py); monitors are selected across namespaces.
+        "kube-prometheus-stack": {
+            "grafana": {"sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard",
+                                                   "searchNamespace": "ALL"}}},
+            "prometheus": {"prometheusSpec": {"serviceMonitorSelectorNilUsesHelmValues": False,
+                                              "podMonitorSelectorNilUsesHelmValues": False,
+                                              "ruleSelectorNilUsesHelmValues": False}},
+        },
+        "nvidia-device-plugin": {"nodeSelector": {f"{catalog.LABEL_PREFIX}/vendor": "nvidia"},
+                                 "tolerations": catalog.pool_taints("nvidia")},
+        "dcgm-exporter": {"nodeSelector": {f"{catalog.LABEL_PREFIX}/vendor": "nvidia"},
+                          "tolerations": catalog.pool_taints("nvidia"),
+                          "serviceMonitor": {"enabled": False}},  # components/monitoring.py owns monitors
+        "amd-gpu-operator": {"nodeSelector": {f"{catalog.LABEL_PREFIX}/vendor": "amd"}},
+    }.get(key, {})
+
+
+def vendor_charts(cloud: str, vendors: frozenset[str]) -> list[str]:
+    """The device plugins, operators and exporters this cluster's pools need."""
+    if cloud == "local":
+        return []  # dev pools are simulated: no accelerators, no drivers
+    managed = catalog.CLOUD_TRAITS[cloud].installs_nvidia_driver
+    out: list[str] = []
+    for vendor in sorted(vendors):
+        table = pins.VENDOR_CHARTS_WHEN_CLOUD_MANAGES_DRIVER if managed else pins.VENDOR_CHARTS
+        out += [c for c in table.get(vendor, pins.VENDOR_CHARTS[vendor]) if c not in out]
+    return out
 
 
 @dataclass
@@ -19,7 +74,53 @@ class PlatformArgs:
 
 
 class Platform(pulumi.ComponentResource):
+    """cert-manager, Gateway API + Inference Extension CRDs, Istio, KServe, KEDA, monitoring and
+    vendor operators, each pinned and in order. Disabled parts are ``None``."""
+
     def __init__(self, name: str, args: PlatformArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("fleet:platform:Platform", name, None, opts)
+        p, ns = args.spec.platform, args.namespaces.resources
         self.gateway_class_name = "istio"
-        self.register_outputs({})
+
+        def release(key: str, *after: pulumi.Resource | None) -> k8s.helm.v3.Release:
+            pin = pins.CHARTS[key]
+            oci = pin.repo.startswith("oci://")
+            return k8s.helm.v3.Release(
+                f"{name}-{key}",
+                name=key,
+                chart=f"{pin.repo}/{pin.chart}" if oci else pin.chart,
+                version=pin.version,
+                repository_opts=None if oci else k8s.helm.v3.RepositoryOptsArgs(repo=pin.repo),
+                namespace=pin.namespace,
+                create_namespace=False,  # components/namespaces.py owns namespaces (labels, policies)
+                atomic=True,
+                timeout=600,
+                values=_values(key, args.spec),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[ns[pin.namespace], *[a for a in after if a]]),
+            )
+
+        def bundle(key: str, *after: pulumi.Resource) -> k8s.yaml.v2.ConfigFile:
+            return k8s.yaml.v2.ConfigFile(f"{name}-{key}-crds", file=pins.BUNDLES[key].url,
+                                          opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)))
+
+        gateway_api = bundle("gateway-api")
+        inference_ext = bundle("inference-extension", gateway_api)
+        self.crds = [gateway_api, inference_ext]
+
+        self.cert_manager = release("cert-manager") if p.cert_manager else None
+        self.istio = None
+        if p.istio:
+            base = release("istio-base", gateway_api)
+            self.istio = release("istiod", base, gateway_api, inference_ext)
+        self.kserve = None
+        if p.kserve:
+            kserve_crd = release("kserve-crd", self.cert_manager)
+            llmisvc_crd = release("kserve-llmisvc-crd", self.cert_manager)
+            self.kserve = release("kserve-llmisvc", kserve_crd, llmisvc_crd, self.cert_manager, gateway_api,
+                                  inference_ext, self.istio)
+        self.monitoring = release("kube-prometheus-stack") if p.monitoring else None
+        self.keda = release("keda", self.monitoring) if p.keda else None
+        self.vendor_operators = {key: release(key, self.monitoring)
+                                 for key in vendor_charts(args.cluster.cloud, args.vendors)}
+        self.register_outputs({"gateway_class_name": self.gateway_class_name,
+                               "vendor_operators": sorted(self.vendor_operators)})

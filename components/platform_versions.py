@@ -1,0 +1,76 @@
+"""Every chart and CRD bundle the platform layer installs, pinned, in one place.
+
+Versions were taken from public install records of each project (the machine that wrote this
+cannot reach chart repositories). Bump a version here and nowhere else; `fleet diff` shows the
+change and the policy pack's charts-and-crds-pinned rule refuses ranges and moving URLs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from fleet import layout
+
+
+@dataclass(frozen=True)
+class Chart:
+    chart: str
+    repo: str
+    version: str
+    namespace: str
+
+
+@dataclass(frozen=True)
+class Bundle:
+    url: str
+    version: str
+
+
+GATEWAY_API_VERSION = "v1.5.0"
+# The same release as the endpoint picker image (components/inference_data.EPP_IMAGE, v1.5.0):
+# the picker and the InferencePool CRD it reads move together.
+INFERENCE_EXTENSION_VERSION = "v1.5.0"
+ISTIO_VERSION = "1.28.5"
+KSERVE_VERSION = "v0.19.0"
+
+BUNDLES = MappingProxyType({
+    "gateway-api": Bundle(
+        f"https://github.com/kubernetes-sigs/gateway-api/releases/download/{GATEWAY_API_VERSION}/standard-install.yaml",
+        GATEWAY_API_VERSION),
+    "inference-extension": Bundle(
+        "https://github.com/kubernetes-sigs/gateway-api-inference-extension/releases/download/"
+        f"{INFERENCE_EXTENSION_VERSION}/manifests.yaml", INFERENCE_EXTENSION_VERSION),
+})
+
+_ISTIO_REPO = "https://istio-release.storage.googleapis.com/charts"
+_KSERVE_REPO = "oci://ghcr.io/kserve/charts"
+
+CHARTS = MappingProxyType({
+    "cert-manager": Chart("cert-manager", "oci://quay.io/jetstack/charts", "v1.19.1", layout.NS_CERT_MANAGER),
+    "istio-base": Chart("base", _ISTIO_REPO, ISTIO_VERSION, layout.NS_ISTIO),
+    "istiod": Chart("istiod", _ISTIO_REPO, ISTIO_VERSION, layout.NS_ISTIO),
+    "kserve-crd": Chart("kserve-crd", _KSERVE_REPO, KSERVE_VERSION, layout.NS_KSERVE),
+    "kserve-llmisvc-crd": Chart("kserve-llmisvc-crd", _KSERVE_REPO, KSERVE_VERSION, layout.NS_KSERVE),
+    "kserve-llmisvc": Chart("kserve-llmisvc-resources", _KSERVE_REPO, KSERVE_VERSION, layout.NS_KSERVE),
+    "keda": Chart("keda", "https://kedacore.github.io/charts", "2.18.0", layout.NS_KEDA),
+    "kube-prometheus-stack": Chart("kube-prometheus-stack", "oci://ghcr.io/prometheus-community/charts",
+                                   "79.12.0", layout.NS_MONITORING),
+    "nvidia-device-plugin": Chart("nvidia-device-plugin", "https://nvidia.github.io/k8s-device-plugin", "0.18.0",
+                                  layout.NS_GPU_OPERATORS),
+    "dcgm-exporter": Chart("dcgm-exporter", "https://nvidia.github.io/dcgm-exporter/helm-charts", "4.6.0",
+                           layout.NS_GPU_OPERATORS),
+    "amd-gpu-operator": Chart("gpu-operator-charts", "https://rocm.github.io/gpu-operator", "v1.4.0",
+                              layout.NS_GPU_OPERATORS),
+})
+
+# Which operators each vendor's nodes need, where the cloud does not install them itself
+# (catalog.CLOUD_TRAITS.installs_nvidia_driver). TPUs: GKE runs its own device plugin.
+VENDOR_CHARTS = MappingProxyType({
+    "nvidia": ("nvidia-device-plugin", "dcgm-exporter"),
+    "amd": ("amd-gpu-operator",),  # MI300X: the AMD operator, never the NVIDIA driver (issue 5)
+    "google": (),
+})
+VENDOR_CHARTS_WHEN_CLOUD_MANAGES_DRIVER = MappingProxyType({
+    "nvidia": ("dcgm-exporter",),  # GKE installs driver + device plugin; metrics are still ours
+})

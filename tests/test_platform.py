@@ -1,0 +1,123 @@
+"""The platform layer: installed in seed 003's order (asserted on recorded dependencies), pinned,
+and with exactly the vendor operators each cluster's pools need."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from components import platform_versions as pins
+from components.platform import vendor_charts
+
+from conftest import plan_of
+
+RELEASE = "kubernetes:helm.sh/v3:Release"
+BUNDLE = "kubernetes:yaml/v2:ConfigFile"
+
+
+def _by_key(plan):
+    """Platform releases and bundles by their key (the Pulumi name after '<cluster>-platform-')."""
+    out = {}
+    for r in plan.resources:
+        if r["type"] in (RELEASE, BUNDLE) and "-platform-" in r["name"]:
+            out[r["name"].split("-platform-", 1)[1]] = r
+    return out
+
+
+def _depends(plan, a: str, b: str) -> bool:
+    """Whether `a` depends on `b`, directly or through other resources."""
+    res = _by_key(plan)
+    by_urn = {r["urn"]: r for r in plan.resources}
+    seen, todo = set(), [res[a]["urn"]]
+    while todo:
+        urn = todo.pop()
+        for dep in by_urn[urn]["dependencies"]:
+            if dep == res[b]["urn"]:
+                return True
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+    return False
+
+
+@pytest.mark.parametrize("later,earlier", [
+    ("inference-extension-crds", "gateway-api-crds"),
+    ("istio-base", "gateway-api-crds"),
+    ("istiod", "istio-base"),
+    ("istiod", "inference-extension-crds"),
+    ("kserve-crd", "cert-manager"),
+    ("kserve-llmisvc", "cert-manager"),
+    ("kserve-llmisvc", "kserve-llmisvc-crd"),
+    ("kserve-llmisvc", "gateway-api-crds"),
+    ("kserve-llmisvc", "inference-extension-crds"),
+    ("kserve-llmisvc", "istiod"),
+    ("keda", "kube-prometheus-stack"),
+])
+def test_install_order_is_explicit_in_the_recorded_dependencies(later, earlier):
+    plan = plan_of("dev")
+    assert _depends(plan, later, earlier), f"{later} does not wait for {earlier}"
+    assert not _depends(plan, earlier, later)
+
+
+def test_every_release_waits_for_its_namespace_and_never_creates_it():
+    plan = plan_of("dev")
+    names = {r["urn"]: r for r in plan.resources}
+    for key, r in _by_key(plan).items():
+        if r["type"] != RELEASE:
+            continue
+        ns = r["inputs"]["namespace"]
+        assert r["inputs"].get("createNamespace") in (None, False), key
+        assert any(names[d]["type"] == "kubernetes:core/v1:Namespace" and names[d]["inputs"]["metadata"]["name"] == ns
+                   for d in r["dependencies"]), f"{key} does not wait for namespace {ns}"
+
+
+def test_every_chart_and_bundle_is_pinned_to_an_exact_version():
+    plan = plan_of("dev")
+    for key, r in _by_key(plan).items():
+        if r["type"] == RELEASE:
+            assert re.fullmatch(r"v?\d+\.\d+\.\d+", r["inputs"]["version"]), key
+            assert r["inputs"]["version"] == pins.CHARTS[key].version
+        else:
+            assert re.search(r"/v\d+\.\d+\.\d+/", r["inputs"]["file"]), key
+
+
+def test_istiod_enables_the_inference_extension():
+    istiod = _by_key(plan_of("dev"))["istiod"]
+    assert istiod["inputs"]["values"]["pilot"]["env"]["ENABLE_GATEWAY_API_INFERENCE_EXTENSION"] == "true"
+
+
+def test_model_server_namespaces_get_no_istio_sidecars():
+    ns = {o["metadata"]["name"]: o["metadata"]["labels"] for o in plan_of("dev").objects("Namespace")}
+    assert ns["fleet-inference"]["istio-injection"] == "disabled"
+
+
+def test_the_picker_and_the_inferencepool_crd_move_together():
+    from components.inference_data import EPP_IMAGE
+
+    assert f":{pins.INFERENCE_EXTENSION_VERSION}@" in EPP_IMAGE
+
+
+@pytest.mark.parametrize("cloud,vendors,expected", [
+    ("local", {"nvidia", "amd", "google"}, []),  # simulated pools need no drivers
+    ("gcp", {"nvidia", "google"}, ["dcgm-exporter"]),  # GKE installs driver + device plugin
+    ("aws", {"nvidia"}, ["nvidia-device-plugin", "dcgm-exporter"]),
+    ("azure", {"nvidia", "amd"}, ["amd-gpu-operator", "nvidia-device-plugin", "dcgm-exporter"]),
+    ("azure", {"amd"}, ["amd-gpu-operator"]),  # MI300X: the AMD operator, never the NVIDIA driver
+])
+def test_vendor_operators_follow_the_pools_and_the_cloud(cloud, vendors, expected):
+    assert vendor_charts(cloud, frozenset(vendors)) == expected
+
+
+def test_disabled_parts_are_not_installed(tmp_path):
+    import yaml
+
+    from fleet.plan import ROOT, run_plan
+
+    doc = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    doc["config"]["inference-fleet:fleet"]["platform"] = {"kserve": False, "keda": False}
+    path = tmp_path / "Pulumi.lean.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    keys = set(_by_key(run_plan("lean", path)))
+    assert "keda" not in keys and not any(k.startswith("kserve") for k in keys)
+    assert {"cert-manager", "istiod", "kube-prometheus-stack"} <= keys
