@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# checkov pins many packages of its own: it gets its own virtualenv, used by the manifest tests.
+CHECKOV_STAMP := .venv-checkov/.installed
 
 .PHONY: setup plan test lock clean image
 
@@ -19,7 +21,12 @@ $(STAMP): requirements.lock router/pyproject.toml
 plan: setup
 	$(PY) -m fleet plan --stack dev
 
-test: setup
+$(CHECKOV_STAMP): requirements-checkov.lock
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.lock
+	touch $@
+
+test: setup $(CHECKOV_STAMP)
 	$(PY) -m pytest -q -n 2
 
 # The router image, built locally with whichever of docker, podman or buildah is installed and
@@ -36,6 +43,7 @@ image: setup
 
 lock:
 	$(VENV)/bin/pip freeze --exclude-editable > requirements.lock
+	.venv-checkov/bin/pip freeze > requirements-checkov.lock
 
 clean:
 	rm -rf build .pytest_cache
