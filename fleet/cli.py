@@ -1,4 +1,4 @@
-"""``python -m fleet``: run the fleet offline — plan, and (as they land) diff, cost and demo.
+"""``python -m fleet``: run the fleet offline — plan, diff, cost and demo.
 
 Exit codes: 0 ok, 1 mandatory policy violations, 2 bad input (config, arguments).
 """
