@@ -40,3 +40,20 @@ def k8s_name(*parts: str, max_len: int = 63) -> str:
     """A Kubernetes object name (RFC 1123 label) from parts."""
     joined = "-".join(p for p in parts if p)
     return fit_name(re.sub(r"[^a-z0-9-]+", "-", joined.lower()).strip("-"), max_len)
+
+
+def label_value(text: str) -> str:
+    """``text`` as a Kubernetes label value (63 characters of ``[a-z0-9._-]``, alphanumeric ends)."""
+    clean = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._")
+    return clean if len(clean) <= 63 else f"{clean[:58].rstrip('-._')}-{_short_hash(text)}"
+
+
+def cloud_name(cloud: str, *parts: str, max_len: int = 63, charset: str = "a-z0-9-") -> str:
+    """A cloud resource name (network, role, registry) from parts, within the cloud's limits."""
+    return fit_name("-".join(p for p in parts if p), max_len, charset)
+
+
+def label_value(text: str) -> str:
+    """A Kubernetes / cloud label value (<= 63 of [A-Za-z0-9-_.], alphanumeric at both ends)."""
+    clean = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-._")
+    return clean if len(clean) <= 63 else f"{clean[:58].rstrip('-._')}-{_short_hash(text)}"
