@@ -309,7 +309,48 @@ CLOUD_TRAITS: Mapping[str, CloudTraits] = MappingProxyType(
 )
 
 
+@dataclass(frozen=True)
+class NodeImage:
+    """How an accelerator node of one vendor on one cloud gets its driver (issue 5)."""
+
+    setting: str | None
+    """The cloud's own knob: GKE ``gpu_driver_installation_config.gpu_driver_version``, the EKS
+    managed node group ``ami_type``, the AKS agent pool ``gpuProfile.driver``; None = nothing to set."""
+    why: str
+
+
+NODE_IMAGES: Mapping[tuple[str, str], NodeImage] = MappingProxyType(
+    {
+        # GKE installs the driver (and runs its own device plugin) when asked; LATEST follows the
+        # newest driver the node version supports, which CUDA 12.8 builds of vLLM need on L4/H100.
+        ("gcp", "nvidia"): NodeImage("LATEST", "GKE installs the NVIDIA driver and its device plugin"),
+        # TPU nodes: GKE's TPU runtime and device plugin come with the node image; nothing to choose.
+        ("gcp", "google"): NodeImage(None, "GKE TPU node image carries the TPU runtime and device plugin"),
+        # The EKS AL2023 NVIDIA AMI ships driver + container toolkit; the device plugin is ours.
+        ("aws", "nvidia"): NodeImage("AL2023_x86_64_NVIDIA", "EKS AL2023 NVIDIA AMI ships the driver"),
+        # AKS installs the NVIDIA driver on N-series pools by default; the device plugin is ours.
+        ("azure", "nvidia"): NodeImage("Install", "AKS installs the NVIDIA driver; platform adds the device plugin"),
+        # MI300X: never the NVIDIA driver. The AMD GPU operator (platform layer) installs amdgpu.
+        ("azure", "amd"): NodeImage("None", "AMD GPU operator installs the amdgpu driver and device plugin"),
+    }
+)
+
+EKS_SYSTEM_AMI = "AL2023_x86_64_STANDARD"
+"""AMI type of EKS system node groups (no accelerators)."""
+
+GKE_RELEASE_CHANNEL = "REGULAR"
+"""GKE release channel: TPU v6e and the GPU driver LATEST option are GA there."""
+
+
 # --- queries -------------------------------------------------------------------------------------
+
+def node_image(cloud: str, vendor: str) -> NodeImage:
+    """The driver choice for ``vendor``'s accelerators on ``cloud``; CatalogError if unsupported."""
+    try:
+        return NODE_IMAGES[(cloud, vendor)]
+    except KeyError:
+        raise CatalogError(f"no node image for {vendor} accelerators on {cloud}") from None
+
 
 class CatalogError(ValueError):
     pass

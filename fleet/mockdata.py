@@ -45,6 +45,8 @@ RESOURCE_OUTPUTS: dict[str, Callable[[str, Mapping[str, Any]], dict[str, Any]]] 
         "arn": f"arn:aws:ecr:us-east-1:000000000000:repository/{name}"},
     "aws:eks/nodeGroup:NodeGroup": lambda name, i: {
         "resources": [{"autoscalingGroups": [{"name": f"eks-{name}-asg"}]}]},
+    "gcp:serviceaccount/account:Account": lambda name, i: {
+        "email": f"{i.get('accountId', name)}@offline-project.iam.gserviceaccount.com"},
     "gcp:artifactregistry/repository:Repository": lambda name, i: {
         "name": i.get("repositoryId", name)},
     "azure-native:containerregistry:Registry": lambda name, i: {

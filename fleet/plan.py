@@ -132,7 +132,7 @@ class FleetMocks:
 
     def call(self, args):  # pulumi.runtime.MockCallArgs
         result = mockdata.CALL_RESULTS.get(args.token)
-        return (result(args.args) if result else {}), None
+        return (result(args.args) if result else {}), []  # no check failures
 
 
 def _recording_monitor():
