@@ -41,6 +41,7 @@ RESOURCE_OUTPUTS: dict[str, Callable[[str, Mapping[str, Any]], dict[str, Any]]] 
     "aws:iam/openIdConnectProvider:OpenIdConnectProvider": lambda name, i: {
         "arn": f"arn:aws:iam::000000000000:oidc-provider/{name}"},
     "aws:ecr/repository:Repository": lambda name, i: {
+        "registryId": "000000000000",
         "repositoryUrl": f"000000000000.dkr.ecr.us-east-1.amazonaws.com/{i.get('name', name)}",
         "arn": f"arn:aws:ecr:us-east-1:000000000000:repository/{name}"},
     "aws:eks/nodeGroup:NodeGroup": lambda name, i: {
@@ -72,6 +73,9 @@ CALL_RESULTS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
         "accountId": "000000000000", "arn": "arn:aws:iam::000000000000:user/offline", "userId": "OFFLINE"},
     "aws:index/getPartition:getPartition": lambda a: {"partition": "aws", "dnsSuffix": "amazonaws.com"},
     "aws:index/getRegion:getRegion": lambda a: {"name": "us-east-1", "region": "us-east-1"},
+    "aws:ecr/getAuthorizationToken:getAuthorizationToken": lambda a: {
+        "userName": "AWS", "password": "offline", "authorizationToken": "offline",
+        "proxyEndpoint": "https://000000000000.dkr.ecr.us-east-1.amazonaws.com", "expiresAt": "2026-01-01T00:00:00Z"},
     "aws:ssm/getParameter:getParameter": lambda a: {"value": "ami-0offline000000000", "name": a.get("name")},
     "gcp:organizations/getClientConfig:getClientConfig": lambda a: {
         "project": "offline-project", "region": "us-central1", "accessToken": "offline"},
