@@ -51,9 +51,11 @@ RESOURCE_OUTPUTS: dict[str, Callable[[str, Mapping[str, Any]], dict[str, Any]]] 
     "gcp:artifactregistry/repository:Repository": lambda name, i: {
         "name": i.get("repositoryId", name)},
     "azure-native:containerregistry:Registry": lambda name, i: {
-        "loginServer": f"{i.get('registryName', name)}.azurecr.io"},
+        "loginServer": f"{i.get('registryName', name)}.azurecr.io", "name": i.get("registryName", name)},
+    "azure-native:containerregistry:Token": lambda name, i: {"name": i.get("tokenName", name)},
+    "azure-native:resources:ResourceGroup": lambda name, i: {"name": i.get("resourceGroupName", name)},
     "azure-native:containerservice:ManagedCluster": lambda name, i: {
-        "fqdn": f"{name}.hcp.offline.azmk8s.io",
+        "fqdn": f"{name}.hcp.offline.azmk8s.io", "name": i.get("resourceName", name),
         "identityProfile": {"kubeletidentity": {"objectId": f"00000000-0000-0000-0000-{name[:12]:0>12}"}},
         "oidcIssuerProfile": {"issuerUrl": f"https://oidc.offline.invalid/{name}/"}},
     # The digest follows what changes a real image: context, Dockerfile, build args and labels

@@ -19,15 +19,15 @@ def _short_hash(text: str, n: int = 4) -> str:
 
 def fit_name(name: str, max_len: int, charset: str = "a-z0-9-") -> str:
     """``name`` in ``charset``, at most ``max_len`` long; shortened names end in a stable hash."""
+    # "a-z0-9" holds a "-" as a range, not as a character: ask the class itself.
+    dash = re.fullmatch(f"[{charset}]", "-") is not None
     clean = re.sub(f"[^{charset}]", "", name.lower().replace("_", "-"))
-    if "-" not in charset:
-        clean = clean.replace("-", "")
     if len(clean) <= max_len and clean == name:
         return clean
     suffix = _short_hash(name)
-    keep = max_len - len(suffix) - (1 if "-" in charset else 0)
+    keep = max_len - len(suffix) - (1 if dash else 0)
     head = clean[:keep].rstrip("-")
-    return f"{head}-{suffix}" if "-" in charset else f"{head}{suffix}"
+    return f"{head}-{suffix}" if dash else f"{head}{suffix}"
 
 
 def pool_name(cloud: str, pool: str) -> str:
