@@ -1,0 +1,586 @@
+"""One entry point for the router benchmarks (issue 11): ``python bench/run.py [--quick]``.
+
+Runs with the project's virtualenv (it has fleet_router and aiohttp); the peers (vllm-router,
+the LiteLLM proxy) come from ``.venv-bench``. Everything listens on 127.0.0.1, every phase is
+bounded by request count AND wall time, and every child process is killed on exit. The load
+generator is pinned to core 0 and all servers to core 1 (``taskset``), when there are 2+ cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import hashlib
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+import yaml
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+BENCH_VENV = ROOT / ".venv-bench" / "bin"
+HOST = "127.0.0.1"
+KEY = "sk-bench"
+MODEL = "m1"
+PROCS: list[subprocess.Popen] = []
+NCPU = os.cpu_count() or 1
+PIN = NCPU >= 2 and shutil.which("taskset") is not None
+LOG = RESULTS / "logs"
+
+
+# --- processes ------------------------------------------------------------------------------
+
+def kill_all() -> None:
+    for p in PROCS:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except OSError:
+                pass
+    for p in PROCS:
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+    PROCS.clear()
+
+
+atexit.register(kill_all)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def spawn(cmd: list[str], name: str, env: dict | None = None) -> subprocess.Popen:
+    if PIN:
+        cmd = ["taskset", "-c", "1", *cmd]
+    LOG.mkdir(parents=True, exist_ok=True)
+    out = open(LOG / f"{name}.log", "ab")
+    p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                         env={**os.environ, "NO_PROXY": "127.0.0.1,localhost", **(env or {})})
+    PROCS.append(p)
+    return p
+
+
+def stop(p: subprocess.Popen) -> None:
+    if p.poll() is None:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except OSError:
+            pass
+    p.wait(timeout=10)
+    if p in PROCS:
+        PROCS.remove(p)
+
+
+def wait_http(url: str, procs: list[subprocess.Popen], timeout: float = 60.0, ok=(200,)) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"{' '.join(map(str, p.args))} exited with {p.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status in ok:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready after {timeout} s")
+
+
+def start_sim(profile: str, name: str, *extra: str) -> tuple[str, subprocess.Popen]:
+    port = free_port()
+    p = spawn([sys.executable, "-m", "fleet_router.sim", "--host", HOST, "--port", str(port), "--profile", profile,
+               "--model", MODEL, *extra], f"sim-{name}")
+    url = f"http://{HOST}:{port}"
+    wait_http(url + "/health", [p])
+    return url, p
+
+
+def start_router(pools: list[dict], tiers: list[dict] | None = None, policy: str = "round-robin",
+                 **extra) -> tuple[str, subprocess.Popen, str]:
+    port, admin = free_port(), free_port()
+    cfg = {"listen": {"host": HOST, "port": port, "admin_port": admin}, "policy": policy,
+           "auth": {"api_key_hashes": [hashlib.sha256(KEY.encode()).hexdigest()]},
+           "limits": {"rate_limit_rps": 1_000_000, "rate_limit_burst": 1_000_000},
+           "discovery": {"models_refresh_s": 5, "metrics_scrape_s": 1}, "pools": pools, **extra}
+    if tiers:
+        cfg["tiers"] = tiers
+    path = LOG / f"router-{port}.yaml"
+    LOG.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg))
+    p = spawn([sys.executable, "-m", "fleet_router", "--config", str(path)], "fleet_router")
+    wait_http(f"http://{HOST}:{admin}/readyz", [p])
+    return f"http://{HOST}:{port}", p, f"http://{HOST}:{admin}"
+
+
+def start_vllm_router(workers: list[str], policy: str) -> tuple[str, subprocess.Popen]:
+    exe = BENCH_VENV / "vllm-router"
+    if not exe.exists():
+        raise RuntimeError(f"{exe} not installed (see bench/results/logs/pip.log)")
+    port = free_port()
+    p = spawn([str(exe), "--host", HOST, "--port", str(port), "--worker-urls", *workers, "--policy", policy,
+               "--prometheus-port", str(free_port())], "vllm-router")
+    url = f"http://{HOST}:{port}"
+    wait_http(url + "/v1/models", [p], timeout=60)
+    return url, p
+
+
+def start_litellm(worker: str) -> tuple[str, subprocess.Popen]:
+    exe = BENCH_VENV / "litellm"
+    if not exe.exists():
+        raise RuntimeError(f"{exe} not installed (see bench/results/logs/pip.log)")
+    port = free_port()
+    cfg = {"model_list": [{"model_name": MODEL, "litellm_params": {
+        "model": f"openai/{MODEL}", "api_base": f"{worker}/v1", "api_key": "x"}}],
+        "litellm_settings": {"drop_params": True, "telemetry": False}}
+    path = LOG / "litellm.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    p = spawn([str(exe), "--config", str(path), "--host", HOST, "--port", str(port), "--num_workers", "1"],
+              "litellm", env={"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False"})
+    url = f"http://{HOST}:{port}"
+    wait_http(url + "/health/liveliness", [p], timeout=120)
+    return url, p
+
+
+# --- load generator ---------------------------------------------------------------------------
+
+def pct(xs: list[float], q: float) -> float | None:
+    if not xs:
+        return None
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q / 100 * len(s)))]
+
+
+async def one(session: aiohttp.ClientSession, url: str, body: dict, headers: dict, stream: bool) -> dict:
+    t0 = time.perf_counter()
+    r = {"t0": t0, "ok": False}
+    try:
+        async with session.post(url + "/v1/chat/completions", json=body, headers=headers) as resp:
+            r["status"] = resp.status
+            r["pool"] = resp.headers.get("x-fleet-pool")
+            if stream:
+                first = None
+                usage = None
+                async for line in resp.content:
+                    if first is None and line.strip():
+                        first = time.perf_counter()
+                    if line.startswith(b"data: {") and b'"usage"' in line:
+                        u = json.loads(line[6:]).get("usage")
+                        usage = u or usage
+                r["ttft"] = (first or time.perf_counter()) - t0
+                r["usage"] = usage
+            else:
+                data = await resp.read()
+                r["usage"] = json.loads(data).get("usage") if resp.status == 200 else None
+            r["ok"] = resp.status == 200
+    except Exception as e:  # noqa: BLE001 - every failure counts as a lost request
+        r["error"] = type(e).__name__
+    r["lat"] = time.perf_counter() - t0
+    return r
+
+
+def session(limit: int) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit, force_close=False),
+                                 timeout=aiohttp.ClientTimeout(total=30),
+                                 headers={"Authorization": f"Bearer {KEY}"})
+
+
+SHORT = {"model": MODEL, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 16}
+
+
+async def closed_loop(url: str, seconds: float, workers: int, max_requests: int, stream=False) -> dict:
+    body = {**SHORT, "stream": stream}
+    res: list[dict] = []
+    async with session(workers) as s:
+        for _ in range(workers):  # warm the pool of connections
+            await one(s, url, body, {}, stream)
+        deadline = time.perf_counter() + seconds
+
+        async def worker():
+            while time.perf_counter() < deadline and len(res) < max_requests:
+                res.append(await one(s, url, body, {}, stream))
+
+        t0 = time.perf_counter()
+        await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(workers))), seconds + 35)
+        wall = time.perf_counter() - t0
+    ok = [r for r in res if r["ok"]]
+    return {"requests": len(res), "ok": len(ok), "errors": len(res) - len(ok), "wall_s": round(wall, 3),
+            "rps": round(len(ok) / wall, 1), "p50_ms": ms(pct([r["lat"] for r in ok], 50)),
+            "p99_ms": ms(pct([r["lat"] for r in ok], 99))}
+
+
+async def open_loop(url: str, rate: float, seconds: float, stream=False) -> dict:
+    """Fixed arrival rate; latency from the scheduled send time (no coordinated omission)."""
+    body = {**SHORT, "stream": stream}
+    n = int(rate * seconds)
+    res: list[dict] = []
+    async with session(512) as s:
+        for _ in range(8):
+            await one(s, url, body, {}, stream)
+        start = time.perf_counter()
+
+        async def fire(i):
+            sched = start + i / rate
+            d = sched - time.perf_counter()
+            if d > 0:
+                await asyncio.sleep(d)
+            r = await one(s, url, body, {}, stream)
+            r["lat"] = time.perf_counter() - sched
+            r["ttft"] = r.get("ttft", r["lat"]) + (r["t0"] - sched)
+            res.append(r)
+
+        await asyncio.wait_for(asyncio.gather(*(fire(i) for i in range(n))), seconds + 35)
+        wall = time.perf_counter() - start
+    ok = [r for r in res if r["ok"]]
+    lat = [r["lat"] for r in ok]
+    return {"rate": rate, "requests": n, "ok": len(ok), "errors": n - len(ok), "wall_s": round(wall, 3),
+            "achieved_rps": round(len(ok) / wall, 1), "p50_ms": ms(pct(lat, 50)), "p99_ms": ms(pct(lat, 99)),
+            "ttft_p50_ms": ms(pct([r["ttft"] for r in ok], 50)) if stream else None,
+            "lat_sorted_ms": [round(x * 1000, 3) for x in sorted(lat)][:: max(1, len(lat) // 200)]}
+
+
+def ms(x):
+    return None if x is None else round(x * 1000, 3)
+
+
+# --- 1. overhead and throughput ---------------------------------------------------------------
+
+async def overhead(cfg) -> dict:
+    out: dict = {"targets": {}, "failures": {}}
+    sim_url, sim = start_sim("fast", "overhead")
+    targets = [("direct", lambda: (sim_url, None))]
+    targets.append(("fleet_router", lambda: start_router(
+        [{"name": "fast", "url": sim_url, "vendor": "nvidia", "models": [MODEL], "cost_per_hour": 1.0,
+          "tokens_per_second": 1000.0, "max_concurrency": 100000}])[:2]))
+    targets.append(("vllm-router", lambda: start_vllm_router([sim_url], "round_robin")))
+    targets.append(("litellm", lambda: start_litellm(sim_url)))
+    for name, starter in targets:
+        try:
+            url, proc = starter()
+        except Exception as e:  # noqa: BLE001
+            out["failures"][name] = f"{type(e).__name__}: {e}"
+            print(f"[overhead] {name}: could not start: {e}", flush=True)
+            continue
+        try:
+            row = {}
+            row["closed"] = await closed_loop(url, cfg.seconds, cfg.workers, cfg.max_requests)
+            print(f"[overhead] {name} closed: {row['closed']['rps']} req/s", flush=True)
+            for stream in (False, True):
+                r = await open_loop(url, cfg.rate, cfg.seconds, stream)
+                row["open_stream" if stream else "open"] = r
+                print(f"[overhead] {name} open stream={stream}: p50 {r['p50_ms']} p99 {r['p99_ms']} "
+                      f"errors {r['errors']}", flush=True)
+            out["targets"][name] = row
+        except Exception as e:  # noqa: BLE001
+            out["failures"][name] = f"{type(e).__name__}: {e}"
+            print(f"[overhead] {name}: failed: {e}", flush=True)
+        finally:
+            if proc is not None:
+                stop(proc)
+    stop(sim)
+    d = out["targets"].get("direct")
+    if d:
+        for name, row in out["targets"].items():
+            for k in ("open", "open_stream"):
+                if k in row and k in d:
+                    row[k]["added_p50_ms"] = round(row[k]["p50_ms"] - d[k]["p50_ms"], 3)
+                    row[k]["added_p99_ms"] = round(row[k]["p99_ms"] - d[k]["p99_ms"], 3)
+    return out
+
+
+# --- 2. routing quality ---------------------------------------------------------------------
+
+# Profiles' per-replica generated tokens/s = max_seqs / s_per_output_token (fleet_router.sim.PROFILES).
+VENDOR_POOLS = [  # name, profile, vendor, $/h
+    ("nvidia-h100", "nvidia-h100", "nvidia", 2.0),
+    ("amd-mi300x", "amd-mi300x", "amd", 0.5),
+    ("google-tpu-v6e", "google-tpu-v6e", "google", 0.8),
+]
+TIERS = {"premium": ({"X-Priority": "high"}, 150), "standard": ({"X-Cost-Tier": "standard"}, 400),
+         "default": ({}, 1000)}  # headers, TTFT target ms
+
+
+def pool_facts():
+    from fleet_router.sim import PROFILES
+
+    out = {}
+    for name, prof, vendor, cost in VENDOR_POOLS:
+        p = PROFILES[prof]
+        tps = p.max_seqs / (p.ms_per_output_token / 1000)
+        out[name] = {"profile": prof, "vendor": vendor, "cost_per_hour": cost, "tokens_per_second": round(tps, 1),
+                     "max_concurrency": p.max_seqs, "usd_per_mtok": cost / (tps * 3600) * 1e6}
+    return out
+
+
+def workload(cfg) -> list[list[tuple[str, list[dict]]]]:
+    """Conversations: each a list of (tier, messages) turns sharing a system prompt and history."""
+    rng = random.Random(7)
+    words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho".split()
+    systems = [f"You are assistant #{k}. " + " ".join(rng.choice(words) for _ in range(700)) for k in range(4)]
+    convs = []
+    for c in range(cfg.conversations):
+        tier = ("premium", "standard", "default")[c % 3]
+        msgs = [{"role": "system", "content": systems[c % len(systems)]}]
+        turns = []
+        for t in range(cfg.turns):
+            msgs = msgs + [{"role": "user", "content": f"conv {c} turn {t}: " +
+                            " ".join(rng.choice(words) for _ in range(40))}]
+            turns.append((tier, list(msgs)))
+            msgs = msgs + [{"role": "assistant", "content": " ".join(f"tok{i % 97}" for i in range(32))}]
+        convs.append(turns)
+    return convs
+
+
+def best_hit_rate(convs) -> float:
+    """Prefix hits with one infinite cache, requests in the order the bench sends them (turn-major)."""
+    from fleet_router.sim import BLOCK_TOKENS, _prompt, blocks_of, tokens_of
+
+    seen: set[bytes] = set()
+    hit = total = 0
+    for t in range(max(len(c) for c in convs)):
+        for c in convs:
+            if t < len(c):
+                text = _prompt({"messages": c[t][1]})
+                blocks = blocks_of(text)
+                n = 0
+                for b in blocks:
+                    if b not in seen:
+                        break
+                    n += 1
+                seen.update(blocks)
+                hit += min(n * BLOCK_TOKENS, tokens_of(text))
+                total += tokens_of(text)
+    return hit / total
+
+
+async def run_workload(url: str, convs, policy_header: str | None, max_tokens: int, deadline_s: float) -> list[dict]:
+    res: list[dict] = []
+    deadline = time.perf_counter() + deadline_s
+    async with session(256) as s:
+        async def conv(turns):
+            for tier, msgs in turns:
+                if time.perf_counter() > deadline:
+                    return
+                h = dict(TIERS[tier][0])
+                if policy_header:
+                    h["x-fleet-policy"] = policy_header
+                r = await one(s, url, {"model": MODEL, "messages": msgs, "max_tokens": max_tokens, "stream": True,
+                                       "stream_options": {"include_usage": True}}, h, True)
+                r["tier"] = tier
+                res.append(r)
+
+        await asyncio.wait_for(asyncio.gather(*(conv(c) for c in convs)), deadline_s + 35)
+    return res
+
+
+def sim_counters(url: str) -> dict:
+    text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        for k in ("vllm:generation_tokens_total", "vllm:prompt_tokens_total", "vllm:prefix_cache_hits_total"):
+            if line.startswith(k + "{"):
+                out[k.split(":")[1]] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+async def routing(cfg) -> dict:
+    facts = pool_facts()
+    convs = workload(cfg)
+    best = best_hit_rate(convs)
+    nv_cost = facts["nvidia-h100"]["usd_per_mtok"]
+    out = {"pools": facts, "best_possible_hit_rate": round(best, 4), "requests": sum(map(len, convs)),
+           "tier_ttft_targets_ms": {k: v[1] for k, v in TIERS.items()}, "rows": {}, "failures": {}}
+    variants = [("fleet_router round-robin", "round-robin"), ("fleet_router least-load", "least-load"),
+                ("fleet_router prefix-affinity", "prefix-affinity"), ("fleet_router cost-aware", "cost-aware"),
+                ("vllm-router cache_aware", "vllm:cache_aware"), ("vllm-router round_robin", "vllm:round_robin"),
+                ("NVIDIA-only fleet (fleet_router prefix-affinity)", "nvidia-only")]
+    for label, policy in variants:
+        names = ["nvidia-h100"] if policy == "nvidia-only" else list(facts)
+        sims = {n: start_sim(facts[n]["profile"], n) for n in names}
+        proc = None
+        try:
+            if policy.startswith("vllm:"):
+                url, proc = start_vllm_router([sims[n][0] for n in names], policy[5:])
+                header = None
+            else:
+                pools = [{"name": n, "url": sims[n][0], "vendor": facts[n]["vendor"], "models": [MODEL],
+                          "cost_per_hour": facts[n]["cost_per_hour"], "tokens_per_second": facts[n]["tokens_per_second"],
+                          "max_concurrency": facts[n]["max_concurrency"]} for n in names]
+                w = 100 // len(names)
+                backends = [{"pool": n, "weight": w + (100 - w * len(names) if i == 0 else 0)}
+                            for i, n in enumerate(names)]
+                tiers = [{"name": t, "match": h, "ttft_slo_ms": slo, "backends": backends}
+                         for t, (h, slo) in TIERS.items()]
+                url, proc, _ = start_router(pools, tiers, policy="prefix-affinity")
+                header = "prefix-affinity" if policy == "nvidia-only" else policy
+            t0 = time.perf_counter()
+            res = await run_workload(url, convs, header, cfg.max_tokens, cfg.routing_seconds)
+            wall = time.perf_counter() - t0
+            counters = {n: sim_counters(sims[n][0]) for n in names}
+        except Exception as e:  # noqa: BLE001
+            out["failures"][label] = f"{type(e).__name__}: {e}"
+            print(f"[routing] {label}: failed: {e}", flush=True)
+            continue
+        finally:
+            if proc is not None:
+                stop(proc)
+            for _, p in sims.values():
+                stop(p)
+        ok = [r for r in res if r["ok"]]
+        ttft = [r["ttft"] for r in ok]
+        prompt = sum(c.get("prompt_tokens_total", 0) for c in counters.values())
+        hits = sum(c.get("prefix_cache_hits_total", 0) for c in counters.values())
+        gen = {n: c.get("generation_tokens_total", 0) for n, c in counters.items()}
+        usd = sum(gen[n] * facts[n]["usd_per_mtok"] for n in gen) / max(1.0, sum(gen.values()))
+        sla = [r for r in ok if r["ttft"] * 1000 <= TIERS[r["tier"]][1]]
+        cached_client = sum(((r.get("usage") or {}).get("prompt_tokens_details") or {}).get("cached_tokens", 0)
+                            for r in ok)
+        prompt_client = sum((r.get("usage") or {}).get("prompt_tokens", 0) for r in ok)
+        row = {"requests": len(res), "ok": len(ok), "errors": len(res) - len(ok), "wall_s": round(wall, 2),
+               "rps": round(len(ok) / wall, 1), "tokens_per_s": round(sum(gen.values()) / wall, 1),
+               "hit_rate": round(hits / prompt, 4) if prompt else None,
+               "hit_rate_from_usage": round(cached_client / prompt_client, 4) if prompt_client else None,
+               "hit_rate_vs_best": round(hits / prompt / best, 4) if prompt else None,
+               "ttft_p50_ms": ms(pct(ttft, 50)), "ttft_p95_ms": ms(pct(ttft, 95)),
+               "sla_compliance": round(len(sla) / len(res), 4) if res else None,
+               "usd_per_mtok": round(usd, 6), "cost_vs_nvidia_only": round(usd / nv_cost - 1, 4),
+               "generated_tokens_by_pool": gen}
+        out["rows"][label] = row
+        print(f"[routing] {label}: hit {row['hit_rate']} ttft p95 {row['ttft_p95_ms']} sla {row['sla_compliance']} "
+              f"$/Mtok {row['usd_per_mtok']:.5f} errors {row['errors']}", flush=True)
+    return out
+
+
+# --- 3. failover ----------------------------------------------------------------------------
+
+async def failover(cfg) -> dict:
+    a_url, a = start_sim("fast", "failover-a")
+    b_url, b = start_sim("fast", "failover-b")
+    pools = [{"name": "a", "url": a_url, "vendor": "nvidia", "models": [MODEL], "cost_per_hour": 1.0,
+              "tokens_per_second": 1000.0}, {"name": "b", "url": b_url, "vendor": "amd", "models": [MODEL],
+                                             "cost_per_hour": 1.0, "tokens_per_second": 1000.0}]
+    url, r, _ = start_router(pools, policy="round-robin")
+    res: list[dict] = []
+    kill_at = None
+    try:
+        async with session(cfg.workers) as s:
+            deadline = time.perf_counter() + cfg.failover_seconds
+            start = time.perf_counter()
+
+            async def worker():
+                while time.perf_counter() < deadline and len(res) < cfg.max_requests:
+                    res.append(await one(s, url, SHORT, {}, False))
+
+            async def killer():
+                nonlocal kill_at
+                await asyncio.sleep(cfg.failover_seconds / 2)
+                kill_at = time.perf_counter()
+                os.killpg(b.pid, signal.SIGKILL)
+
+            await asyncio.wait_for(asyncio.gather(killer(), *(worker() for _ in range(cfg.workers))),
+                                   cfg.failover_seconds + 35)
+    finally:
+        for p in (r, a, b):
+            stop(p)
+    lost = [x for x in res if not x["ok"]]
+    during = [x["lat"] for x in res if kill_at and kill_at - 0.1 <= x["t0"] <= kill_at + 1.0]
+    before = [x["lat"] for x in res if kill_at and x["t0"] < kill_at - 0.1]
+    return {"requests": len(res), "lost": len(lost), "lost_detail": sorted({str(x.get("status", x.get("error")))
+                                                                           for x in lost}),
+            "kill_at_s": round(kill_at - start, 3) if kill_at else None,
+            "p99_before_ms": ms(pct(before, 99)), "p99_during_ms": ms(pct(during, 99)),
+            "p99_all_ms": ms(pct([x["lat"] for x in res], 99)), "requests_during_window": len(during)}
+
+
+# --- report ---------------------------------------------------------------------------------
+
+def machine() -> dict:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    vers = {"python": platform.python_version(), "aiohttp": aiohttp.__version__}
+    for pkg, py in (("fleet_router", sys.executable), ("vllm-router", str(BENCH_VENV / "python")),
+                    ("litellm", str(BENCH_VENV / "python")), ("uvloop", sys.executable)):
+        try:
+            vers[pkg] = subprocess.run([py, "-c", f"import importlib.metadata as m; print(m.version({pkg!r}))"],
+                                       capture_output=True, text=True, timeout=30).stdout.strip() or None
+        except (OSError, subprocess.TimeoutExpired):
+            vers[pkg] = None
+    return {"nproc": NCPU, "cpu": cpu, "kernel": platform.release(),
+            "pinning": "taskset: load generator core 0, servers core 1" if PIN else "none (fewer than 2 cores)",
+            "versions": vers}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="tiny durations, for development")
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--workers", type=int, default=32)
+    ap.add_argument("--rate", type=float, default=500.0)
+    ap.add_argument("--max-requests", type=int, default=200_000)
+    ap.add_argument("--conversations", type=int, default=96)
+    ap.add_argument("--turns", type=int, default=5)
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--routing-seconds", type=float, default=40.0)
+    ap.add_argument("--failover-seconds", type=float, default=6.0)
+    ap.add_argument("--only", default="overhead,routing,failover")
+    cfg = ap.parse_args()
+    if cfg.quick:
+        cfg.seconds, cfg.conversations, cfg.turns, cfg.failover_seconds = 1.0, 12, 3, 2.0
+    if PIN:
+        os.sched_setaffinity(0, {0})
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    out = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine(),
+           "settings": {k: v for k, v in vars(cfg).items()}}
+    only = cfg.only.split(",")
+    try:
+        if "overhead" in only:
+            out["overhead"] = asyncio.run(overhead(cfg))
+        if "routing" in only:
+            out["routing"] = asyncio.run(routing(cfg))
+        if "failover" in only:
+            out["failover"] = asyncio.run(failover(cfg))
+    finally:
+        kill_all()
+    out["duration_s"] = round(time.time() - t0, 1)
+    (RESULTS / "results.json").write_text(json.dumps(out, indent=1) + "\n")
+    from report import write_markdown  # bench/report.py
+
+    write_markdown(out, RESULTS / "results.md")
+    print((RESULTS / "results.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
