@@ -37,7 +37,8 @@ RESOURCE_OUTPUTS: dict[str, Callable[[str, Mapping[str, Any]], dict[str, Any]]] 
         "arn": f"arn:aws:eks:us-east-1:000000000000:cluster/{name}",
         "identities": [{"oidcs": [{"issuer": f"https://oidc.eks.offline.invalid/id/{name.upper()}"}]}],
     },
-    "aws:iam/role:Role": lambda name, i: {"arn": f"arn:aws:iam::000000000000:role/{name}"},
+    "aws:iam/role:Role": lambda name, i: {"arn": f"arn:aws:iam::000000000000:role/{name}",
+                                          "name": i.get("name", name)},
     "aws:iam/openIdConnectProvider:OpenIdConnectProvider": lambda name, i: {
         "arn": f"arn:aws:iam::000000000000:oidc-provider/{name}"},
     "aws:ecr/repository:Repository": lambda name, i: {

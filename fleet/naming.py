@@ -42,12 +42,6 @@ def k8s_name(*parts: str, max_len: int = 63) -> str:
     return fit_name(re.sub(r"[^a-z0-9-]+", "-", joined.lower()).strip("-"), max_len)
 
 
-def label_value(text: str) -> str:
-    """``text`` as a Kubernetes label value (63 characters of ``[a-z0-9._-]``, alphanumeric ends)."""
-    clean = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._")
-    return clean if len(clean) <= 63 else f"{clean[:58].rstrip('-._')}-{_short_hash(text)}"
-
-
 def cloud_name(cloud: str, *parts: str, max_len: int = 63, charset: str = "a-z0-9-") -> str:
     """A cloud resource name (network, role, registry) from parts, within the cloud's limits."""
     return fit_name("-".join(p for p in parts if p), max_len, charset)

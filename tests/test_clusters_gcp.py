@@ -1,0 +1,124 @@
+"""The gcp stack's GKE cluster, as the offline plan records it: Spot GPU and TPU pools that scale
+from zero, the driver GKE installs, the TPU slice topology, a private Workload-Identity cluster
+with no default pool, and an Artifact Registry the nodes may read."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from conftest import ROOT, plan_of
+from fleet import catalog
+from fleet.spec import SpecError, load_spec
+
+NODE_POOL = "gcp:container/nodePool:NodePool"
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return plan_of("gcp")
+
+
+def _pool(plan, name):
+    return plan.find(NODE_POOL, f"gcp-central-{name}")["inputs"]
+
+
+def _fleet():
+    return yaml.safe_load((ROOT / "Pulumi.gcp.yaml").read_text())["config"]["inference-fleet:fleet"]
+
+
+def test_t4_pool_is_seed_002s_spot_n1_standard_4_from_zero(plan):
+    pool = _pool(plan, "nvidia-t4")
+    nc = pool["nodeConfig"]
+    assert nc["machineType"] == "n1-standard-4"
+    assert nc["spot"] is True
+    assert pool["autoscaling"]["totalMinNodeCount"] == 0
+    assert pool["autoscaling"]["totalMaxNodeCount"] == 3
+    assert pool["initialNodeCount"] == 0
+    assert [(g["type"], g["count"]) for g in nc["guestAccelerators"]] == [("nvidia-tesla-t4", 1)]
+
+
+def test_every_nvidia_pool_has_the_driver_installed_by_gke(plan):
+    nvidia = [r for r in plan.by_type(NODE_POOL)
+              if (r["inputs"]["nodeConfig"].get("labels") or {}).get("inference-fleet.io/vendor") == "nvidia"]
+    assert {r["inputs"]["name"] for r in nvidia} == {"nvidia-t4", "nvidia-l4"}
+    for r in nvidia:
+        accs = r["inputs"]["nodeConfig"]["guestAccelerators"]
+        assert accs and all(a["gpuDriverInstallationConfig"] == {"gpuDriverVersion": "LATEST"} for a in accs), r["name"]
+    l4 = _pool(plan, "nvidia-l4")["nodeConfig"]
+    assert (l4["machineType"], l4["guestAccelerators"][0]["type"]) == ("g2-standard-8", "nvidia-l4")
+
+
+def test_tpu_v6e_pool_is_a_compact_2x2_spot_slice_from_zero(plan):
+    pool = _pool(plan, "tpu-v6e")
+    assert pool["placementPolicy"] == {"type": "COMPACT", "tpuTopology": "2x2"}
+    assert pool["nodeConfig"]["machineType"] == "ct6e-standard-4t"  # 4 chips: the whole 2x2 slice
+    assert pool["nodeConfig"]["spot"] is True
+    assert pool["autoscaling"]["totalMinNodeCount"] == 0
+    assert "guestAccelerators" not in pool["nodeConfig"]  # the machine type carries the TPU
+    assert pool["nodeLocations"] == ["us-central1-b"]
+
+
+def test_cluster_is_private_with_workload_identity_and_no_default_pool(plan):
+    cluster = plan.find("gcp:container/cluster:Cluster", "gcp-central-gke")["inputs"]
+    assert cluster["removeDefaultNodePool"] is True and cluster["initialNodeCount"] == 1
+    assert cluster["workloadIdentityConfig"]["workloadPool"] == "offline-project.svc.id.goog"
+    assert cluster["privateClusterConfig"]["enablePrivateNodes"] is True
+    assert cluster["releaseChannel"]["channel"] == catalog.GKE_RELEASE_CHANNEL
+    subnet = plan.find("gcp:compute/subnetwork:Subnetwork", "gcp-central-subnet")
+    assert cluster["subnetwork"] == subnet["urn"].rsplit("::", 1)[1] + "-id"
+    # Private nodes reach Hugging Face and public images through Cloud NAT.
+    assert plan.by_type("gcp:compute/routerNat:RouterNat")
+
+
+def test_system_pool_is_small_and_on_demand(plan):
+    system = _pool(plan, "system")
+    assert not system["nodeConfig"].get("spot")
+    assert system["autoscaling"]["totalMinNodeCount"] == plan.spec.clusters[0].system_nodes
+    assert "taints" not in system["nodeConfig"] and "guestAccelerators" not in system["nodeConfig"]
+
+
+def test_gke_nodes_pull_from_artifact_registry_with_their_own_service_account(plan):
+    repo = plan.find("gcp:artifactregistry/repository:Repository", "gcp-central-registry")["inputs"]
+    assert repo["format"] == "DOCKER" and repo["location"] == "us-central1"
+    reader = plan.find("gcp:artifactregistry/repositoryIamMember:RepositoryIamMember",
+                       "gcp-central-registry-nodes-read")["inputs"]
+    assert reader["role"] == "roles/artifactregistry.reader"
+    assert reader["repository"] == repo["repositoryId"]
+    accounts = {r["inputs"]["nodeConfig"]["serviceAccount"] for r in plan.by_type(NODE_POOL)}
+    assert len(accounts) == 1 and reader["member"] == f"serviceAccount:{accounts.pop()}"
+
+
+def test_router_image_is_pushed_to_the_artifact_registry_with_a_secret_token(plan):
+    image = plan.by_type("docker-build:index:Image")[0]["inputs"]
+    assert [t.rsplit(":", 1)[0] for t in image["tags"]] == [
+        "us-central1-docker.pkg.dev/offline-project/gcp-central-images/fleet-router"]
+    assert image["registries"] == [{"address": "us-central1-docker.pkg.dev", "username": "oauth2accesstoken",
+                                    "password": "[secret]"}]
+
+
+def test_cluster_layers_use_the_gke_provider_built_from_a_secret_kubeconfig(plan):
+    provider = plan.find("pulumi:providers:kubernetes", "gcp-central-k8s")
+    assert provider["inputs"]["kubeconfig"] == "[secret]"
+    gke = plan.find("fleet:gke:GkeCluster", "gcp-central")
+    assert provider["parent"] == gke["urn"]
+    assert all(r["provider"] == provider["urn"] for r in plan.resources if r["type"].startswith("kubernetes:"))
+    assert {r["parent"] for r in plan.by_type(NODE_POOL)} == {gke["urn"]}
+
+
+def test_mi300x_pool_on_gcp_is_refused_naming_the_accelerator_field():
+    fleet = copy.deepcopy(_fleet())
+    fleet["pools"].append({"name": "amd", "cluster": "gcp-central", "accelerator": "mi300x", "max_nodes": 1})
+    with pytest.raises(SpecError) as e:
+        load_spec(fleet, "Pulumi.gcp.yaml")
+    assert any(path == "pools[3].accelerator" and "not offered on gcp" in msg for path, msg in e.value.problems)
+
+
+def test_tpu_topology_the_catalog_does_not_list_is_refused_naming_the_field():
+    fleet = copy.deepcopy(_fleet())
+    fleet["pools"][2]["tpu_topology"] = "4x4"
+    with pytest.raises(SpecError) as e:
+        load_spec(fleet, "Pulumi.gcp.yaml")
+    assert [p for p, _ in e.value.problems] == ["pools[2].tpu_topology"]
