@@ -18,9 +18,10 @@ from fleet.models import BYTES_PER_PARAM, GPU_MEMORY_UTILIZATION
 
 # --- model servers (vLLM) -----------------------------------------------------------------------
 
-RUN_AS = 1000
+RUN_AS = 10001
 """Non-root UID/GID for vLLM. The upstream images run as root by default but need no root: every
-path vLLM writes (HF cache, torch/triton/vLLM compile caches, /tmp) is a mounted volume below."""
+path vLLM writes (HF cache, torch/triton/vLLM compile caches, /tmp) is a mounted volume below.
+Above 10000 so it cannot collide with a host account (checkov CKV_K8S_40)."""
 
 VLLM_COMMAND = ("python3", "-m", "vllm.entrypoints.openai.api_server")
 """Explicit for every vendor: vllm/vllm-openai sets this as its entrypoint, but rocm/vllm's

@@ -142,7 +142,9 @@ def vllm_pod_spec(model: ModelSpec, pool: PoolSpec, cluster: ClusterSpec,
             "env": env_list,
             "resources": {
                 "requests": {vendor.resource_name: str(n), "cpu": str(cpu), "memory": f"{memory}Gi"},
-                "limits": {vendor.resource_name: str(n), "memory": f"{memory}Gi"},
+                # Limits equal to requests: Guaranteed QoS, so a GPU pod is the last to be evicted
+                # under node pressure and gets exclusive cores under the static CPU manager.
+                "limits": {vendor.resource_name: str(n), "cpu": str(cpu), "memory": f"{memory}Gi"},
             },
             "startupProbe": _probe(data.STARTUP_PROBE),
             "readinessProbe": _probe(data.READINESS_PROBE),

@@ -71,3 +71,21 @@ def test_an_on_demand_h100_pool_at_min_8_fails_the_cost_rules(tmp_path):
     found = policy_eval.evaluate(run_plan("bad", _bad_stack(tmp_path, mutate)))
     rules = {v.policy for v in found if v.level == policy_eval.MANDATORY}
     assert {"accelerator-pools-spot-or-zero", "pool-monthly-cost-ceiling"} <= rules
+
+
+def test_a_cloud_router_without_api_keys_is_flagged_until_keys_are_set(tmp_path):
+    """The shipped gcp stack plans without `routerApiKeys`: the pack warns; with the secret set the
+    router's config points at the hashed keys file and the warning is gone."""
+    doc = yaml.safe_load((ROOT / "Pulumi.gcp.yaml").read_text())
+    path = tmp_path / "Pulumi.keys.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    without = [v for v in policy_eval.evaluate(run_plan("keys", path)) if v.policy == "router-requires-api-keys"]
+    assert without and without[0].level == policy_eval.ADVISORY and "gcp pools without API keys" in without[0].message
+
+    doc["config"]["inference-fleet:routerApiKeys"] = {"secure": "v1:AAAAAAAAAAAAAAAA:offline-test"}
+    path.write_text(yaml.safe_dump(doc))
+    plan = run_plan("keys", path)
+    assert [v for v in policy_eval.evaluate(plan) if v.policy == "router-requires-api-keys"] == []
+    configs = [o for o in plan.objects("ConfigMap") if "config.yaml" in o.get("data", {})
+               and o["metadata"]["namespace"] == "fleet-router"]
+    assert configs and yaml.safe_load(configs[0]["data"]["config.yaml"])["auth"]["api_key_hashes_file"]

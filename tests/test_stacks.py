@@ -193,13 +193,14 @@ def test_multicloud_router_reaches_every_pool_through_its_clusters_gateway():
     configs = [o for o in plan.objects("ConfigMap") if "config.yaml" in o.get("data", {})
                and o["metadata"]["namespace"] == layout.NS_ROUTER]
     assert configs, "the router's ConfigMap"
-    pools = yaml.safe_load(configs[0]["data"]["config.yaml"])["pools"]
+    pools = {p["name"]: p for p in yaml.safe_load(configs[0]["data"]["config.yaml"])["pools"]}
     home = spec.router_cluster().name
+    assert set(pools) == {p.name for p in spec.pools}
     for p in spec.pools:
-        url = pools[p.name] if isinstance(pools[p.name], str) else json.dumps(pools[p.name])
         cluster = spec.cluster(p.cluster)
+        assert pools[p.name]["cluster"] == cluster.name
         if cluster.name != home:
-            assert cluster.gateway_hostname in url, (p.name, url)
+            assert pools[p.name]["url"].startswith(f"https://{cluster.gateway_hostname}/"), pools[p.name]
 
 
 def test_multicloud_stays_within_its_budget_at_max_scale():

@@ -6,6 +6,7 @@ Pulumi state and the preview diff in plain text.
 
 from __future__ import annotations
 
+import yaml
 from pulumi_policy import EnforcementLevel, ResourceValidationPolicy
 
 from policies.rules._util import SECRET_NAME, containers, pod_spec
@@ -29,6 +30,25 @@ def _no_configmap_secrets(args, report):
             report(f"ConfigMap key {key!r} looks like a secret")
 
 
+def _router_needs_keys(args, report):
+    """A router in front of cloud pools is reachable from outside its cluster: without API keys
+    anyone who finds its hostname spends the fleet's accelerators."""
+    if args.resource_type != "kubernetes:core/v1:ConfigMap":
+        return
+    text = (args.props.get("data") or {}).get("config.yaml")
+    if not isinstance(text, str) or "pools:" not in text:
+        return
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return
+    if not isinstance(config, dict) or not isinstance(config.get("pools"), list):
+        return
+    clouds = {p.get("cloud") for p in config["pools"] if isinstance(p, dict)}
+    if clouds - {"local", None} and not (config.get("auth") or {}).get("api_key_hashes_file"):
+        report(f"the router serves {', '.join(sorted(c for c in clouds if c))} pools without API keys")
+
+
 POLICIES = [
     ResourceValidationPolicy(
         name="no-secret-env-literals", description="Secret-looking environment variables come from Secrets.",
@@ -38,4 +58,8 @@ POLICIES = [
         name="no-secrets-in-configmaps", description="ConfigMaps carry no tokens, keys or passwords.",
         enforcement_level=EnforcementLevel.MANDATORY, validate=_no_configmap_secrets,
         remediation_steps="Move the value into a Kubernetes Secret and mount or reference it."),
+    ResourceValidationPolicy(
+        name="router-requires-api-keys", description="A router in front of cloud pools checks API keys.",
+        enforcement_level=EnforcementLevel.ADVISORY, validate=_router_needs_keys,
+        remediation_steps="pulumi config set --secret routerApiKeys 'key-1,key-2' (stored hashed in-cluster)."),
 ]
