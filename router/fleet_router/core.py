@@ -18,6 +18,7 @@ so tests replay it exactly.
 from __future__ import annotations
 
 import hashlib
+import math
 import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -30,7 +31,14 @@ PREFIX_BLOCK_CHARS = 64
 PREFIX_BLOCKS_PER_POOL = 50_000
 """How many prefix blocks the router remembers per pool (LRU), roughly the pool's KV cache."""
 AFFINITY_MIN_MATCH = 0.25
-"""A pool holding at least this share of the prompt's blocks wins on affinity."""
+"""Affinity applies once some pool holds at least this share of the prompt's blocks; below it no
+pool has a useful cache and the tier's weights spread the load."""
+TTFT_DECAY_S = 2.0
+"""How fast a pool's observed TTFT is forgotten without new samples, so a pool that was slow and
+got no traffic for it is tried again."""
+COST_SLO_HEADROOM = 0.5
+"""cost-aware keeps a tier on a cheap pool while its recent mean TTFT is within this share of the
+tier's TTFT target (a p95 target; under queueing the tail is about twice the mean)."""
 
 
 @dataclass
@@ -46,6 +54,9 @@ class PoolState:
     discovered_models: frozenset[str] = frozenset()
     prefixes: OrderedDict = field(default_factory=OrderedDict)
     rr_current: float = 0.0  # smooth weighted round-robin state
+    backlog: int = 0  # prompt blocks sent here, not cached, and not yet answered by a first byte
+    ttft_s: float = 0.0  # observed time to first byte, exponentially weighted
+    ttft_at: float = 0.0  # when ttft_s was last updated (monotonic seconds)
 
     @property
     def name(self) -> str:
@@ -63,6 +74,17 @@ class PoolState:
 
     def saturated(self) -> bool:
         return self.load() >= 1.0
+
+    def prefill_work(self, uncached_blocks: int) -> float:
+        """Relative time until this request's first token here: the prompt blocks queued ahead of
+        it plus its own uncached ones, over the pool's speed. Comparable across pools, not seconds."""
+        return (self.backlog + uncached_blocks) / self.pool.tokens_per_second
+
+    def recent_ttft(self, now: float) -> float:
+        """Observed TTFT, decayed toward 0 while no request reports a new one."""
+        if not self.ttft_at:
+            return 0.0
+        return self.ttft_s * math.exp(-max(0.0, now - self.ttft_at) / TTFT_DECAY_S)
 
 
 @dataclass(frozen=True)
@@ -115,16 +137,20 @@ def prefix_blocks(prompt: str) -> list[str]:
     return out
 
 
-def prefix_match(state: PoolState, blocks: Sequence[str]) -> float:
-    """Share of the prompt's blocks this pool has (most likely) cached, counted from the start."""
-    if not blocks:
-        return 0.0
+def cached_blocks(state: PoolState, blocks: Sequence[str]) -> int:
+    """How many of the prompt's leading blocks this pool has (most likely) cached."""
+    prefixes = state.prefixes
     n = 0
     for b in blocks:
-        if b not in state.prefixes:
+        if b not in prefixes:
             break
         n += 1
-    return n / len(blocks)
+    return n
+
+
+def prefix_match(state: PoolState, blocks: Sequence[str]) -> float:
+    """Share of the prompt's blocks this pool has (most likely) cached, counted from the start."""
+    return cached_blocks(state, blocks) / len(blocks) if blocks else 0.0
 
 
 def remember_prefix(state: PoolState, blocks: Iterable[str], capacity: int = PREFIX_BLOCKS_PER_POOL) -> None:
@@ -147,7 +173,7 @@ def _weighted_order(pools: list[PoolState], weights: Mapping[str, float], rng: r
     return [p for _, _, p in sorted(keyed, key=lambda k: (-k[0], k[1]))]
 
 
-def order_round_robin(pools, weights, rng, blocks):
+def order_round_robin(pools, weights, rng, blocks, ctx):
     """Smooth weighted round-robin (nginx's): deterministic, proportional, interleaved."""
     total = sum(weights.get(p.name, 0.0) for p in pools) or 1.0
     for p in pools:
@@ -158,23 +184,40 @@ def order_round_robin(pools, weights, rng, blocks):
     return [best, *rest], "round-robin"
 
 
-def order_least_load(pools, weights, rng, blocks):
+def order_least_load(pools, weights, rng, blocks, ctx):
     ordered = sorted(pools, key=lambda p: (p.load() / max(weights.get(p.name, 0.0), 1e-6), p.name))
     return ordered, "least-load"
 
 
-def order_prefix_affinity(pools, weights, rng, blocks):
-    scored = [(prefix_match(p, blocks), p) for p in pools]
-    best_score, best = max(scored, key=lambda s: (s[0], -s[1].load(), s[1].name))
+def order_prefix_affinity(pools, weights, rng, blocks, ctx):
+    """The pool where this prompt's first token comes soonest: the prompt blocks it would have to
+    compute (those not in its cache) plus the uncached blocks already queued there, over its speed.
+    A pool holding the conversation wins until its queue costs more than recomputing elsewhere —
+    affinity without piling every conversation that shares a system prompt onto one pool."""
     ordered = _weighted_order(pools, weights, rng)
-    if best_score >= AFFINITY_MIN_MATCH and not best.saturated():
-        return [best, *[p for p in ordered if p is not best]], f"prefix-affinity ({best_score:.0%} cached)"
-    return ordered, "weight"
+    if not blocks:
+        return ordered, "weight"
+    cached = {p.name: cached_blocks(p, blocks) for p in pools}
+    top = max(cached.values())
+    if top < AFFINITY_MIN_MATCH * len(blocks):
+        return ordered, "weight"
+    rank = {p.name: i for i, p in enumerate(ordered)}  # ties go the tier's weights' way
+    n = len(blocks)
+    ordered = sorted(ordered, key=lambda p: (p.prefill_work(n - cached[p.name]), rank[p.name]))
+    return ordered, f"prefix-affinity ({cached[ordered[0].name] / n:.0%} cached)"
 
 
-def order_cost_aware(pools, weights, rng, blocks):
+def order_cost_aware(pools, weights, rng, blocks, ctx):
+    """Cheapest $ per million tokens first — while that pool still answers within the tier's TTFT
+    target; pools running slower than the target go to the back, fastest first."""
     ordered = sorted(_weighted_order(pools, weights, rng), key=lambda p: round(p.pool.cost_per_million_tokens, 6))
-    return ordered, "cost"
+    slo_s, now = ctx
+    if slo_s is None:
+        return ordered, "cost"
+    limit = slo_s * COST_SLO_HEADROOM
+    fast = [p for p in ordered if p.recent_ttft(now) <= limit]
+    slow = sorted((p for p in ordered if p.recent_ttft(now) > limit), key=lambda p: p.recent_ttft(now))
+    return [*fast, *slow], "cost" if fast else "cost (every pool over the TTFT target)"
 
 
 POLICY_ORDER = {
@@ -196,8 +239,10 @@ def _prefer_other_vendors(first: PoolState, rest: list[PoolState]) -> list[PoolS
 
 
 def route(config: RouterConfig, states: Mapping[str, PoolState], model: str, headers: Mapping[str, str],
-          prompt: str, now: float, rng: random.Random, policy_override: str | None = None) -> Decision:
-    """Which pools to try for one request, in order. Raises :class:`NoRoute` with the HTTP status."""
+          prompt: str, now: float, rng: random.Random, policy_override: str | None = None,
+          blocks: Sequence[str] | None = None) -> Decision:
+    """Which pools to try for one request, in order. Raises :class:`NoRoute` with the HTTP status.
+    ``blocks`` are the prompt's :func:`prefix_blocks` when the caller has them already."""
     serving = [s for s in states.values() if s.serves(model)]
     if not serving:
         raise NoRoute(404, f"The model `{model}` does not exist or is not served by this router.",
@@ -226,8 +271,10 @@ def route(config: RouterConfig, states: Mapping[str, PoolState], model: str, hea
         weights = {s.name: 1.0 for s in primary}
         overflow_used = tier is not None
 
-    blocks = prefix_blocks(prompt) if policy == "prefix-affinity" else []
-    ordered, reason = POLICY_ORDER[policy](primary, weights, rng, blocks)
+    if blocks is None:
+        blocks = prefix_blocks(prompt) if policy == "prefix-affinity" else []
+    slo_s = tier.ttft_slo_ms / 1000 if tier is not None and tier.ttft_slo_ms is not None else None
+    ordered, reason = POLICY_ORDER[policy](primary, weights, rng, blocks, (slo_s, now))
     rest = [s for s in live if s not in ordered]
     attempts = _prefer_other_vendors(ordered[0], ordered[1:] + sorted(rest, key=lambda s: (s.load(), s.name)))
     return Decision(tier=tier_name, policy=policy, attempts=tuple(s.name for s in attempts),
@@ -248,6 +295,13 @@ def record_failure(state: PoolState, now: float, eject_after: int, eject_seconds
 def record_success(state: PoolState) -> None:
     state.failures = 0
     state.ejected_until = 0.0
+
+
+def record_ttft(state: PoolState, seconds: float, now: float, alpha: float = 0.2) -> None:
+    """Fold one observed time-to-first-byte into the pool's recent TTFT."""
+    prev = state.recent_ttft(now)
+    state.ttft_s = seconds if not state.ttft_at else prev + alpha * (seconds - prev)
+    state.ttft_at = now
 
 
 # --- cost -------------------------------------------------------------------------------------

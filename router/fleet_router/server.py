@@ -301,21 +301,21 @@ class Router:
             return error(400, f"Header `x-fleet-policy` must be one of: {', '.join(core.POLICY_ORDER)}.",
                          "invalid_request_error", "invalid_header", "x-fleet-policy")
 
-        prompt = core.prompt_text(body)
+        blocks = core.prefix_blocks(core.prompt_text(body))
         now = time.monotonic()
         try:
-            decision = core.route(self.config, self.states, model, headers, prompt, now, self.rng, policy)
+            decision = core.route(self.config, self.states, model, headers, "", now, self.rng, policy, blocks)
         except core.NoRoute as e:
             return error(e.status, e.message, "invalid_request_error" if e.status < 500 else "server_error", e.code,
                          "model" if e.status == 404 else None)
         self.metrics.overhead.observe(value=time.perf_counter() - started)
         self.in_flight += 1
         try:
-            return await self._proxy(request, raw, body, model, prompt, decision)
+            return await self._proxy(request, raw, body, model, blocks, decision)
         finally:
             self.in_flight -= 1
 
-    async def _proxy(self, request, raw: bytes, body: dict, model: str, prompt: str,
+    async def _proxy(self, request, raw: bytes, body: dict, model: str, blocks: list[str],
                      decision: core.Decision) -> web.StreamResponse:
         cfg = self.config
         attempts = decision.attempts[:cfg.failover.max_attempts]
@@ -329,7 +329,7 @@ class Router:
             if i > 0:
                 self.metrics.retries.inc(attempts[i - 1], last_reason)
             try:
-                return await self._attempt(request, raw, body, model, prompt, decision, state, fwd_headers)
+                return await self._attempt(request, raw, body, model, blocks, decision, state, fwd_headers)
             except _Retryable as e:
                 last_reason = e.reason
                 if core.record_failure(state, time.monotonic(), cfg.failover.eject_after_failures,
@@ -338,10 +338,15 @@ class Router:
                 log.warning(orjson.dumps({"event": "attempt_failed", "pool": state.name, "reason": e.reason}).decode())
         return error(502, f"No pool could serve the request ({last_reason}).", "server_error", "upstream_failed")
 
-    async def _attempt(self, request, raw, body, model, prompt, decision, state: core.PoolState,
+    async def _attempt(self, request, raw, body, model, blocks, decision, state: core.PoolState,
                        fwd_headers) -> web.StreamResponse:
         url = f"{state.pool.url.rstrip('/')}{request.path}"
         t0 = time.perf_counter()
+        # The prompt's uncached blocks queue for prefill here until the first byte; its blocks are
+        # remembered now, not at the first byte, so the next turn of a conversation already follows.
+        uncached = len(blocks) - core.cached_blocks(state, blocks)
+        state.backlog += uncached
+        core.remember_prefix(state, blocks)
         state.in_flight += 1
         try:
             try:
@@ -361,9 +366,10 @@ class Router:
                     raise _Retryable(type(e).__name__) from None
                 # From here bytes reach the client: never retried again.
                 ttft = time.perf_counter() - t0
+                state.backlog -= uncached
+                uncached = 0
                 core.record_success(state)
-                if decision.policy == "prefix-affinity" or prompt:
-                    core.remember_prefix(state, core.prefix_blocks(prompt))
+                core.record_ttft(state, ttft, time.monotonic())
                 resp = web.StreamResponse(status=upstream.status)
                 for k, v in upstream.headers.items():
                     if k.lower() not in HOP_HEADERS:
@@ -384,6 +390,7 @@ class Router:
                 return resp
         finally:
             state.in_flight -= 1
+            state.backlog -= uncached
 
     def _account(self, decision: core.Decision, state: core.PoolState, model: str, ttft: float,
                  whole: bytes | None, status: int) -> None:

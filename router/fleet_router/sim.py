@@ -4,7 +4,10 @@
 
 Tokens are approximated as 4-character chunks of text (documented, deterministic, cheap). The
 latency model per vendor profile: queueing when more than ``max_seqs`` sequences run, then
-prefill time per *uncached* prompt token, then time per output token. The prefix cache holds
+prefill of the *uncached* prompt tokens, then time per output token. Prefill is compute-bound on
+the accelerator, so it is one FIFO lane per server: a request's prefill starts when the prefill
+work queued ahead of it is done (what makes cache hits and balanced queues shorten TTFT); decode
+is memory-bound and runs for every sequence at once. The prefix cache holds
 16-token (64-character) blocks, chained so a block names its whole prefix, with LRU eviction;
 ``usage.prompt_tokens_details.cached_tokens`` reports the hit. ``/metrics`` uses vLLM's names.
 
@@ -76,6 +79,7 @@ class Sim:
         self.cache: OrderedDict[bytes, None] = OrderedDict()
         self.slots = asyncio.Semaphore(self.profile.max_seqs)
         self.running = self.waiting = self.served = 0
+        self.prefill_free_at = 0.0  # when the prefill lane finishes the work queued so far
         self.c = {"prompt": 0, "generation": 0, "hits": 0, "queries": 0, "success": 0}
         self.ttft: list[int] = [0] * 12
         self.ttft_sum = 0.0
@@ -169,7 +173,10 @@ class Sim:
             self.c["hits"] += cached
             self.c["prompt"] += prompt_tokens
             p = self.profile
-            await asyncio.sleep(self.delay + (prompt_tokens - cached) * p.prefill_ms_per_token / 1000)
+            now = time.perf_counter()
+            start = max(now, self.prefill_free_at)
+            self.prefill_free_at = start + (prompt_tokens - cached) * p.prefill_ms_per_token / 1000
+            await asyncio.sleep(self.delay + self.prefill_free_at - now)
             words = [f"tok{i % 97}" for i in range(max_tokens)]
             usage = {"prompt_tokens": prompt_tokens, "completion_tokens": max_tokens,
                      "total_tokens": prompt_tokens + max_tokens,

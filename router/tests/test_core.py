@@ -104,6 +104,68 @@ def test_prefix_affinity_sends_a_repeated_prefix_where_it_is_cached():
     assert picks == {"amd": 50}  # despite premium's 90/10 weights toward nvidia
 
 
+def test_affinity_keeps_a_conversation_home_until_its_queue_costs_more_than_recomputing():
+    cfg = config(policy="prefix-affinity")
+    st = states(cfg)
+    system = "You are a helpful assistant for the ACME fleet. " * 40  # shared by every conversation
+    history = system + "<user>turn one of conversation 7, with enough words to fill blocks " * 6
+    core.remember_prefix(st["nvidia"], core.prefix_blocks(system))
+    core.remember_prefix(st["amd"], core.prefix_blocks(history))  # this conversation lives on amd
+    prompt = history + "<user>the next turn"
+    uncached_elsewhere = len(core.prefix_blocks(prompt)) - len(core.prefix_blocks(system))
+
+    def first() -> core.Decision:
+        return core.route(cfg, st, "m", {}, prompt, 0, random.Random(1))
+
+    assert first().attempts[0] == "amd" and "cached" in first().reason
+    # A modest queue on amd: still cheaper than recomputing the history on nvidia.
+    st["amd"].backlog = uncached_elsewhere // 2
+    assert first().attempts[0] == "amd"
+    # A long queue of uncached prompts on amd: the first token comes sooner on nvidia.
+    st["amd"].backlog = uncached_elsewhere * 3
+    assert first().attempts[0] == "nvidia"
+
+
+def test_affinity_spreads_conversations_sharing_a_system_prompt_by_queued_work():
+    """Every pool caches the shared system prompt: the pool with the least queued prefill work,
+    per unit of its speed, takes the next new conversation (not always the same pool)."""
+    cfg = config(policy="prefix-affinity")
+    st = states(cfg)
+    system = "You are a helpful assistant for the ACME fleet. " * 40
+    for s in st.values():
+        core.remember_prefix(s, core.prefix_blocks(system))
+    picks = []
+    for i in range(30):
+        d = core.route(cfg, st, "m", {}, system + f"<user>new conversation {i:03d} " * 8, 0, random.Random(i))
+        picks.append(d.attempts[0])
+        st[d.attempts[0]].backlog += 10  # its uncached turn queues there
+    counts = Counter(picks)
+    assert set(counts) == {"nvidia", "amd"}  # the default tier's pools, both used
+    assert abs(counts["nvidia"] - counts["amd"]) <= 3  # balanced by speed (2500 vs 2100 tok/s)
+
+
+def test_cost_aware_stays_cheap_while_within_the_tiers_ttft_target():
+    tiers = [{"name": "all", "ttft_slo_ms": 400,
+              "backends": [{"pool": "nvidia", "weight": 34}, {"pool": "amd", "weight": 33}, {"pool": "tpu", "weight": 33}]}]
+    cfg = config(policy="cost-aware", tiers=tiers)
+    st = states(cfg)
+
+    def first(now: float) -> str:
+        return core.route(cfg, st, "m", {}, "", now, random.Random(0)).attempts[0]
+
+    assert first(0.0) == "amd"  # cheapest $/Mtok
+    core.record_ttft(st["amd"], 0.150, now=10.0)  # within half of 400 ms
+    assert first(10.0) == "amd"
+    for _ in range(5):
+        core.record_ttft(st["amd"], 0.600, now=10.0)  # amd's queue grew: over the target
+    assert st["amd"].recent_ttft(10.0) > 0.2
+    assert first(10.0) == "tpu"  # next cheapest
+    d = core.route(cfg, st, "m", {}, "", 10.0, random.Random(0))
+    assert d.attempts[-1] == "amd"  # the slow pool is tried last, not dropped
+    # No traffic reports back from amd: its slow TTFT fades and it is tried again.
+    assert first(10.0 + 5 * core.TTFT_DECAY_S) == "amd"
+
+
 def test_prefix_blocks_chain_so_a_block_names_its_whole_prefix():
     a = core.prefix_blocks("x" * 64 + "y" * 64)
     b = core.prefix_blocks("z" * 64 + "y" * 64)
