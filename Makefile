@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # checkov pins many packages of its own: it gets its own virtualenv, used by the manifest tests.
 CHECKOV_STAMP := .venv-checkov/.installed
 
-.PHONY: setup plan test lock clean image
+.PHONY: setup plan test lock clean image bench
 
 setup: $(STAMP)
 
@@ -40,6 +40,17 @@ image: setup
 	@test -n "$(BUILDER)" || { echo "make image: needs docker, podman or buildah on PATH" >&2; exit 2; }
 	$(BUILDER) build -f router/Dockerfile -t $(IMAGE_TAG) router
 	@echo "built $(IMAGE_TAG); load it into kind: kind load docker-image $(IMAGE_TAG) --name inference-fleet"
+
+# Router benchmarks against vllm-router and the LiteLLM proxy (issue 11): peers in their own
+# virtualenv, results in bench/results/ (bench/README.md). About 5 minutes.
+BENCH_STAMP := .venv-bench/.installed
+$(BENCH_STAMP): bench/requirements.txt
+	$(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	touch $@
+
+bench: setup $(BENCH_STAMP)
+	$(PY) bench/run.py
 
 lock:
 	$(VENV)/bin/pip freeze --exclude-editable > requirements.lock

@@ -315,8 +315,13 @@ VENDOR_POOLS = [  # name, profile, vendor, $/h
     ("amd-mi300x", "amd-mi300x", "amd", 0.5),
     ("google-tpu-v6e", "google-tpu-v6e", "google", 0.8),
 ]
-TIERS = {"premium": ({"X-Priority": "high"}, 150), "standard": ({"X-Cost-Tier": "standard"}, 400),
-         "default": ({}, 1000)}  # headers, TTFT target ms
+TIERS = {"premium": ({"X-Priority": "high"}, 50), "standard": ({"X-Cost-Tier": "standard"}, 100),
+         "default": ({}, 250)}  # headers, TTFT p95 target ms (the sims' prefill is scaled to tens of ms)
+
+
+def _base(name: str) -> str:
+    """The vendor pool a bench pool copies (``nvidia-h100-b`` is a second ``nvidia-h100``)."""
+    return name[:-2] if name.endswith(("-b", "-c")) else name
 
 
 def pool_facts():
@@ -372,12 +377,26 @@ def best_hit_rate(convs) -> float:
     return hit / total
 
 
-async def run_workload(url: str, convs, policy_header: str | None, max_tokens: int, deadline_s: float) -> list[dict]:
+async def run_workload(url: str, convs, policy_header: str | None, max_tokens: int, rate: float,
+                       think_s: float, deadline_s: float) -> list[dict]:
+    """Open loop, the same offered load for every policy: conversations arrive as a Poisson process
+    (seeded) at ``rate / turns`` per second; a user sends the next turn ``think_s`` (exponential
+    mean) after the previous answer ends. Bounded by the deadline and the conversation count."""
     res: list[dict] = []
+    rng = random.Random(11)
+    turns = max(1, max(len(c) for c in convs))
+    starts, t = [], 0.0
+    for _ in convs:
+        starts.append(t)
+        t += rng.expovariate(rate / turns)
+    thinks = [[rng.expovariate(1 / think_s) for _ in c] for c in convs]
     deadline = time.perf_counter() + deadline_s
-    async with session(256) as s:
-        async def conv(turns):
-            for tier, msgs in turns:
+    async with session(512) as s:
+        t0 = time.perf_counter()
+
+        async def conv(i, turns_):
+            await asyncio.sleep(max(0.0, t0 + starts[i] - time.perf_counter()))
+            for k, (tier, msgs) in enumerate(turns_):
                 if time.perf_counter() > deadline:
                     return
                 h = dict(TIERS[tier][0])
@@ -387,8 +406,9 @@ async def run_workload(url: str, convs, policy_header: str | None, max_tokens: i
                                        "stream_options": {"include_usage": True}}, h, True)
                 r["tier"] = tier
                 res.append(r)
+                await asyncio.sleep(thinks[i][k])
 
-        await asyncio.wait_for(asyncio.gather(*(conv(c) for c in convs)), deadline_s + 35)
+        await asyncio.wait_for(asyncio.gather(*(conv(i, c) for i, c in enumerate(convs))), deadline_s + 35)
     return res
 
 
@@ -412,19 +432,21 @@ async def routing(cfg) -> dict:
     variants = [("fleet_router round-robin", "round-robin"), ("fleet_router least-load", "least-load"),
                 ("fleet_router prefix-affinity", "prefix-affinity"), ("fleet_router cost-aware", "cost-aware"),
                 ("vllm-router cache_aware", "vllm:cache_aware"), ("vllm-router round_robin", "vllm:round_robin"),
-                ("NVIDIA-only fleet (fleet_router prefix-affinity)", "nvidia-only")]
+                ("NVIDIA-only fleet (3x H100, fleet_router prefix-affinity)", "nvidia-only")]
     for label, policy in variants:
-        names = ["nvidia-h100"] if policy == "nvidia-only" else list(facts)
-        sims = {n: start_sim(facts[n]["profile"], n) for n in names}
+        # The NVIDIA-only fleet has as many pools as the mixed one, all H100: same size, one vendor.
+        names = ["nvidia-h100", "nvidia-h100-b", "nvidia-h100-c"] if policy == "nvidia-only" else list(facts)
+        sims = {n: start_sim(facts[_base(n)]["profile"], n) for n in names}
         proc = None
         try:
             if policy.startswith("vllm:"):
                 url, proc = start_vllm_router([sims[n][0] for n in names], policy[5:])
                 header = None
             else:
-                pools = [{"name": n, "url": sims[n][0], "vendor": facts[n]["vendor"], "models": [MODEL],
-                          "cost_per_hour": facts[n]["cost_per_hour"], "tokens_per_second": facts[n]["tokens_per_second"],
-                          "max_concurrency": facts[n]["max_concurrency"]} for n in names]
+                pools = [{"name": n, "url": sims[n][0], "vendor": facts[_base(n)]["vendor"], "models": [MODEL],
+                          "cost_per_hour": facts[_base(n)]["cost_per_hour"],
+                          "tokens_per_second": facts[_base(n)]["tokens_per_second"],
+                          "max_concurrency": facts[_base(n)]["max_concurrency"]} for n in names]
                 w = 100 // len(names)
                 backends = [{"pool": n, "weight": w + (100 - w * len(names) if i == 0 else 0)}
                             for i, n in enumerate(names)]
@@ -433,7 +455,8 @@ async def routing(cfg) -> dict:
                 url, proc, _ = start_router(pools, tiers, policy="prefix-affinity")
                 header = "prefix-affinity" if policy == "nvidia-only" else policy
             t0 = time.perf_counter()
-            res = await run_workload(url, convs, header, cfg.max_tokens, cfg.routing_seconds)
+            res = await run_workload(url, convs, header, cfg.max_tokens, cfg.routing_rate, cfg.think_s,
+                                     cfg.routing_seconds)
             wall = time.perf_counter() - t0
             counters = {n: sim_counters(sims[n][0]) for n in names}
         except Exception as e:  # noqa: BLE001
@@ -450,7 +473,7 @@ async def routing(cfg) -> dict:
         prompt = sum(c.get("prompt_tokens_total", 0) for c in counters.values())
         hits = sum(c.get("prefix_cache_hits_total", 0) for c in counters.values())
         gen = {n: c.get("generation_tokens_total", 0) for n, c in counters.items()}
-        usd = sum(gen[n] * facts[n]["usd_per_mtok"] for n in gen) / max(1.0, sum(gen.values()))
+        usd = sum(gen[n] * facts[_base(n)]["usd_per_mtok"] for n in gen) / max(1.0, sum(gen.values()))
         sla = [r for r in ok if r["ttft"] * 1000 <= TIERS[r["tier"]][1]]
         cached_client = sum(((r.get("usage") or {}).get("prompt_tokens_details") or {}).get("cached_tokens", 0)
                             for r in ok)
@@ -543,9 +566,11 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=500.0)
     ap.add_argument("--max-requests", type=int, default=200_000)
     ap.add_argument("--conversations", type=int, default=96)
-    ap.add_argument("--turns", type=int, default=5)
+    ap.add_argument("--turns", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--routing-seconds", type=float, default=40.0)
+    ap.add_argument("--routing-rate", type=float, default=110.0, help="offered requests/s in the routing phase")
+    ap.add_argument("--think-s", type=float, default=0.5, help="mean pause between a conversation's turns")
     ap.add_argument("--failover-seconds", type=float, default=6.0)
     ap.add_argument("--only", default="overhead,routing,failover")
     cfg = ap.parse_args()
