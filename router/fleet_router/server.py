@@ -24,12 +24,14 @@ from aiohttp import web
 from fleet_router import core
 from fleet_router.config import ConfigError, RouterConfig, load_config
 from fleet_router.metrics import RouterMetrics
+from fleet_router.upstream import UpstreamError, UpstreamPool
 
 log = logging.getLogger("fleet_router")
 
 INFERENCE_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host",
                "content-length", "authorization", "proxy-authorization"}
+FORWARD_SKIP = HOP_HEADERS | {"content-type", "expect"}
 _WAITING = re.compile(r'^vllm:num_requests_waiting(?:\{[^}]*\})?\s+([0-9.eE+-]+)', re.M)
 _KV = re.compile(r'^vllm:(?:gpu_)?kv_cache_usage_perc(?:\{[^}]*\})?\s+([0-9.eE+-]+)', re.M)
 
@@ -59,7 +61,8 @@ class Router:
         self.metrics = RouterMetrics()
         self.rng = random.Random(seed)
         self.states: dict[str, core.PoolState] = {}
-        self.session: aiohttp.ClientSession | None = None
+        self.session: aiohttp.ClientSession | None = None  # discovery and scraping (GETs off the hot path)
+        self.upstream: UpstreamPool | None = None  # proxied requests
         self.buckets: dict[str, _Bucket] = {}
         self.in_flight = 0
         self.draining = False
@@ -112,6 +115,7 @@ class Router:
             timeout=aiohttp.ClientTimeout(total=limits.request_timeout_s, sock_connect=limits.connect_timeout_s),
             auto_decompress=False,
         )
+        self.upstream = UpstreamPool(connect_timeout=limits.connect_timeout_s)
         await self.refresh_backends()
         self.ready = True
         self._tasks = [asyncio.create_task(self._loop(self.config.discovery.models_refresh_s, self.refresh_models)),
@@ -124,6 +128,8 @@ class Router:
             t.cancel()
         if self.session:
             await self.session.close()
+        if self.upstream:
+            await self.upstream.close()
 
     async def drain(self, timeout: float = 30.0) -> None:
         """Stop being ready, let in-flight requests finish (up to ``timeout``)."""
@@ -319,8 +325,8 @@ class Router:
                      decision: core.Decision) -> web.StreamResponse:
         cfg = self.config
         attempts = decision.attempts[:cfg.failover.max_attempts]
-        fwd_headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_HEADERS}
-        fwd_headers["Content-Type"] = "application/json"
+        fwd_headers = [(k, v) for k, v in request.headers.items() if k.lower() not in FORWARD_SKIP]
+        fwd_headers.append(("Content-Type", "application/json"))
         last_reason = "no attempt"
         for i, pool_name in enumerate(attempts):
             state = self.states.get(pool_name)
@@ -340,7 +346,7 @@ class Router:
 
     async def _attempt(self, request, raw, body, model, blocks, decision, state: core.PoolState,
                        fwd_headers) -> web.StreamResponse:
-        url = f"{state.pool.url.rstrip('/')}{request.path}"
+        limits = self.config.limits
         t0 = time.perf_counter()
         # The prompt's uncached blocks queue for prefill here until the first byte; its blocks are
         # remembered now, not at the first byte, so the next turn of a conversation already follows.
@@ -348,47 +354,46 @@ class Router:
         state.backlog += uncached
         core.remember_prefix(state, blocks)
         state.in_flight += 1
+        upstream = None
         try:
             try:
-                upstream = await self.session.post(
-                    url, data=raw, headers=fwd_headers,
-                    timeout=aiohttp.ClientTimeout(total=self.config.limits.request_timeout_s,
-                                                  sock_connect=self.config.limits.connect_timeout_s,
-                                                  sock_read=self.config.limits.first_byte_timeout_s))
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-                raise _Retryable(type(e).__name__) from None
-            async with upstream:
+                upstream = await self.upstream.request(self.upstream.origin(state.pool.url), request.path,
+                                                       fwd_headers, raw, limits.first_byte_timeout_s,
+                                                       limits.request_timeout_s)
                 if upstream.status >= 500:
                     raise _Retryable(f"http_{upstream.status}")
-                try:
-                    first = await upstream.content.readany()
-                except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as e:
-                    raise _Retryable(type(e).__name__) from None
-                # From here bytes reach the client: never retried again.
-                ttft = time.perf_counter() - t0
-                state.backlog -= uncached
-                uncached = 0
-                core.record_success(state)
-                core.record_ttft(state, ttft, time.monotonic())
-                resp = web.StreamResponse(status=upstream.status)
-                for k, v in upstream.headers.items():
-                    if k.lower() not in HOP_HEADERS:
-                        resp.headers[k] = v
-                resp.headers["x-fleet-pool"] = state.name
-                resp.headers["x-fleet-vendor"] = state.pool.vendor
-                resp.headers["x-fleet-tier"] = decision.tier
-                await resp.prepare(request)
-                chunks = [first] if not body.get("stream") else None
-                await resp.write(first)
-                async for chunk in upstream.content.iter_any():
-                    await resp.write(chunk)
-                    if chunks is not None:
-                        chunks.append(chunk)
-                await resp.write_eof()
-                self._account(decision, state, model, ttft, b"".join(chunks) if chunks else None,
-                              upstream.status)
-                return resp
+                first = await upstream.read()
+                streaming = body.get("stream") is True
+                # A whole (non-streaming) answer is read before anything reaches the client, so a
+                # backend failing mid-body is still failed over.
+                whole = None if streaming else first + await upstream.read_all()
+            except UpstreamError as e:
+                raise _Retryable(type(e).__name__) from None
+            ttft = time.perf_counter() - t0
+            state.backlog -= uncached
+            uncached = 0
+            core.record_success(state)
+            core.record_ttft(state, ttft, time.monotonic())
+            headers = {k: v for k, v in upstream.headers if k.lower() not in HOP_HEADERS}
+            headers["x-fleet-pool"] = state.name
+            headers["x-fleet-vendor"] = state.pool.vendor
+            headers["x-fleet-tier"] = decision.tier
+            if whole is not None:
+                self._account(decision, state, model, ttft, whole, upstream.status)
+                return web.Response(status=upstream.status, body=whole, headers=headers)
+            # From here bytes reach the client: never retried again.
+            resp = web.StreamResponse(status=upstream.status, headers=headers)
+            await resp.prepare(request)
+            chunk = first
+            while chunk:
+                await resp.write(chunk)
+                chunk = await upstream.read()  # a backend dying mid-stream aborts the client's stream
+            await resp.write_eof()
+            self._account(decision, state, model, ttft, None, upstream.status)
+            return resp
         finally:
+            if upstream is not None:
+                upstream.release()
             state.in_flight -= 1
             state.backlog -= uncached
 

@@ -1,0 +1,188 @@
+"""The router's backend client against real loopback servers that misbehave on purpose: framing,
+keep-alive reuse, stale connections, silence and backends dying mid-body."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fleet_router.upstream import Origin, UpstreamError, UpstreamPool, UpstreamTimeout
+
+HEAD_OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+
+
+async def _serve(handler):
+    """A loopback server; ``handler(reader, writer, n)`` answers the n-th request (0-based)."""
+    count = {"requests": 0, "connections": 0}
+
+    async def on_conn(reader, writer):
+        count["connections"] += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")))
+                body = await reader.readexactly(length)
+                n = count["requests"]
+                count["requests"] += 1
+                if await handler(reader, writer, n, head, body) is False:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(on_conn, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, Origin(f"http://127.0.0.1:{port}/prefix"), count
+
+
+def _run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 20))
+
+
+def test_length_and_chunked_bodies_and_connection_reuse():
+    async def handler(reader, writer, n, head, body):
+        assert head.startswith(b"POST /prefix/v1/chat/completions HTTP/1.1\r\n")
+        assert b"\r\nHost: 127.0.0.1:" in head and b"\r\nX-Test: yes\r\n" in head
+        if n % 2 == 0:
+            writer.write(HEAD_OK + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for part in (b"data: one\n\n", b"data: two\n\n"):
+                writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+                await writer.drain()
+                await asyncio.sleep(0.01)
+            writer.write(b"0\r\n\r\n")
+
+    async def main():
+        server, origin, count = await _serve(handler)
+        pool = UpstreamPool()
+        try:
+            for i in range(6):
+                r = await pool.request(origin, "/v1/chat/completions", [("X-Test", "yes")], b'{"n": %d}' % i, 5, 10)
+                try:
+                    data = await r.read_all()
+                finally:
+                    r.release()
+                assert r.status == 200
+                assert data == (b'{"n": %d}' % i if i % 2 == 0 else b"data: one\n\ndata: two\n\n")
+            return count
+        finally:
+            await pool.close()
+            server.close()
+
+    count = _run(main())
+    assert count == {"requests": 6, "connections": 1}  # one kept-alive connection for all six
+
+
+def test_a_stale_keep_alive_connection_is_retried_on_a_fresh_one():
+    async def handler(reader, writer, n, head, body):
+        writer.write(HEAD_OK + b"Content-Length: 2\r\n\r\nok")
+        await writer.drain()
+        return False  # closes after answering, without saying `Connection: close`
+
+    async def main():
+        server, origin, count = await _serve(handler)
+        pool = UpstreamPool()
+        try:
+            for _ in range(3):
+                r = await pool.request(origin, "/v1/completions", [], b"{}", 5, 10)
+                assert await r.read_all() == b"ok"
+                r.release()
+                await asyncio.sleep(0.05)  # the server's close arrives while the connection is idle
+            return count
+        finally:
+            await pool.close()
+            server.close()
+
+    assert _run(main())["requests"] == 3
+
+
+def test_a_silent_backend_times_out_before_the_first_byte():
+    async def handler(reader, writer, n, head, body):
+        await asyncio.sleep(5)
+
+    async def main():
+        server, origin, _ = await _serve(handler)
+        pool = UpstreamPool()
+        try:
+            with pytest.raises(UpstreamTimeout):
+                await pool.request(origin, "/v1/completions", [], b"{}", 0.2, 10)
+        finally:
+            await pool.close()
+            server.close()
+
+    _run(main())
+
+
+def test_a_head_without_a_body_times_out_on_the_first_read():
+    async def handler(reader, writer, n, head, body):
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    async def main():
+        server, origin, _ = await _serve(handler)
+        pool = UpstreamPool()
+        try:
+            r = await pool.request(origin, "/v1/completions", [], b"{}", 0.2, 10)
+            with pytest.raises(UpstreamTimeout):
+                await r.read()
+            r.release()
+        finally:
+            await pool.close()
+            server.close()
+
+    _run(main())
+
+
+def test_a_backend_dying_mid_body_is_an_error_not_a_short_answer():
+    async def handler(reader, writer, n, head, body):
+        writer.write(HEAD_OK + b"Content-Length: 100\r\n\r\n" + b"x" * 10)
+        await writer.drain()
+        return False
+
+    async def main():
+        server, origin, _ = await _serve(handler)
+        pool = UpstreamPool()
+        try:
+            r = await pool.request(origin, "/v1/completions", [], b"{}", 5, 10)
+            with pytest.raises(UpstreamError):
+                await r.read_all()
+            r.release()
+        finally:
+            await pool.close()
+            server.close()
+
+    _run(main())
+
+
+def test_a_body_ended_by_closing_the_connection_is_complete():
+    async def handler(reader, writer, n, head, body):
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it")
+        await writer.drain()
+        return False
+
+    async def main():
+        server, origin, _ = await _serve(handler)
+        pool = UpstreamPool()
+        try:
+            r = await pool.request(origin, "/v1/completions", [], b"{}", 5, 10)
+            assert await r.read_all() == b"all of it"
+            r.release()
+        finally:
+            await pool.close()
+            server.close()
+
+    _run(main())
+
+
+def test_nothing_listening_is_an_upstream_error():
+    async def main():
+        pool = UpstreamPool(connect_timeout=1)
+        with pytest.raises(UpstreamError):
+            await pool.request(Origin("http://127.0.0.1:9"), "/v1/completions", [], b"{}", 1, 1)
+
+    _run(main())
