@@ -531,7 +531,9 @@ async def failover(cfg) -> dict:
                                                                            for x in lost}),
             "kill_at_s": round(kill_at - start, 3) if kill_at else None,
             "p99_before_ms": ms(pct(before, 99)), "p99_during_ms": ms(pct(during, 99)),
-            "p99_all_ms": ms(pct([x["lat"] for x in res], 99)), "requests_during_window": len(during)}
+            "p99_all_ms": ms(pct([x["lat"] for x in res], 99)), "requests_during_window": len(during),
+            "timeline": [[round(x["t0"] - start, 4), round(x["lat"] * 1000, 3), x["ok"]]
+                         for x in sorted(res, key=lambda x: x["t0"])][:: max(1, len(res) // 3000)]}
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -603,6 +605,9 @@ def main() -> int:
     from report import write_markdown  # bench/report.py
 
     write_markdown(out, RESULTS / "results.md")
+    plotter = BENCH_VENV / "python"
+    if plotter.exists():
+        subprocess.run([str(plotter), str(HERE / "plots.py"), str(RESULTS / "results.json")], timeout=120)
     print((RESULTS / "results.md").read_text())
     return 0
 
