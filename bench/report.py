@@ -84,15 +84,19 @@ def write_markdown(out: dict, path: Path) -> None:
         L += ["## 1. Overhead and throughput (one `fast` sim, same load generator)", "",
               f"Closed loop: {out['settings']['workers']} concurrent workers for {out['settings']['seconds']} s, "
               f"short non-streaming requests. Open loop: fixed {out['settings']['rate']:g} req/s, latency from the "
-              "scheduled send time; *added* = target minus direct, same percentile.", "",
-              "| target | max req/s | fleet_router ÷ target | p50 ms | p99 ms | added p50 | added p99 | "
+              "scheduled send time; *added* = target minus direct, same percentile. Every target measured in "
+              f"{o.get('rounds', 1)} interleaved rounds; each figure is the median over rounds "
+              "(per-round figures in results.json).", "",
+              "*CPU µs/req* is the target's own process tree (for direct: the backend's), from /proc, over the "
+              "closed loop: what one request costs the proxy, steadier than req/s on a shared machine.", "",
+              "| target | max req/s | fleet_router ÷ target | CPU µs/req | p50 ms | p99 ms | added p50 | added p99 | "
               "stream p50 | stream p99 | stream added p50 | stream added p99 | errors |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, row in t.items():
             c, op, st = row.get("closed", {}), row.get("open", {}), row.get("open_stream", {})
             r = _ratio(me, c.get("rps"))
             bound = " (generator ceiling)" if name != "direct" and _generator_bound(t, c.get("rps")) else ""
-            L.append(f"| {name} | {_f(c.get('rps'))}{bound} | {_f(r, 2)}x | {_f(op.get('p50_ms'), 3)} | {_f(op.get('p99_ms'), 3)} | "
+            L.append(f"| {name} | {_f(c.get('rps'))}{bound} | {_f(r, 2)}x | {_f(c.get('cpu_us_per_request'))} | {_f(op.get('p50_ms'), 3)} | {_f(op.get('p99_ms'), 3)} | "
                      f"{_f(op.get('added_p50_ms'), 3)} | {_f(op.get('added_p99_ms'), 3)} | {_f(st.get('p50_ms'), 3)} | "
                      f"{_f(st.get('p99_ms'), 3)} | {_f(st.get('added_p50_ms'), 3)} | {_f(st.get('added_p99_ms'), 3)} | "
                      f"{c.get('errors', 0) + op.get('errors', 0) + st.get('errors', 0)} |")

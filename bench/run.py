@@ -19,6 +19,7 @@ import random
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -207,12 +208,39 @@ def session(limit: int) -> aiohttp.ClientSession:
 SHORT = {"model": MODEL, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 16}
 
 
-async def closed_loop(url: str, seconds: float, workers: int, max_requests: int, stream=False) -> dict:
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU of a process and its descendants (threads included), from /proc."""
+    if pid is None:
+        return None
+    total, todo, seen = 0.0, [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / _TICK
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+async def closed_loop(url: str, seconds: float, workers: int, max_requests: int, stream=False,
+                      pid: int | None = None) -> dict:
+    """As many requests as ``workers`` keep in flight; with ``pid``, also that process tree's CPU
+    time per request — a steadier figure than req/s on a shared machine."""
     body = {**SHORT, "stream": stream}
     res: list[dict] = []
     async with session(workers) as s:
         for _ in range(workers):  # warm the pool of connections
             await one(s, url, body, {}, stream)
+        cpu0 = cpu_seconds(pid)
         deadline = time.perf_counter() + seconds
 
         async def worker():
@@ -222,10 +250,12 @@ async def closed_loop(url: str, seconds: float, workers: int, max_requests: int,
         t0 = time.perf_counter()
         await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(workers))), seconds + 35)
         wall = time.perf_counter() - t0
+        cpu1 = cpu_seconds(pid)
     ok = [r for r in res if r["ok"]]
     return {"requests": len(res), "ok": len(ok), "errors": len(res) - len(ok), "wall_s": round(wall, 3),
             "rps": round(len(ok) / wall, 1), "p50_ms": ms(pct([r["lat"] for r in ok], 50)),
-            "p99_ms": ms(pct([r["lat"] for r in ok], 99))}
+            "p99_ms": ms(pct([r["lat"] for r in ok], 99)),
+            "cpu_us_per_request": round((cpu1 - cpu0) / len(ok) * 1e6, 1) if cpu0 is not None and ok else None}
 
 
 async def open_loop(url: str, rate: float, seconds: float, stream=False) -> dict:
@@ -265,38 +295,67 @@ def ms(x):
 # --- 1. overhead and throughput ---------------------------------------------------------------
 
 async def overhead(cfg) -> dict:
-    out: dict = {"targets": {}, "failures": {}}
+    """Every target stays up for the whole phase and is measured in ``cfg.rounds`` interleaved
+    rounds (A B C D, B C D A, ...); each figure is the median over rounds, each round's figures
+    are kept. Interleaving keeps a noisy neighbour on this shared machine from landing on one
+    target only."""
+    out: dict = {"targets": {}, "failures": {}, "rounds": cfg.rounds}
     sim_url, sim = start_sim("fast", "overhead")
-    targets = [("direct", lambda: (sim_url, None))]
-    targets.append(("fleet_router", lambda: start_router(
-        [{"name": "fast", "url": sim_url, "vendor": "nvidia", "models": [MODEL], "cost_per_hour": 1.0,
-          "tokens_per_second": 1000.0, "max_concurrency": 100000}])[:2]))
-    targets.append(("vllm-router", lambda: start_vllm_router([sim_url], "round_robin")))
-    targets.append(("litellm", lambda: start_litellm(sim_url)))
-    for name, starter in targets:
+    starters = [("direct", lambda: (sim_url, None)),
+                ("fleet_router", lambda: start_router(
+                    [{"name": "fast", "url": sim_url, "vendor": "nvidia", "models": [MODEL], "cost_per_hour": 1.0,
+                      "tokens_per_second": 1000.0, "max_concurrency": 100000}])[:2]),
+                ("vllm-router", lambda: start_vllm_router([sim_url], "round_robin")),
+                ("litellm", lambda: start_litellm(sim_url))]
+    live: list[tuple[str, str, subprocess.Popen | None]] = []
+    for name, starter in starters:
         try:
             url, proc = starter()
+            live.append((name, url, proc))
         except Exception as e:  # noqa: BLE001
             out["failures"][name] = f"{type(e).__name__}: {e}"
             print(f"[overhead] {name}: could not start: {e}", flush=True)
-            continue
-        try:
-            row = {}
-            row["closed"] = await closed_loop(url, cfg.seconds, cfg.workers, cfg.max_requests)
-            print(f"[overhead] {name} closed: {row['closed']['rps']} req/s", flush=True)
-            for stream in (False, True):
-                r = await open_loop(url, cfg.rate, cfg.seconds, stream)
-                row["open_stream" if stream else "open"] = r
-                print(f"[overhead] {name} open stream={stream}: p50 {r['p50_ms']} p99 {r['p99_ms']} "
-                      f"errors {r['errors']}", flush=True)
-            out["targets"][name] = row
-        except Exception as e:  # noqa: BLE001
-            out["failures"][name] = f"{type(e).__name__}: {e}"
-            print(f"[overhead] {name}: failed: {e}", flush=True)
-        finally:
+    per_round: dict[str, list[dict]] = {name: [] for name, _, _ in live}
+    try:
+        for k in range(cfg.rounds):
+            order = live[k % len(live):] + live[:k % len(live)]
+            for name, url, proc in order:
+                if name in out["failures"]:
+                    continue
+                try:
+                    pid = sim.pid if proc is None else proc.pid
+                    row = {"closed": await closed_loop(url, cfg.seconds, cfg.workers, cfg.max_requests, pid=pid)}
+                    for stream in (False, True):
+                        row["open_stream" if stream else "open"] = await open_loop(url, cfg.rate, cfg.seconds, stream)
+                    per_round[name].append(row)
+                    print(f"[overhead] round {k + 1} {name}: {row['closed']['rps']} req/s; open p50/p99 "
+                          f"{row['open']['p50_ms']}/{row['open']['p99_ms']} ms, stream "
+                          f"{row['open_stream']['p50_ms']}/{row['open_stream']['p99_ms']} ms", flush=True)
+                except Exception as e:  # noqa: BLE001
+                    out["failures"][name] = f"{type(e).__name__}: {e}"
+                    print(f"[overhead] {name}: failed: {e}", flush=True)
+    finally:
+        for _, _, proc in live:
             if proc is not None:
                 stop(proc)
-    stop(sim)
+        stop(sim)
+    for name, rows in per_round.items():
+        if name in out["failures"] or not rows:
+            continue
+        merged = {}
+        for kind in ("closed", "open", "open_stream"):
+            first = dict(rows[0][kind])
+            for key in ("rps", "achieved_rps", "p50_ms", "p99_ms", "ttft_p50_ms", "cpu_us_per_request"):
+                vals = [r[kind][key] for r in rows if r[kind].get(key) is not None]
+                if vals:
+                    first[key] = statistics.median(vals)
+            for key in ("requests", "ok", "errors"):
+                if key in first:
+                    first[key] = sum(r[kind][key] for r in rows)
+            first["per_round"] = {key: [r[kind].get(key) for r in rows]
+                                  for key in ("rps", "p50_ms", "p99_ms", "cpu_us_per_request")}
+            merged[kind] = first
+        out["targets"][name] = merged
     d = out["targets"].get("direct")
     if d:
         for name, row in out["targets"].items():
@@ -563,11 +622,12 @@ def machine() -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="tiny durations, for development")
-    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--seconds", type=float, default=3.0, help="per measurement, per round")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved overhead rounds (median reported)")
     ap.add_argument("--workers", type=int, default=32)
     ap.add_argument("--rate", type=float, default=500.0)
     ap.add_argument("--max-requests", type=int, default=200_000)
-    ap.add_argument("--conversations", type=int, default=96)
+    ap.add_argument("--conversations", type=int, default=192)
     ap.add_argument("--turns", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--routing-seconds", type=float, default=40.0)
@@ -577,7 +637,7 @@ def main() -> int:
     ap.add_argument("--only", default="overhead,routing,failover")
     cfg = ap.parse_args()
     if cfg.quick:
-        cfg.seconds, cfg.conversations, cfg.turns, cfg.failover_seconds = 1.0, 12, 3, 2.0
+        cfg.seconds, cfg.rounds, cfg.conversations, cfg.turns, cfg.failover_seconds = 1.0, 1, 12, 3, 2.0
     if PIN:
         os.sched_setaffinity(0, {0})
     try:

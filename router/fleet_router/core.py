@@ -24,7 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
-from fleet_router.config import Pool, RouterConfig, Tier, TierBackend
+from fleet_router.config import Pool, RouterConfig, Tier
 
 PREFIX_BLOCK_CHARS = 64
 """Prompt prefixes are hashed in blocks of this many characters (about 16 tokens)."""
@@ -253,9 +253,7 @@ def route(config: RouterConfig, states: Mapping[str, PoolState], model: str, hea
                       "no_healthy_backend")
 
     tier = select_tier(config.tiers, headers)
-    backends: tuple[TierBackend, ...] = tier.backends if tier else tuple(
-        TierBackend(pool=s.name, weight=1) for s in serving)
-    weights = {b.pool: float(b.weight) for b in backends}
+    weights = {b.pool: float(b.weight) for b in tier.backends} if tier else {s.name: 1.0 for s in serving}
     policy = policy_override or (tier.policy if tier and tier.policy else config.policy)
     tier_name = tier.name if tier else "none"
 

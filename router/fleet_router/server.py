@@ -64,6 +64,7 @@ class Router:
         self.session: aiohttp.ClientSession | None = None  # discovery and scraping (GETs off the hot path)
         self.upstream: UpstreamPool | None = None  # proxied requests
         self.buckets: dict[str, _Bucket] = {}
+        self._digests: dict[str, str] = {}  # presented key -> sha256, so hashing is once per key
         self.in_flight = 0
         self.draining = False
         self.ready = False
@@ -210,7 +211,12 @@ class Router:
         if not header.startswith("Bearer ") or not header[7:].strip():
             return None, error(401, "Missing API key: send `Authorization: Bearer <key>`.",
                                "invalid_request_error", "invalid_api_key")
-        digest = hashlib.sha256(header[7:].strip().encode()).hexdigest()
+        key = header[7:].strip()
+        digest = self._digests.get(key)
+        if digest is None:
+            if len(self._digests) >= 4096:  # bounded: a flood of random keys cannot grow it
+                self._digests.clear()
+            digest = self._digests[key] = hashlib.sha256(key.encode()).hexdigest()
         if digest not in self.key_hashes:
             return None, error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
         return digest, None
