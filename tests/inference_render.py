@@ -1,30 +1,20 @@
 """Render the inference layer of a fleet spec offline, for tests of cloud topologies.
 
 A spec goes through :func:`fleet.plan.run_plan` with a temporary stack file — the whole program,
-exactly as ``python -m fleet plan`` runs it. While the cloud cluster components a topology needs
-are not importable yet, the inference layer of every cluster is rendered alone under the same
-recording mock monitor (stub platform and router image), so its objects can still be checked.
+exactly as ``python -m fleet plan`` runs it.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
-import json
-import types
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from fleet import plan as fplan
 from fleet.plan import Plan, run_plan
-from fleet.spec import load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
-CLUSTER_MODULES = {"gcp": "components.gke", "aws": "components.eks", "azure": "components.aks",
-                   "local": "components.local"}
-FAKE_DIGEST = "sha256:" + "0" * 64
 
 # Seed 000's topology: NVIDIA H100, AMD MI300X and TPU on three clouds; premium to NVIDIA 90/10,
 # standard to AMD 80/20, both overflowing to TPU. A second TPU model is served through KServe.
@@ -73,56 +63,9 @@ def write_stack(tmp: Path, stack: str, fleet: dict[str, Any], hf_token: bool = T
     return path
 
 
-def _cloud_modules_ready(fleet: dict[str, Any]) -> bool:
-    for cloud in {c["cloud"] for c in fleet["clusters"]}:
-        try:
-            importlib.import_module(CLUSTER_MODULES[cloud])
-        except ModuleNotFoundError:
-            return False
-    return True
-
-
-def render_inference_only(fleet: dict[str, Any], hf_token: bool = True) -> Plan:
-    """Every cluster's InferenceLayer under the plan's recording mocks, nothing else."""
-    spec = load_spec(json.loads(json.dumps(fleet)), "test")
-
-    import pulumi
-    import pulumi_kubernetes as k8s
-    from pulumi.runtime import mocks
-    from pulumi.runtime.stack import run_pulumi_func
-    from pulumi.runtime.sync_await import _sync_await
-
-    from components.inference import InferenceLayer, InferenceLayerArgs
-
-    fplan._reset_runtime()
-    monitor = fplan._recording_monitor()
-    mocks.set_mocks(monitor.mocks, project="inference-fleet", stack="test", preview=False, monitor=monitor)
-    image = types.SimpleNamespace(
-        ref_for=lambda c: pulumi.Output.from_input(f"registry.invalid/{c}/fleet-router@{FAKE_DIGEST}"))
-    platform = types.SimpleNamespace(gateway_class_name="istio")
-
-    def program() -> None:
-        for c in spec.clusters:
-            provider = k8s.Provider(c.name)
-            InferenceLayer(
-                f"{c.name}-inference",
-                InferenceLayerArgs(spec=spec, cluster=c, pools=spec.pools_in(c.name),
-                                   hf_token=pulumi.Output.secret("hf_offline") if hf_token else None,
-                                   platform=platform, namespaces=None, image=image),
-                pulumi.ResourceOptions(provider=provider))
-
-    _sync_await(run_pulumi_func(program))
-    resources = [monitor.records[u] for u in sorted(monitor.records)]
-    plan = Plan(stack="test", project="inference-fleet", spec=spec, resources=resources, outputs={})
-    plan.manifests = fplan._manifests(resources)
-    return plan
-
-
 def render(fleet: dict[str, Any], tmp: Path, stack: str = "test", hf_token: bool = True) -> Plan:
-    """The whole program's plan when every cluster component exists, else the inference layers."""
-    if _cloud_modules_ready(fleet):
-        return run_plan(stack, config_file=write_stack(tmp, stack, fleet, hf_token))
-    return render_inference_only(fleet, hf_token)
+    """The whole program's plan of ``fleet``, as `fleet plan` would make it."""
+    return run_plan(stack, config_file=write_stack(tmp, stack, fleet, hf_token))
 
 
 @functools.lru_cache(maxsize=None)

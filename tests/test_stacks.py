@@ -1,14 +1,12 @@
 """The shipped stacks: each topology plans offline, passes the policy pack, renders schema-valid
 manifests, and is the topology its issue and seeds describe.
 
-Stacks whose cloud cluster components or stack files are not in this checkout yet are skipped
-with the reason, so the suite stays green while they land.
+Every topology plans through the whole program, cluster components included.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 import typing
 from pathlib import Path
@@ -22,20 +20,12 @@ from fleet import catalog, layout
 from fleet.spec import FleetSpec, Topology, load_spec
 
 TOPOLOGIES = list(typing.get_args(Topology))
-CLUSTER_MODULES = {"gcp": "components.gke", "aws": "components.eks", "azure": "components.aks",
-                   "local": "components.local"}
-
-
-PENDING = ROOT / "stacks" / "pending"
-"""Stack files whose cluster components have not landed yet wait here (a ``Pulumi.<stack>.yaml``
-at the root is planned by every test that plans the shipped stacks)."""
 
 
 def _stack_file(stack: str) -> Path:
-    for path in (ROOT / f"Pulumi.{stack}.yaml", PENDING / f"Pulumi.{stack}.yaml"):
-        if path.exists():
-            return path
-    pytest.skip(f"Pulumi.{stack}.yaml is not in this checkout yet")
+    path = ROOT / f"Pulumi.{stack}.yaml"
+    assert path.exists(), f"{path.name} is missing"
+    return path
 
 
 def _raw(stack: str) -> dict:
@@ -47,12 +37,7 @@ def _spec(stack: str) -> FleetSpec:
 
 
 def _plan(stack: str):
-    spec = _spec(stack)
-    missing = sorted({CLUSTER_MODULES[c.cloud] for c in spec.clusters
-                      if importlib.util.find_spec(CLUSTER_MODULES[c.cloud]) is None})
-    if missing:
-        pytest.skip(f"stack {stack}: cluster component(s) {', '.join(missing)} not in this checkout yet")
-    assert (ROOT / f"Pulumi.{stack}.yaml").exists(), f"move {_stack_file(stack)} to the root: it plans now"
+    _stack_file(stack)
     return plan_of(stack)
 
 
@@ -102,8 +87,6 @@ def test_stack_renders_schema_valid_manifests(stack):
 
 @pytest.mark.parametrize("stack", TOPOLOGIES)
 def test_stack_passes_the_policy_pack(stack):
-    if importlib.util.find_spec("fleet.policy_eval") is None:
-        pytest.skip("fleet/policy_eval.py (the offline policy evaluation, issue 9) is not in this checkout yet")
     plan = _plan(stack)
     from fleet import policy_eval
 
@@ -256,14 +239,10 @@ def test_azure_has_nc4as_t4_spot_and_nd_mi300x():
 
 
 def test_multicloud_inference_layers_render_servers_gateways_and_tier_routes():
-    """Through the whole program once the cloud cluster components exist; until then each
-    cluster's inference layer alone (tests/inference_render.py), so the stack's models, pools and
-    tiers are still checked end to end."""
-    from inference_render import inference_objects, render_inference_only
+    """Through the whole program: every cluster gets its servers, Gateway and tier routes."""
+    from inference_render import inference_objects
 
-    raw = _raw("multicloud")
-    ready = all(importlib.util.find_spec(CLUSTER_MODULES[c["cloud"]]) for c in raw["clusters"])
-    plan = _plan("multicloud") if ready else render_inference_only(raw)
+    plan = _plan("multicloud")
     spec = plan.spec
     objs = inference_objects(plan)
     assert set(objs) == {c.name for c in spec.clusters}

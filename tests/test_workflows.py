@@ -159,10 +159,8 @@ def test_preview_logs_in_to_exactly_the_clouds_each_stack_uses():
     doc = _load("preview.yml")
     rows = {r["stack"]: r for r in doc["jobs"]["pulumi-preview"]["strategy"]["matrix"]["include"]}
     for stack, row in rows.items():
-        path = next((p for p in (ROOT / f"Pulumi.{stack}.yaml", ROOT / "stacks" / "pending" / f"Pulumi.{stack}.yaml")
-                     if p.exists()), None)
-        if path is None:
-            continue
+        path = ROOT / f"Pulumi.{stack}.yaml"
+        assert path.exists(), f"the preview matrix names {stack}, which has no {path.name}"
         fleet = yaml.safe_load(path.read_text())["config"]["inference-fleet:fleet"]
         clouds = {c["cloud"] for c in fleet["clusters"]}
         assert {c for c in ("gcp", "aws", "azure") if row[c]} == clouds, stack
