@@ -4,6 +4,7 @@ keep-alive reuse, stale connections, silence and backends dying mid-body."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -42,6 +43,18 @@ def _run(coro):
     return asyncio.run(asyncio.wait_for(coro, 20))
 
 
+@contextlib.asynccontextmanager
+async def _backend(handler, connect_timeout: float = 2.0):
+    """(origin, request/connection counts, a client pool), all closed afterwards."""
+    server, origin, count = await _serve(handler)
+    pool = UpstreamPool(connect_timeout=connect_timeout)
+    try:
+        yield origin, count, pool
+    finally:
+        await pool.close()
+        server.close()
+
+
 def test_length_and_chunked_bodies_and_connection_reuse():
     async def handler(reader, writer, n, head, body):
         assert head.startswith(b"POST /prefix/v1/chat/completions HTTP/1.1\r\n")
@@ -57,9 +70,7 @@ def test_length_and_chunked_bodies_and_connection_reuse():
             writer.write(b"0\r\n\r\n")
 
     async def main():
-        server, origin, count = await _serve(handler)
-        pool = UpstreamPool()
-        try:
+        async with _backend(handler) as (origin, count, pool):
             for i in range(6):
                 r = await pool.request(origin, "/v1/chat/completions", [("X-Test", "yes")], b'{"n": %d}' % i, 5, 10)
                 try:
@@ -69,9 +80,6 @@ def test_length_and_chunked_bodies_and_connection_reuse():
                 assert r.status == 200
                 assert data == (b'{"n": %d}' % i if i % 2 == 0 else b"data: one\n\ndata: two\n\n")
             return count
-        finally:
-            await pool.close()
-            server.close()
 
     count = _run(main())
     assert count == {"requests": 6, "connections": 1}  # one kept-alive connection for all six
@@ -84,18 +92,13 @@ def test_a_stale_keep_alive_connection_is_retried_on_a_fresh_one():
         return False  # closes after answering, without saying `Connection: close`
 
     async def main():
-        server, origin, count = await _serve(handler)
-        pool = UpstreamPool()
-        try:
+        async with _backend(handler) as (origin, count, pool):
             for _ in range(3):
                 r = await pool.request(origin, "/v1/completions", [], b"{}", 5, 10)
                 assert await r.read_all() == b"ok"
                 r.release()
                 await asyncio.sleep(0.05)  # the server's close arrives while the connection is idle
             return count
-        finally:
-            await pool.close()
-            server.close()
 
     assert _run(main())["requests"] == 3
 
@@ -105,56 +108,32 @@ def test_a_silent_backend_times_out_before_the_first_byte():
         await asyncio.sleep(5)
 
     async def main():
-        server, origin, _ = await _serve(handler)
-        pool = UpstreamPool()
-        try:
+        async with _backend(handler) as (origin, count, pool):
             with pytest.raises(UpstreamTimeout):
                 await pool.request(origin, "/v1/completions", [], b"{}", 0.2, 10)
-        finally:
-            await pool.close()
-            server.close()
 
     _run(main())
 
 
-def test_a_head_without_a_body_times_out_on_the_first_read():
+@pytest.mark.parametrize("reply,linger_s,first_byte_s,raised", [
+    # a head, then silence: the first read times out
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 5, 0.2, UpstreamTimeout),
+    # a backend dying mid-body: an error, not a short answer
+    (HEAD_OK + b"Content-Length: 100\r\n\r\n" + b"x" * 10, 0, 5, UpstreamError),
+], ids=["head-then-silence", "dies-mid-body"])
+def test_a_response_failing_after_its_head_raises_on_read(reply, linger_s, first_byte_s, raised):
     async def handler(reader, writer, n, head, body):
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(reply)
         await writer.drain()
-        await asyncio.sleep(5)
-
-    async def main():
-        server, origin, _ = await _serve(handler)
-        pool = UpstreamPool()
-        try:
-            r = await pool.request(origin, "/v1/completions", [], b"{}", 0.2, 10)
-            with pytest.raises(UpstreamTimeout):
-                await r.read()
-            r.release()
-        finally:
-            await pool.close()
-            server.close()
-
-    _run(main())
-
-
-def test_a_backend_dying_mid_body_is_an_error_not_a_short_answer():
-    async def handler(reader, writer, n, head, body):
-        writer.write(HEAD_OK + b"Content-Length: 100\r\n\r\n" + b"x" * 10)
-        await writer.drain()
+        await asyncio.sleep(linger_s)
         return False
 
     async def main():
-        server, origin, _ = await _serve(handler)
-        pool = UpstreamPool()
-        try:
-            r = await pool.request(origin, "/v1/completions", [], b"{}", 5, 10)
-            with pytest.raises(UpstreamError):
+        async with _backend(handler) as (origin, count, pool):
+            r = await pool.request(origin, "/v1/completions", [], b"{}", first_byte_s, 10)
+            with pytest.raises(raised):
                 await r.read_all()
             r.release()
-        finally:
-            await pool.close()
-            server.close()
 
     _run(main())
 
@@ -166,15 +145,10 @@ def test_a_body_ended_by_closing_the_connection_is_complete():
         return False
 
     async def main():
-        server, origin, _ = await _serve(handler)
-        pool = UpstreamPool()
-        try:
+        async with _backend(handler) as (origin, count, pool):
             r = await pool.request(origin, "/v1/completions", [], b"{}", 5, 10)
             assert await r.read_all() == b"all of it"
             r.release()
-        finally:
-            await pool.close()
-            server.close()
 
     _run(main())
 
