@@ -94,6 +94,7 @@ class Decision:
     attempts: tuple[str, ...]  # pool names, in the order to try
     reason: str  # why the first pool (affinity, weight, cost, overflow, ...)
     overflow: bool = False
+    blocks: tuple[str, ...] = ()  # the prompt's prefix blocks, for the caller's cache bookkeeping
 
 
 class NoRoute(Exception):
@@ -239,10 +240,8 @@ def _prefer_other_vendors(first: PoolState, rest: list[PoolState]) -> list[PoolS
 
 
 def route(config: RouterConfig, states: Mapping[str, PoolState], model: str, headers: Mapping[str, str],
-          prompt: str, now: float, rng: random.Random, policy_override: str | None = None,
-          blocks: Sequence[str] | None = None) -> Decision:
-    """Which pools to try for one request, in order. Raises :class:`NoRoute` with the HTTP status.
-    ``blocks`` are the prompt's :func:`prefix_blocks` when the caller has them already."""
+          prompt: str, now: float, rng: random.Random, policy_override: str | None = None) -> Decision:
+    """Which pools to try for one request, in order. Raises :class:`NoRoute` with the HTTP status."""
     serving = [s for s in states.values() if s.serves(model)]
     if not serving:
         raise NoRoute(404, f"The model `{model}` does not exist or is not served by this router.",
@@ -269,14 +268,15 @@ def route(config: RouterConfig, states: Mapping[str, PoolState], model: str, hea
         weights = {s.name: 1.0 for s in primary}
         overflow_used = tier is not None
 
-    if blocks is None:
-        blocks = prefix_blocks(prompt) if policy == "prefix-affinity" else []
+    # Hashed whatever the policy: every request's blocks are remembered where it went, so a tier
+    # or a request switching to prefix-affinity finds the pools' caches already known.
+    blocks = prefix_blocks(prompt)
     slo_s = tier.ttft_slo_ms / 1000 if tier is not None and tier.ttft_slo_ms is not None else None
     ordered, reason = POLICY_ORDER[policy](primary, weights, rng, blocks, (slo_s, now))
     rest = [s for s in live if s not in ordered]
     attempts = _prefer_other_vendors(ordered[0], ordered[1:] + sorted(rest, key=lambda s: (s.load(), s.name)))
     return Decision(tier=tier_name, policy=policy, attempts=tuple(s.name for s in attempts),
-                    reason="overflow" if overflow_used else reason, overflow=overflow_used)
+                    reason="overflow" if overflow_used else reason, overflow=overflow_used, blocks=tuple(blocks))
 
 
 # --- passive health -------------------------------------------------------------------------------

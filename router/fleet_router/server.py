@@ -313,21 +313,21 @@ class Router:
             return error(400, f"Header `x-fleet-policy` must be one of: {', '.join(core.POLICY_ORDER)}.",
                          "invalid_request_error", "invalid_header", "x-fleet-policy")
 
-        blocks = core.prefix_blocks(core.prompt_text(body))
         now = time.monotonic()
         try:
-            decision = core.route(self.config, self.states, model, headers, "", now, self.rng, policy, blocks)
+            decision = core.route(self.config, self.states, model, headers, core.prompt_text(body), now, self.rng,
+                                  policy)
         except core.NoRoute as e:
             return error(e.status, e.message, "invalid_request_error" if e.status < 500 else "server_error", e.code,
                          "model" if e.status == 404 else None)
         self.metrics.overhead.observe(value=time.perf_counter() - started)
         self.in_flight += 1
         try:
-            return await self._proxy(request, raw, body, model, blocks, decision)
+            return await self._proxy(request, raw, body, model, decision)
         finally:
             self.in_flight -= 1
 
-    async def _proxy(self, request, raw: bytes, body: dict, model: str, blocks: list[str],
+    async def _proxy(self, request, raw: bytes, body: dict, model: str,
                      decision: core.Decision) -> web.StreamResponse:
         cfg = self.config
         attempts = decision.attempts[:cfg.failover.max_attempts]
@@ -341,7 +341,7 @@ class Router:
             if i > 0:
                 self.metrics.retries.inc(attempts[i - 1], last_reason)
             try:
-                return await self._attempt(request, raw, body, model, blocks, decision, state, fwd_headers)
+                return await self._attempt(request, raw, body, model, decision, state, fwd_headers)
             except _Retryable as e:
                 last_reason = e.reason
                 if core.record_failure(state, time.monotonic(), cfg.failover.eject_after_failures,
@@ -350,12 +350,13 @@ class Router:
                 log.warning(orjson.dumps({"event": "attempt_failed", "pool": state.name, "reason": e.reason}).decode())
         return error(502, f"No pool could serve the request ({last_reason}).", "server_error", "upstream_failed")
 
-    async def _attempt(self, request, raw, body, model, blocks, decision, state: core.PoolState,
+    async def _attempt(self, request, raw, body, model, decision, state: core.PoolState,
                        fwd_headers) -> web.StreamResponse:
         limits = self.config.limits
         t0 = time.perf_counter()
         # The prompt's uncached blocks queue for prefill here until the first byte; its blocks are
         # remembered now, not at the first byte, so the next turn of a conversation already follows.
+        blocks = decision.blocks
         uncached = len(blocks) - core.cached_blocks(state, blocks)
         state.backlog += uncached
         core.remember_prefix(state, blocks)

@@ -231,8 +231,7 @@ class _Connection(asyncio.Protocol):
         self.response = None
         if self.complete and self.reusable and not self.closed:
             self.resume()
-            self.parser = httptools.HttpResponseParser(self)
-            self.pool._give_back(self)
+            self.pool._give_back(self)  # the parser reads the next response on this connection as is
         else:
             self.close()
 
