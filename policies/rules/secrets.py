@@ -45,7 +45,8 @@ def _router_needs_keys(args, report):
     if not isinstance(config, dict) or not isinstance(config.get("pools"), list):
         return
     clouds = {p.get("cloud") for p in config["pools"] if isinstance(p, dict)}
-    if clouds - {"local", None} and not (config.get("auth") or {}).get("api_key_hashes_file"):
+    auth = config.get("auth") or {}
+    if clouds - {"local", None} and not (auth.get("api_key_hashes_file") or auth.get("api_key_hashes")):
         report(f"the router serves {', '.join(sorted(c for c in clouds if c))} pools without API keys")
 
 
