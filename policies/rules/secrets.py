@@ -44,10 +44,10 @@ def _router_needs_keys(args, report):
         return
     if not isinstance(config, dict) or not isinstance(config.get("pools"), list):
         return
-    clouds = {p.get("cloud") for p in config["pools"] if isinstance(p, dict)}
+    clouds = {p.get("cloud") for p in config["pools"] if isinstance(p, dict)} - {"local", None}
     auth = config.get("auth") or {}
-    if clouds - {"local", None} and not (auth.get("api_key_hashes_file") or auth.get("api_key_hashes")):
-        report(f"the router serves {', '.join(sorted(c for c in clouds if c))} pools without API keys")
+    if clouds and not (auth.get("api_key_hashes_file") or auth.get("api_key_hashes")):
+        report(f"the router serves {', '.join(sorted(map(str, clouds)))} pools without API keys")
 
 
 POLICIES = [
