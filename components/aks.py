@@ -32,6 +32,7 @@ import pulumi_azure_native.containerservice as containerservice
 import pulumi_azure_native.resources as resources
 import pulumi_kubernetes as k8s
 
+from components import clusters
 from components.registry import RegistryAccess
 from components.router_image import REPOSITORY
 from fleet import catalog, naming
@@ -55,11 +56,9 @@ class AksClusterArgs:
 
 
 def node_labels(pool: PoolSpec) -> dict[str, str]:
-    """The catalog's labels (identical on every cloud), the reserved reason when on demand, and
-    the spot label AKS adds itself (declared so Pulumi does not fight it)."""
-    labels = catalog.pool_labels(pool.vendor, pool.accelerator, pool.name)
-    if pool.reserved_reason:
-        labels[f"{catalog.LABEL_PREFIX}/reserved-reason"] = naming.label_value(pool.reserved_reason)
+    """Every cloud's pool labels, plus the spot label AKS adds itself (declared so Pulumi does not
+    fight it)."""
+    labels = clusters.node_labels(pool)
     spot_label = catalog.CLOUD_TRAITS["azure"].spot_label
     if pool.spot and spot_label:
         labels[spot_label[0]] = spot_label[1]

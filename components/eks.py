@@ -35,6 +35,7 @@ import pulumi_aws.eks as eks
 import pulumi_aws.iam as iam
 import pulumi_kubernetes as k8s
 
+from components.clusters import node_labels
 from components.registry import RegistryAccess
 from components.router_image import REPOSITORY
 from fleet import catalog, naming
@@ -101,14 +102,6 @@ users:
       command: aws
       args: [eks, get-token, --cluster-name, {name}, --region, {region}, --output, json]
 """
-
-
-def node_labels(pool: PoolSpec) -> dict[str, str]:
-    """The catalog's labels (identical on every cloud), plus the reserved reason when on demand."""
-    labels = catalog.pool_labels(pool.vendor, pool.accelerator, pool.name)
-    if pool.reserved_reason:
-        labels[f"{catalog.LABEL_PREFIX}/reserved-reason"] = naming.label_value(pool.reserved_reason)
-    return labels
 
 
 def node_template_tags(pool: PoolSpec) -> dict[str, str]:

@@ -36,6 +36,7 @@ import pulumi_gcp.projects as projects
 import pulumi_gcp.serviceaccount as serviceaccount
 import pulumi_kubernetes as k8s
 
+from components.clusters import node_labels
 from components.registry import RegistryAccess
 from fleet import catalog, naming
 from fleet.spec import ClusterSpec, PoolSpec
@@ -82,14 +83,6 @@ users:
       command: gke-gcloud-auth-plugin
       provideClusterInfo: true
 """
-
-
-def node_labels(pool: PoolSpec) -> dict[str, str]:
-    """The catalog's labels (identical on every cloud), plus the reserved reason when on demand."""
-    labels = catalog.pool_labels(pool.vendor, pool.accelerator, pool.name)
-    if pool.reserved_reason:
-        labels[f"{catalog.LABEL_PREFIX}/reserved-reason"] = naming.label_value(pool.reserved_reason)
-    return labels
 
 
 class GkeCluster(pulumi.ComponentResource):
