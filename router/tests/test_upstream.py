@@ -40,7 +40,13 @@ async def _serve(handler):
 
 
 def _run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 20))
+    # Its own loop, never installed as the thread's: asyncio.run would leave the main thread with
+    # no current loop, which breaks a later test in the same worker that plans under Pulumi mocks.
+    loop = asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(asyncio.wait_for(coro, 20))
+    finally:
+        loop.close()
 
 
 @contextlib.asynccontextmanager
