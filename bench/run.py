@@ -424,15 +424,16 @@ def workload(cfg) -> list[list[tuple[str, list[dict]]]]:
 
 def best_hit_rate(convs) -> float:
     """Prefix hits with one infinite cache, requests in the order the bench sends them (turn-major)."""
-    from fleet_router.sim import BLOCK_TOKENS, _prompt, blocks_of, tokens_of
+    from fleet_router.core import prefix_blocks, prompt_text
+    from fleet_router.sim import BLOCK_TOKENS, tokens_of
 
-    seen: set[bytes] = set()
+    seen: set[str] = set()
     hit = total = 0
     for t in range(max(len(c) for c in convs)):
         for c in convs:
             if t < len(c):
-                text = _prompt({"messages": c[t][1]})
-                blocks = blocks_of(text)
+                text = prompt_text({"messages": c[t][1]})
+                blocks = prefix_blocks(text)
                 n = 0
                 for b in blocks:
                     if b not in seen:

@@ -149,11 +149,6 @@ def cached_blocks(state: PoolState, blocks: Sequence[str]) -> int:
     return n
 
 
-def prefix_match(state: PoolState, blocks: Sequence[str]) -> float:
-    """Share of the prompt's blocks this pool has (most likely) cached, counted from the start."""
-    return cached_blocks(state, blocks) / len(blocks) if blocks else 0.0
-
-
 def remember_prefix(state: PoolState, blocks: Iterable[str], capacity: int = PREFIX_BLOCKS_PER_POOL) -> None:
     for b in blocks:
         state.prefixes[b] = None

@@ -29,8 +29,11 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
+# The same blocks and prompt text the router hashes: its cache model and this cache agree.
+from fleet_router.core import PREFIX_BLOCK_CHARS, prefix_blocks, prompt_text
+
 CHARS_PER_TOKEN = 4
-BLOCK_TOKENS = 16
+BLOCK_TOKENS = PREFIX_BLOCK_CHARS // CHARS_PER_TOKEN
 
 
 @dataclass(frozen=True)
@@ -59,15 +62,6 @@ def tokens_of(text: str) -> int:
     return max(1, (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN)
 
 
-def blocks_of(text: str) -> list[bytes]:
-    size = BLOCK_TOKENS * CHARS_PER_TOKEN
-    out, h = [], hashlib.blake2b(digest_size=8)
-    for i in range(0, len(text) - size + 1, size):
-        h.update(text[i:i + size].encode())
-        out.append(h.digest())
-    return out
-
-
 class Sim:
     def __init__(self, profile: str, models: list[str], error_rate: float = 0.0, die_after: int | None = None,
                  delay_ms: float = 0.0, seed: int = 0):
@@ -76,7 +70,7 @@ class Sim:
         self.name, self.profile, self.models = profile, PROFILES[profile], models
         self.error_rate, self.die_after, self.delay = error_rate, die_after, delay_ms / 1000
         self.rng = random.Random(seed)
-        self.cache: OrderedDict[bytes, None] = OrderedDict()
+        self.cache: OrderedDict[str, None] = OrderedDict()
         self.slots = asyncio.Semaphore(self.profile.max_seqs)
         self.running = self.waiting = self.served = 0
         self.prefill_free_at = 0.0  # when the prefill lane finishes the work queued so far
@@ -88,7 +82,7 @@ class Sim:
 
     def lookup_and_insert(self, text: str) -> int:
         """Cached prompt tokens for ``text`` (leading full blocks), then cache all its blocks."""
-        blocks = blocks_of(text)
+        blocks = prefix_blocks(text)
         hit = 0
         for b in blocks:
             if b not in self.cache:
@@ -152,7 +146,7 @@ class Sim:
             return _err(404, f"The model `{model}` does not exist.")
         if self.error_rate and self.rng.random() < self.error_rate:
             return _err(500, "simulated backend failure", 500)
-        text = _prompt(body)
+        text = prompt_text(body)
         prompt_tokens = tokens_of(text)
         if request.path.endswith("/embeddings"):
             return self._embeddings(body, prompt_tokens)
@@ -244,15 +238,6 @@ class Sim:
 
 
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1.0, 2.5)
-
-
-def _prompt(body) -> str:
-    msgs = body.get("messages")
-    if isinstance(msgs, list):
-        return "".join(f"<{m.get('role', '')}>{m.get('content') if isinstance(m.get('content'), str) else ''}"
-                       for m in msgs if isinstance(m, dict))
-    p = body.get("prompt", body.get("input", ""))
-    return "".join(x for x in p if isinstance(x, str)) if isinstance(p, list) else str(p)
 
 
 def _err(status: int, message: str, code=None):
