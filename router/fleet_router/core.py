@@ -211,8 +211,9 @@ def order_cost_aware(pools, weights, rng, blocks, ctx):
     if slo_s is None:
         return ordered, "cost"
     limit = slo_s * COST_SLO_HEADROOM
-    fast = [p for p in ordered if p.recent_ttft(now) <= limit]
-    slow = sorted((p for p in ordered if p.recent_ttft(now) > limit), key=lambda p: p.recent_ttft(now))
+    ttft = {p.name: p.recent_ttft(now) for p in ordered}
+    fast = [p for p in ordered if ttft[p.name] <= limit]
+    slow = sorted((p for p in ordered if ttft[p.name] > limit), key=lambda p: ttft[p.name])
     return [*fast, *slow], "cost" if fast else "cost (every pool over the TTFT target)"
 
 
