@@ -43,6 +43,24 @@ def error(status: int, message: str, type_: str, code: str | None = None, param:
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
 
 
+async def read_body(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The whole body, however the network split it, up to ``limit + 1`` bytes (one more than allowed,
+    so the caller can tell "too large" from "exactly the limit").
+
+    ``StreamReader.read(n)`` returns whatever is buffered *now* (at most ``n`` bytes), not ``n`` bytes:
+    a body that arrives in two TCP segments came back cut at the first one and failed as invalid JSON.
+    Read until EOF (``b""``) or past the limit."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await content.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 class _Retryable(Exception):
     def __init__(self, reason: str):
         super().__init__(reason)
@@ -274,7 +292,7 @@ class Router:
             return error(413, f"Request body is larger than {limit} bytes.", "invalid_request_error",
                          "request_too_large")
         try:
-            raw = await request.content.read(limit + 1)
+            raw = await read_body(request.content, limit)
         except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError):
             return error(400, "Could not read the request body.", "invalid_request_error", "bad_body")
         if len(raw) > limit:
