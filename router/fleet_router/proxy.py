@@ -1,0 +1,139 @@
+"""Proxying a routed request: attempts in the core's order, failover before the first byte,
+streaming pass-through, and accounting (metrics, the core's state hooks)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import orjson
+
+from fleet_router import core, httpio
+from fleet_router.config import RouterConfig
+from fleet_router.metrics import RouterMetrics
+from fleet_router.openai_api import InferenceRequest, error
+from fleet_router.upstream import UpstreamError, UpstreamPool
+
+log = logging.getLogger("fleet_router")
+
+HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host",
+               "content-length", "authorization", "proxy-authorization"}
+FORWARD_SKIP = HOP_HEADERS | {"content-type", "expect"}
+
+
+class _Retryable(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Proxy:
+    def __init__(self, metrics: RouterMetrics, config: RouterConfig, states: dict[str, core.PoolState]):
+        self.metrics = metrics
+        self.upstream: UpstreamPool | None = None
+        self.apply_config(config, states)
+
+    def apply_config(self, config: RouterConfig, states: dict[str, core.PoolState]) -> None:
+        self.config, self.states = config, states
+
+    async def start(self) -> None:
+        self.upstream = UpstreamPool(connect_timeout=self.config.limits.connect_timeout_s)
+
+    async def close(self) -> None:
+        if self.upstream:
+            await self.upstream.close()
+
+    async def forward(self, request: httpio.Request, req: InferenceRequest,
+                      decision: core.Decision) -> httpio.StreamResponse:
+        cfg = self.config
+        attempts = decision.attempts[:cfg.failover.max_attempts]
+        fwd_headers = [(k, v) for k, v in request.headers.items() if k.lower() not in FORWARD_SKIP]
+        fwd_headers.append(("Content-Type", "application/json"))
+        last_reason = "no attempt"
+        for i, pool_name in enumerate(attempts):
+            state = self.states.get(pool_name)
+            if state is None:
+                continue
+            if i > 0:
+                self.metrics.retries.inc(attempts[i - 1], last_reason)
+            try:
+                return await self._attempt(request, req, decision, state, fwd_headers)
+            except _Retryable as e:
+                last_reason = e.reason
+                if core.record_failure(state, time.monotonic(), cfg.failover.eject_after_failures,
+                                       cfg.failover.eject_seconds):
+                    self.metrics.ejections.inc(state.name)
+                log.warning(orjson.dumps({"event": "attempt_failed", "pool": state.name, "reason": e.reason}).decode())
+        return error(502, f"No pool could serve the request ({last_reason}).", "server_error", "upstream_failed")
+
+    async def _attempt(self, request: httpio.Request, req: InferenceRequest, decision: core.Decision,
+                       state: core.PoolState, fwd_headers) -> httpio.StreamResponse:
+        limits = self.config.limits
+        t0 = time.perf_counter()
+        # The prompt's uncached blocks queue for prefill here until the first byte; its blocks are
+        # remembered now, not at the first byte, so the next turn of a conversation already follows.
+        blocks = decision.blocks
+        uncached = len(blocks) - core.cached_blocks(state, blocks)
+        state.backlog += uncached
+        core.remember_prefix(state, blocks)
+        state.in_flight += 1
+        upstream = None
+        try:
+            try:
+                upstream = await self.upstream.request(self.upstream.origin(state.pool.url), req.path,
+                                                       fwd_headers, req.raw, limits.first_byte_timeout_s,
+                                                       limits.request_timeout_s)
+                if upstream.status >= 500:
+                    raise _Retryable(f"http_{upstream.status}")
+                first = await upstream.read()
+                # A whole (non-streaming) answer is read before anything reaches the client, so a
+                # backend failing mid-body is still failed over.
+                whole = None if req.stream else first + await upstream.read_all()
+            except UpstreamError as e:
+                raise _Retryable(type(e).__name__) from None
+            ttft = time.perf_counter() - t0
+            state.backlog -= uncached
+            uncached = 0
+            core.record_success(state)
+            core.record_ttft(state, ttft, time.monotonic())
+            headers = {k: v for k, v in upstream.headers if k.lower() not in HOP_HEADERS}
+            headers["x-fleet-pool"] = state.name
+            headers["x-fleet-vendor"] = state.pool.vendor
+            headers["x-fleet-tier"] = decision.tier
+            if whole is not None:
+                self._account(decision, state, req.model, ttft, whole, upstream.status)
+                return httpio.Response(status=upstream.status, body=whole, headers=headers)
+            # From here bytes reach the client: never retried again.
+            resp = httpio.StreamResponse(status=upstream.status, headers=headers)
+            await resp.prepare(request)
+            chunk = first
+            while chunk:
+                await resp.write(chunk)
+                chunk = await upstream.read()  # a backend dying mid-stream aborts the client's stream
+            await resp.write_eof()
+            self._account(decision, state, req.model, ttft, None, upstream.status)
+            return resp
+        finally:
+            if upstream is not None:
+                upstream.release()
+            state.in_flight -= 1
+            state.backlog -= uncached
+
+    def _account(self, decision: core.Decision, state: core.PoolState, model: str, ttft: float,
+                 whole: bytes | None, status: int) -> None:
+        m, p = self.metrics, state.pool
+        m.decisions.inc(decision.tier, p.name, p.vendor, decision.policy, decision.reason.split(" ")[0])
+        m.ttft.observe(p.name, value=ttft)
+        tier = next((t for t in self.config.tiers if t.name == decision.tier), None)
+        if tier is not None and tier.ttft_slo_ms is not None and status < 400:
+            (m.sla_ok if ttft * 1000 <= tier.ttft_slo_ms else m.sla_bad).inc(tier.name, p.name, p.name, p.vendor)
+        tokens = 0
+        if whole:
+            try:
+                tokens = int(orjson.loads(whole).get("usage", {}).get("completion_tokens") or 0)
+            except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+                tokens = 0
+        if tokens:
+            m.tokens.inc(p.name, p.vendor, amount=tokens)
+            pair, saved = core.cost_savings(self.states, model, p.name, tokens)
+            m.cost_savings.inc(pair, amount=saved)
