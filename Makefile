@@ -27,6 +27,7 @@ $(CHECKOV_STAMP): requirements-checkov.lock
 	touch $@
 
 test: setup $(CHECKOV_STAMP)
+	PYTHONPATH=. $(VENV)/bin/lint-imports --no-cache  # the layers README draws (pyproject.toml)
 	$(PY) -m pytest -q -n 2
 
 # The router image, built locally with whichever of docker, podman or buildah is installed and

@@ -3,6 +3,6 @@
 `pulumi up` runs this file; so does the offline plan (`python -m fleet plan`), under mocks.
 """
 
-from fleet import program
+import program
 
 program.main()

@@ -1,33 +1,9 @@
-"""Which component builds a cluster of each cloud: data, not an if-chain."""
+"""What every cloud's cluster component shares: the labels of accelerator pool nodes."""
 
 from __future__ import annotations
 
-import importlib
-
-import pulumi
-
 from fleet import catalog, naming
-from fleet.spec import ClusterSpec, PoolSpec
-
-# cloud -> (module, component class, args class). Imported lazily: a dev plan never pays for
-# importing the AWS, GCP or Azure SDKs.
-CLUSTER_COMPONENTS = {
-    "local": ("components.local", "LocalCluster", "LocalClusterArgs"),
-    "gcp": ("components.gke", "GkeCluster", "GkeClusterArgs"),
-    "aws": ("components.eks", "EksCluster", "EksClusterArgs"),
-    "azure": ("components.aks", "AksCluster", "AksClusterArgs"),
-}
-
-
-def create_cluster(cluster: ClusterSpec, pools: list[PoolSpec],
-                   opts: pulumi.ResourceOptions | None = None) -> pulumi.ComponentResource:
-    """The cluster component for ``cluster.cloud``.
-
-    Every one exposes ``spec``, ``cloud``, ``provider`` (a Kubernetes provider built from its
-    kubeconfig), ``kubeconfig`` (secret), ``registry`` (or None) and ``pools``."""
-    module, cls, args_cls = CLUSTER_COMPONENTS[cluster.cloud]
-    mod = importlib.import_module(module)
-    return getattr(mod, cls)(cluster.name, getattr(mod, args_cls)(cluster=cluster, pools=pools), opts)
+from fleet.spec import PoolSpec
 
 
 def node_labels(pool: PoolSpec) -> dict[str, str]:

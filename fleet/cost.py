@@ -229,15 +229,6 @@ def stack_cost(spec: FleetSpec, stack: str) -> StackCost:
     )
 
 
-def cost_of_stack(stack: str, config_file: str | None = None) -> StackCost:
-    """Read ``Pulumi.<stack>.yaml`` (or ``config_file``), validate it, and price it."""
-    from fleet.plan import read_stack_config
-    from fleet.spec import load_spec
-
-    cfg = read_stack_config(stack, config_file)
-    return stack_cost(load_spec(cfg.fleet_raw(), cfg.source), stack)
-
-
 # --- rendering ------------------------------------------------------------------------------------
 
 def usd(x: float | None, signed: bool = False) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pulumi
 
-from components.clusters import create_cluster
+from components.clouds import create_cluster
 from components.inference import InferenceLayer, InferenceLayerArgs
 from components.monitoring import Monitoring, MonitoringArgs
 from components.namespaces import Namespaces, NamespacesArgs
@@ -20,8 +20,8 @@ from components.network_policies import NetworkPolicies, NetworkPoliciesArgs
 from components.platform import Platform, PlatformArgs
 from components.router import Router, RouterArgs
 from components.router_image import RouterImage, RouterImageArgs
-from fleet.program import FleetSecrets
 from fleet.spec import ClusterSpec, FleetSpec
+from stacks.secrets import FleetSecrets
 
 
 @dataclass

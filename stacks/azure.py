@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleet.program import FleetSecrets
 from fleet.spec import FleetSpec
 from stacks._compose import build_fleet
+from stacks.secrets import FleetSecrets
 
 
 def build(spec: FleetSpec, secrets: FleetSecrets) -> dict[str, Any]:

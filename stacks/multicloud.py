@@ -16,12 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import pulumi
-
-from fleet import program
-from fleet.program import FleetSecrets
-from fleet.spec import FleetSpec, SpecError
+from fleet.spec import FleetSpec
 from stacks._compose import build_fleet
+from stacks.secrets import FleetSecrets
 
 
 def problems(spec: FleetSpec) -> list[tuple[str, str]]:
@@ -38,8 +35,4 @@ def problems(spec: FleetSpec) -> list[tuple[str, str]]:
 
 
 def build(spec: FleetSpec, secrets: FleetSecrets) -> dict[str, Any]:
-    found = problems(spec)
-    if found:
-        source = program.PLAN_SOURCE or f"Pulumi.{pulumi.get_stack()}.yaml"
-        raise pulumi.RunError(str(SpecError(source, found)))
     return build_fleet(spec, secrets)

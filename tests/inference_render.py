@@ -1,6 +1,6 @@
 """Render the inference layer of a fleet spec offline, for tests of cloud topologies.
 
-A spec goes through :func:`fleet.plan.run_plan` with a temporary stack file — the whole program,
+A spec goes through :func:`fleetctl.plan.run_plan` with a temporary stack file — the whole program,
 exactly as ``python -m fleet plan`` runs it.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from fleet.plan import Plan, run_plan
+from fleetctl.plan import Plan, run_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from fleet import catalog, cli
+from fleet import catalog
+from fleetctl import cli
 from fleet.cost import blend, render_markdown, stack_cost
 from fleet.spec import load_spec
 
@@ -170,7 +171,7 @@ def test_bad_stack_file_is_bad_input(tmp_path, capsys):
 
 @pytest.mark.parametrize("stack", sorted(p.name.split(".")[1] for p in ROOT.glob("Pulumi.*.yaml")))
 def test_every_shipped_stack_is_priced(stack):
-    from fleet.cost import cost_of_stack
+    from fleetctl.cost import cost_of_stack
 
     report = cost_of_stack(stack)
     assert {p.pool for p in report.pools if p.kind == "accelerator"} == {

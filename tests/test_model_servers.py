@@ -11,7 +11,7 @@ import pytest
 
 from conftest import plan_of
 from fleet import catalog, layout
-from fleet.plan import run_plan
+from fleetctl.plan import run_plan
 from fleet.spec import SpecError
 from inference_render import MULTICLOUD_SPEC, inference_objects, seed_plan, render, write_stack
 

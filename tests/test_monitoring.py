@@ -21,7 +21,7 @@ import yaml
 
 from conftest import ROOT, SHIPPED_STACKS, plan_of
 from fleet import layout
-from fleet.plan import run_plan
+from fleetctl.plan import run_plan
 
 import schemas
 from components import alerts

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fleet.plan import ROOT, SECRET, read_stack_config, run_plan, write_plan
+from fleetctl.plan import ROOT, SECRET, read_stack_config, run_plan, write_plan
 
 from conftest import plan_of
 
@@ -101,7 +101,7 @@ def test_under_pulumi_up_a_bad_spec_is_a_run_error_not_a_traceback():
     import pulumi
     from pulumi.runtime import config as pulumi_config
 
-    from fleet import program
+    import program
 
     bad = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]["inference-fleet:fleet"]
     bad["tiers"][0]["backends"][0]["weight"] = 1
@@ -126,3 +126,14 @@ def test_every_kubernetes_object_names_itself_and_uses_a_cluster_provider():
     for path, obj in plan.manifests.items():
         assert obj["metadata"].get("name"), path
         assert not path.startswith("default/"), f"{path} uses the ambient default provider"
+
+
+def test_every_topology_the_spec_accepts_has_a_row_in_the_stacks_table():
+    # A topology the spec accepts but `stacks.TOPOLOGIES` lacks would pass validation and then fail
+    # `pulumi up` with a KeyError; one the table has but the spec refuses could never be selected.
+    import typing
+
+    from fleet.spec import Topology
+    from stacks import TOPOLOGIES
+
+    assert set(typing.get_args(Topology)) == set(TOPOLOGIES)

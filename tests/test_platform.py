@@ -112,7 +112,7 @@ def test_vendor_operators_follow_the_pools_and_the_cloud(cloud, vendors, expecte
 def test_disabled_parts_are_not_installed(tmp_path):
     import yaml
 
-    from fleet.plan import ROOT, run_plan
+    from fleetctl.plan import ROOT, run_plan
 
     doc = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
     doc["config"]["inference-fleet:fleet"]["platform"] = {"kserve": False, "keda": False}

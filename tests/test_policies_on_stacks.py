@@ -10,8 +10,8 @@ import sys
 import pytest
 import yaml
 
-from fleet import policy_eval
-from fleet.plan import ROOT, run_plan
+from fleetctl import policy_eval
+from fleetctl.plan import ROOT, run_plan
 
 from conftest import SHIPPED_STACKS, plan_of
 

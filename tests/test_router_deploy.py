@@ -16,8 +16,9 @@ import pytest
 import yaml
 
 from conftest import ROOT, SHIPPED_STACKS, plan_of
-from fleet import layout, mockdata
-from fleet.plan import run_plan, write_plan
+from fleet import layout
+from fleetctl import mockdata
+from fleetctl.plan import run_plan, write_plan
 
 import schemas
 
@@ -80,7 +81,7 @@ import pulumi
 from pulumi.runtime import mocks
 from pulumi.runtime.stack import wait_for_rpcs
 from pulumi.runtime.sync_await import _sync_await
-from fleet.plan import FleetMocks
+from fleetctl.plan import FleetMocks
 
 class Mocks(FleetMocks, mocks.Mocks):
     pass

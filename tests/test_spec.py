@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from fleet.plan import ROOT, read_stack_config
+from fleetctl.plan import ROOT, read_stack_config
 from fleet.spec import SpecError, load_spec
 
 from conftest import SHIPPED_STACKS

@@ -88,7 +88,7 @@ def test_stack_renders_schema_valid_manifests(stack):
 @pytest.mark.parametrize("stack", TOPOLOGIES)
 def test_stack_passes_the_policy_pack(stack):
     plan = _plan(stack)
-    from fleet import policy_eval
+    from fleetctl import policy_eval
 
     mandatory = [v for v in _violations(policy_eval, plan) if str(_get(v, "level", "enforcement")) == "mandatory"]
     assert mandatory == []
@@ -108,7 +108,7 @@ def _violations(policy_eval, plan):
         if hasattr(policy_eval, fn):
             result = getattr(policy_eval, fn)(plan)
             return list(_get(result, "violations") or result) if not isinstance(result, list) else result
-    pytest.fail("fleet.policy_eval has no evaluate_plan/evaluate/run entry point")
+    pytest.fail("fleetctl.policy_eval has no evaluate_plan/evaluate/run entry point")
 
 
 # --- dev ----------------------------------------------------------------------------------------------
@@ -187,7 +187,7 @@ def test_multicloud_router_reaches_every_pool_through_its_clusters_gateway():
 
 
 def test_multicloud_stays_within_its_budget_at_max_scale():
-    from fleet.cost import cost_of_stack
+    from fleetctl.cost import cost_of_stack
 
     spec = _spec("multicloud")
     report = cost_of_stack("multicloud", str(_stack_file("multicloud")))

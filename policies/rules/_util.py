@@ -1,7 +1,7 @@
 """What every rule needs: walking Kubernetes workloads and cloud node pools in recorded props.
 
 Props are the resource inputs with the wire (camelCase) names Pulumi records, the same in a real
-``pulumi preview --policy-pack`` and in the offline plan (``fleet/policy_eval.py``).
+``pulumi preview --policy-pack`` and in the offline plan (``fleetctl/policy_eval.py``).
 """
 
 from __future__ import annotations

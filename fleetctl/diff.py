@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from fleet import cost as fcost
+from fleetctl.cost import cost_of_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "[secret]"
@@ -140,7 +141,7 @@ def extract(repo: Path, ref: str, dest: Path) -> str:
 
 def _plan_tree(tree: Path, stack: str, out: Path, label: str) -> Side:
     side = Side(label=label, tree=tree, plan=None)
-    side.policy_available = (tree / "fleet" / "policy_eval.py").exists()
+    side.policy_available = any((tree / d / "policy_eval.py").exists() for d in ("fleetctl", "fleet"))  # new, old layout
     if not (tree / f"Pulumi.{stack}.yaml").exists():
         side.notes.append(f"stack `{stack}` does not exist at {label}")
         return side
@@ -171,7 +172,7 @@ def _cost_of(tree: Path, stack: str) -> dict[str, Any] | None:
         if proc.returncode == 0:
             return json.loads(proc.stdout)
     try:
-        return fcost.cost_of_stack(stack, str(tree / f"Pulumi.{stack}.yaml")).to_dict()
+        return cost_of_stack(stack, str(tree / f"Pulumi.{stack}.yaml")).to_dict()
     except Exception:  # noqa: BLE001 - an old stack file the current spec cannot read: no cost
         return None
 
@@ -408,7 +409,7 @@ def _violations(policy: Any) -> list[dict[str, Any]]:
 
 def _policy_summary(base: Side, head: Side) -> dict[str, Any]:
     if not head.policy_available:
-        return {"evaluated": False, "reason": "this tree has no offline policy evaluation (fleet/policy_eval.py)"}
+        return {"evaluated": False, "reason": "this tree has no offline policy evaluation (fleetctl/policy_eval.py)"}
     if head.policy is None:
         return {"evaluated": False, "reason": "the plan wrote no policy.json"}
     now = _violations(head.policy)

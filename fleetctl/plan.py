@@ -26,7 +26,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from fleet import mockdata
+from fleetctl import mockdata
 from fleet.spec import FleetSpec, SpecError, load_spec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -256,7 +256,7 @@ def run_plan(stack: str, config_file: str | Path | None = None) -> Plan:
     mocks.set_mocks(monitor.mocks, project=cfg.project, stack=stack, preview=False, monitor=monitor)
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from fleet import program
+    import program
 
     program.PLAN_SOURCE = cfg.source
     _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")))

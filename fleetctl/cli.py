@@ -15,13 +15,13 @@ EXIT_OK, EXIT_POLICY, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from fleet.plan import ROOT, run_plan, summary, write_plan
+    from fleetctl.plan import ROOT, run_plan, summary, write_plan
 
     plan = run_plan(args.stack, args.config_file)
     out = Path(args.out) if args.out else ROOT / "build" / "plan" / args.stack
     write_plan(plan, out)
     print(summary(plan))
-    from fleet import policy_eval
+    from fleetctl import policy_eval
 
     violations = policy_eval.evaluate(plan)
     policy_eval.write_reports(violations, out, plan.stack)
@@ -36,7 +36,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_cost(args: argparse.Namespace) -> int:
-    from fleet.cost import cost_of_stack, render_markdown
+    from fleet.cost import render_markdown
+    from fleetctl.cost import cost_of_stack
 
     report = cost_of_stack(args.stack, args.config_file)
     print(report.to_json() if args.json else render_markdown(report), end="")
@@ -44,7 +45,7 @@ def _cmd_cost(args: argparse.Namespace) -> int:
 
 
 def _cmd_diff(args: argparse.Namespace) -> int:
-    from fleet.diff import DiffError, diff_stack, render_error, render_markdown
+    from fleetctl.diff import DiffError, diff_stack, render_error, render_markdown
 
     try:
         result = diff_stack(args.stack, args.base, repo=Path(args.repo) if args.repo else None)
@@ -61,8 +62,8 @@ def _cmd_diff(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from fleet.demo import run_demo
-    from fleet.plan import read_stack_config
+    from fleetctl.demo import run_demo
+    from fleetctl.plan import read_stack_config
     from fleet.spec import load_spec
 
     cfg = read_stack_config(args.stack, args.config_file)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fleet.plan import Plan
+from fleetctl.plan import Plan
 
 MANDATORY, ADVISORY = "mandatory", "advisory"
 

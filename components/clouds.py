@@ -1,0 +1,51 @@
+"""Which component builds a cluster of each cloud: one row per cloud, data rather than an if-chain.
+
+Each row imports its module when called, so a dev plan never pays for importing the AWS, GCP or
+Azure SDKs (pulumi-azure-native alone takes seconds). The imports are plain ``import`` statements,
+visible to the import contracts; no ``importlib``."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import pulumi
+
+from fleet.spec import ClusterSpec, PoolSpec
+
+ClusterFactory = Callable[[ClusterSpec, list[PoolSpec], pulumi.ResourceOptions | None], pulumi.ComponentResource]
+
+
+def _local(cluster: ClusterSpec, pools: list[PoolSpec], opts: pulumi.ResourceOptions | None):
+    from components.local import LocalCluster, LocalClusterArgs
+
+    return LocalCluster(cluster.name, LocalClusterArgs(cluster=cluster, pools=pools), opts)
+
+
+def _gke(cluster: ClusterSpec, pools: list[PoolSpec], opts: pulumi.ResourceOptions | None):
+    from components.gke import GkeCluster, GkeClusterArgs
+
+    return GkeCluster(cluster.name, GkeClusterArgs(cluster=cluster, pools=pools), opts)
+
+
+def _eks(cluster: ClusterSpec, pools: list[PoolSpec], opts: pulumi.ResourceOptions | None):
+    from components.eks import EksCluster, EksClusterArgs
+
+    return EksCluster(cluster.name, EksClusterArgs(cluster=cluster, pools=pools), opts)
+
+
+def _aks(cluster: ClusterSpec, pools: list[PoolSpec], opts: pulumi.ResourceOptions | None):
+    from components.aks import AksCluster, AksClusterArgs
+
+    return AksCluster(cluster.name, AksClusterArgs(cluster=cluster, pools=pools), opts)
+
+
+CLUSTER_COMPONENTS: dict[str, ClusterFactory] = {"local": _local, "gcp": _gke, "aws": _eks, "azure": _aks}
+
+
+def create_cluster(cluster: ClusterSpec, pools: list[PoolSpec],
+                   opts: pulumi.ResourceOptions | None = None) -> pulumi.ComponentResource:
+    """The cluster component for ``cluster.cloud``.
+
+    Every one exposes ``spec``, ``cloud``, ``provider`` (a Kubernetes provider built from its
+    kubeconfig), ``kubeconfig`` (secret), ``registry`` (or None) and ``pools``."""
+    return CLUSTER_COMPONENTS[cluster.cloud](cluster, pools, opts)
