@@ -32,8 +32,17 @@ def _values(key: str, spec: FleetSpec) -> dict[str, Any]:
         # Seed 003: istiod with the inference extension; sidecars only where a namespace asks.
         "istiod": {"pilot": {"env": {"ENABLE_GATEWAY_API_INFERENCE_EXTENSION": "true"}},
                    "sidecarInjectorWebhook": {"enableNamespacesByDefault": False}},
-        "kserve-llmisvc": {"kserve": {"llmisvc": {"controller": {"gateway": {
-            "name": layout.GATEWAY_NAME, "namespace": layout.NS_GATEWAY}}}}},
+        # kserve-llmisvc-resources v0.19.0 (values.yaml, templates/llmisvc/resources.yaml): with
+        # `kserve.llmisvc.createGIECRDs` true (its default) the release renders the Inference
+        # Extension CRDs, which the inference-extension bundle already owns; Helm would refuse to
+        # adopt them. The LLMInferenceService controller's Gateway is the ingress config's
+        # `kserveIngressGateway` ("<namespace>/<name>", files/common/configmap-patch.yaml, read by
+        # the llmisvc controller's NewConfig); the chart has no `kserve.llmisvc.controller.gateway`.
+        "kserve-llmisvc": {"kserve": {
+            "llmisvc": {"createGIECRDs": False},
+            "controller": {"gateway": {"ingressGateway": {
+                "kserveGateway": f"{layout.NS_GATEWAY}/{layout.GATEWAY_NAME}"}}},
+        }},
         "keda": {"prometheus": {"operator": {"enabled": spec.platform.monitoring}}},
         # The Grafana sidecar loads dashboards from ConfigMaps labelled grafana_dashboard=1
         # (components/monitoring.py); monitors are selected across namespaces.

@@ -11,6 +11,7 @@ from components import platform_versions as pins
 from components.platform import vendor_charts
 
 from conftest import plan_of
+from fleet import layout
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
 BUNDLE = "kubernetes:yaml/v2:ConfigFile"
@@ -121,3 +122,27 @@ def test_disabled_parts_are_not_installed(tmp_path):
     keys = set(_by_key(run_plan("lean", path)))
     assert "keda" not in keys and not any(k.startswith("kserve") for k in keys)
     assert {"cert-manager", "istiod", "kube-prometheus-stack"} <= keys
+
+
+def test_kserve_leaves_the_inference_extension_crds_to_the_bundle_and_points_at_our_gateway():
+    # kserve-llmisvc-resources v0.19.0 (kserve/kserve charts/kserve-llmisvc-resources, values.yaml):
+    # `kserve.llmisvc.createGIECRDs` defaults to true and templates/llmisvc/resources.yaml then renders
+    # the InferencePool/InferenceObjective/InferencePoolImport/InferenceModelRewrite CRDs that the
+    # GAIE v1.5.0 bundle (manifests.yaml) has already applied: Helm refuses to take them over.
+    # The controller's gateway is `kserve.controller.gateway.ingressGateway.kserveGateway`
+    # ("<ns>/<name>", files/common/configmap-patch.yaml -> ingress.kserveIngressGateway, which the
+    # llmisvc controller's NewConfig splits into IngressGatewayNamespace/Name); values.yaml has no
+    # `kserve.llmisvc.controller.gateway`.
+    for stack in ("dev", "multicloud"):
+        plan = plan_of(stack)
+        releases = [r for r in plan.resources if r["type"] == RELEASE and r["name"].endswith("-platform-kserve-llmisvc")]
+        assert releases
+        for r in releases:
+            cluster = r["name"].split("-platform-")[0]
+            assert any(b["type"] == BUNDLE and b["name"] == f"{cluster}-platform-inference-extension-crds"
+                       for b in plan.resources), "the Inference Extension CRDs come from the bundle"
+            values = r["inputs"]["values"]["kserve"]
+            assert values["llmisvc"]["createGIECRDs"] is False, r["name"]
+            assert "gateway" not in values["llmisvc"].get("controller", {}), r["name"]
+            assert values["controller"]["gateway"]["ingressGateway"]["kserveGateway"] == \
+                f"{layout.NS_GATEWAY}/{layout.GATEWAY_NAME}"
