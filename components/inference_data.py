@@ -166,12 +166,17 @@ def epp_config() -> dict:
     }
 
 
-# What the EPP reads, and nothing else (tests/test_inference_epp.py holds it to this).
+# What the EPP reads, and nothing else (tests/test_inference_epp.py holds it to this). GAIE v1.5.0
+# (pkg/epp/server/controller_config.go, runserver.go): the picker discovers which x-k8s.io kinds the
+# API server serves and watches InferenceObjectives and InferenceModelRewrites when their CRDs exist;
+# the v1.5.0 bundle (config/crd) installs both, and the upstream chart's Role (config/charts/epplib
+# templates/_rbac.yaml, "-non-sa") grants exactly these reads. A watch it may not list never syncs.
 EPP_RBAC_RULES: tuple[Mapping, ...] = (
     MappingProxyType({"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}),
     MappingProxyType({"apiGroups": ["inference.networking.k8s.io"], "resources": ["inferencepools"],
                       "verbs": ["get", "list", "watch"]}),
-    MappingProxyType({"apiGroups": ["inference.networking.x-k8s.io"], "resources": ["inferenceobjectives"],
+    MappingProxyType({"apiGroups": ["inference.networking.x-k8s.io"],
+                      "resources": ["inferenceobjectives", "inferencemodelrewrites"],
                       "verbs": ["get", "list", "watch"]}),
 )
 

@@ -12,9 +12,12 @@ from fleet import layout
 from inference_render import inference_objects, seed_plan
 
 READ = {"get", "list", "watch"}
-# What the endpoint picker reads: the pods it picks from, its InferencePool, InferenceObjectives.
+# What the endpoint picker reads: the pods it picks from, its InferencePool, InferenceObjectives and
+# InferenceModelRewrites (GAIE v1.5.0 pkg/epp/server/controller_config.go: watched whenever the API
+# server serves the kind; the v1.5.0 bundle's config/crd installs both CRDs).
 ALLOWED = {("", "pods"), ("inference.networking.k8s.io", "inferencepools"),
-           ("inference.networking.x-k8s.io", "inferenceobjectives")}
+           ("inference.networking.x-k8s.io", "inferenceobjectives"),
+           ("inference.networking.x-k8s.io", "inferencemodelrewrites")}
 
 
 def _plans():
@@ -106,7 +109,8 @@ def test_epp_rbac_grants_only_reads_of_what_it_reads_in_its_namespace():
         for role in roles:
             assert rbac_problems(role) == []
             granted = {(g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
-            assert {("", "pods"), ("inference.networking.k8s.io", "inferencepools")} <= granted
+            # Everything the picker watches, or its informers never sync and it never becomes ready.
+            assert ALLOWED <= granted, sorted(ALLOWED - granted)
         for binding in (o for o in objs if o["kind"] == "RoleBinding"):
             assert binding["roleRef"]["kind"] == "Role"
             [subject] = binding["subjects"]
