@@ -82,7 +82,8 @@ class InferenceLayer(pulumi.ComponentResource):
         self.model_servers: dict[tuple[str, str], ModelServer] = {}
         self.inference_pools: dict[str, InferencePool] = {}
         for pool in served:
-            ipool = InferencePool(f"{name}-{pool.name}", InferencePoolArgs(pool=pool, drain_s=drain_s),
+            ipool = InferencePool(f"{name}-{pool.name}",
+                                  InferencePoolArgs(pool=pool, drain_s=drain_s, istio=spec.platform.istio),
                                   pulumi.ResourceOptions(parent=self))
             self.inference_pools[pool.name] = ipool
             for model in spec.models_on(pool.name):

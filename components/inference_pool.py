@@ -4,7 +4,7 @@ The pool selects every model server on the accelerator pool (``llm-d.ai/inferenc
 and the pool label), so one pool and one picker serve several models (seed 001 pattern 2). The
 picker runs the Gateway API Inference Extension's scheduler — prefix-cache, queue and KV-cache
 scorers, weights as data in :mod:`components.inference_data` — with a ServiceAccount that can only
-read pods, InferencePools and InferenceObjectives in the inference namespace, and nothing else.
+read pods, InferencePools, InferenceObjectives and InferenceModelRewrites in the inference namespace, and nothing else.
 The failure mode is explicit (FailClose: see ``EPP_FAILURE_MODE``).
 
 Caveat, as of GIE v1.5: the reference picker assumes one base model per pool (it filters by LoRA
@@ -64,6 +64,8 @@ class InferencePoolArgs:
     pool: PoolSpec
     drain_s: int = data.drain_seconds(300.0)
     """Termination grace, as long as the model servers' (upstream: mirror the pool's longest)."""
+    istio: bool = True
+    """Whether Istio is the gateway (then a DestinationRule tells it the picker speaks TLS)."""
 
 
 class InferencePool(pulumi.ComponentResource):
@@ -158,13 +160,31 @@ class InferencePool(pulumi.ComponentResource):
                 "type": "ClusterIP",
                 "selector": epp_selector,
                 "ports": [
-                    {"name": "grpc", "port": layout.EPP_EXTPROC_PORT, "targetPort": "grpc",
-                     "protocol": "TCP", "appProtocol": "http2"},
+                    # No appProtocol: `http2` would declare cleartext HTTP/2 (h2c), but the picker
+                    # serves TLS (see the DestinationRule below); Istio reads gRPC from the port name.
+                    {"name": "grpc", "port": layout.EPP_EXTPROC_PORT, "targetPort": "grpc", "protocol": "TCP"},
                     {"name": "metrics", "port": layout.EPP_METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"},
                 ],
             },
             opts=child,
         )
+        # GAIE v1.5.0 pkg/epp/server/options.go: `--secure-serving` defaults to true, and without
+        # `--cert-path` the picker serves its ext-proc gRPC with a self-signed certificate
+        # (runserver.go). The gateway must originate TLS and cannot verify it: upstream's chart does
+        # exactly this for Istio (config/charts/inferencepool templates/istio.yaml, v1.5.0:
+        # DestinationRule tls.mode SIMPLE, insecureSkipVerify). networking.istio.io/v1 is served by
+        # the Istio 1.28.5 base chart's CRD.
+        self.destination_rule = None
+        if args.istio:
+            self.destination_rule = k8s.apiextensions.CustomResource(
+                f"{name}-epp-destinationrule",
+                api_version="networking.istio.io/v1",
+                kind="DestinationRule",
+                metadata=meta(epp),
+                spec={"host": f"{epp}.{ns}.svc.cluster.local",
+                      "trafficPolicy": {"tls": {"mode": "SIMPLE", "insecureSkipVerify": True}}},
+                opts=child,
+            )
         self.inference_pool = k8s.apiextensions.CustomResource(
             f"{name}-pool",
             api_version="inference.networking.k8s.io/v1",

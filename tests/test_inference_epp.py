@@ -118,6 +118,29 @@ def test_epp_rbac_grants_only_reads_of_what_it_reads_in_its_namespace():
                                "namespace": layout.NS_INFERENCE}
 
 
+def test_the_gateway_speaks_tls_to_the_picker_it_cannot_verify():
+    # GAIE v1.5.0 pkg/epp/server/options.go: `--secure-serving` defaults to true; with no
+    # `--cert-path` runserver.go serves ext-proc with a self-signed certificate. Upstream's chart
+    # (config/charts/inferencepool v1.5.0, templates/istio.yaml) therefore gives Istio a
+    # DestinationRule for the picker's Service: tls.mode SIMPLE with insecureSkipVerify. Without it
+    # istio's gateway speaks cleartext gRPC to a TLS port and every request fails closed.
+    for plan in _plans():
+        for cluster, objs in inference_objects(plan).items():
+            rules = {o["spec"]["host"]: o for o in objs if o["kind"] == "DestinationRule"}
+            services = _by_name(o for o in objs if o["kind"] == "Service")
+            for pool in (o for o in objs if o["kind"] == "InferencePool"):
+                epp = pool["spec"]["endpointPickerRef"]["name"]
+                assert "--secure-serving=false" not in _by_name(
+                    o for o in objs if o["kind"] == "Deployment")[epp]["spec"]["template"]["spec"]["containers"][0]["args"]
+                host = f"{epp}.{layout.NS_INFERENCE}.svc.cluster.local"
+                assert host in rules, f"{cluster}: no DestinationRule for {host}"
+                assert rules[host]["spec"]["trafficPolicy"]["tls"]["mode"] == "SIMPLE"
+                assert rules[host]["metadata"]["namespace"] == layout.NS_INFERENCE
+                [grpc] = [p for p in services[epp]["spec"]["ports"] if p["port"] == layout.EPP_EXTPROC_PORT]
+                # appProtocol http2 / kubernetes.io/h2c declare cleartext HTTP/2
+                assert grpc.get("appProtocol") not in ("http2", "kubernetes.io/h2c"), grpc
+
+
 def test_rbac_check_flags_a_role_that_could_read_secrets_or_write_pods():
     role = {"metadata": {"namespace": layout.NS_INFERENCE}, "rules": [
         {"apiGroups": [""], "resources": ["pods", "secrets"], "verbs": ["get", "list", "watch", "delete"]}]}
