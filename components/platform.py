@@ -30,8 +30,12 @@ def _values(key: str, spec: FleetSpec) -> dict[str, Any]:
     return {
         "cert-manager": {"crds": {"enabled": True}, "prometheus": {"enabled": spec.platform.monitoring}},
         # Seed 003: istiod with the inference extension; sidecars only where a namespace asks.
+        # Gateway pods run in the `restricted` namespace NS_GATEWAY (components/namespaces.py). istiod
+        # 1.28.5 files/kube-gateway.yaml sets a pod seccompProfile only from `gateways.seccompProfile`
+        # (values.yaml default {}), and PSA `restricted` rejects a pod without one.
         "istiod": {"pilot": {"env": {"ENABLE_GATEWAY_API_INFERENCE_EXTENSION": "true"}},
-                   "sidecarInjectorWebhook": {"enableNamespacesByDefault": False}},
+                   "sidecarInjectorWebhook": {"enableNamespacesByDefault": False},
+                   "gateways": {"seccompProfile": {"type": "RuntimeDefault"}}},
         # kserve-llmisvc-resources v0.19.0 (values.yaml, templates/llmisvc/resources.yaml): with
         # `kserve.llmisvc.createGIECRDs` true (its default) the release renders the Inference
         # Extension CRDs, which the inference-extension bundle already owns; Helm would refuse to

@@ -88,6 +88,22 @@ def test_istiod_enables_the_inference_extension():
     assert istiod["inputs"]["values"]["pilot"]["env"]["ENABLE_GATEWAY_API_INFERENCE_EXTENSION"] == "true"
 
 
+def test_istio_gateway_pods_pass_the_restricted_level_of_their_namespace():
+    # istiod 1.28.5 (manifests/charts/istio-control/istio-discovery): files/kube-gateway.yaml, the
+    # template of every Gateway's Deployment, sets the pod's seccompProfile only from
+    # `gateways.seccompProfile` (values.yaml: `{}`); its containers drop ALL, run as 1337, non-root,
+    # no privilege escalation. PSA `restricted` also requires seccompProfile RuntimeDefault/Localhost.
+    for stack in ("dev", "aws", "multicloud"):
+        plan = plan_of(stack)
+        levels = {o["metadata"]["name"]: o["metadata"]["labels"]["pod-security.kubernetes.io/enforce"]
+                  for o in plan.objects("Namespace")}
+        assert levels[layout.NS_GATEWAY] == "restricted"
+        for r in plan.resources:
+            if r["type"] == RELEASE and r["name"].endswith("-platform-istiod"):
+                profile = r["inputs"]["values"].get("gateways", {}).get("seccompProfile", {})
+                assert profile.get("type") in ("RuntimeDefault", "Localhost"), r["name"]
+
+
 def test_model_server_namespaces_get_no_istio_sidecars():
     ns = {o["metadata"]["name"]: o["metadata"]["labels"] for o in plan_of("dev").objects("Namespace")}
     assert ns["fleet-inference"]["istio-injection"] == "disabled"
