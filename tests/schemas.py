@@ -1,5 +1,6 @@
 """Validate rendered Kubernetes objects offline: core kinds against Kubernetes 1.32's OpenAPI
-(kubernetes-validate), custom resources against the upstream CRDs in ../shared/crds.
+(kubernetes-validate), custom resources against the upstream CRDs in ../shared/crds (and Istio's, from its pinned base
+chart in ../shared/charts).
 
 The CRD folder comes from ``FLEET_CRDS_DIR`` (default: ``../shared/crds`` beside the checkout);
 tests that need it skip when it is absent — a user's clone has no ``../shared``.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,23 @@ ROOT = Path(__file__).resolve().parent.parent
 CRDS_DIR = Path(os.environ.get("FLEET_CRDS_DIR", ROOT.parent / "shared" / "crds"))
 
 
+# Custom kinds whose CRDs ship inside a pinned chart rather than as a file in ../shared/crds:
+# (chart archive in ../shared/charts, member holding the CRDs). Istio's DestinationRule comes from
+# the base chart (manifests/charts/base, files/crd-all.gen.yaml at 1.28.5).
+CHARTS_DIR = Path(os.environ.get("FLEET_CHARTS_DIR", CRDS_DIR.parent / "charts"))
+CHART_CRDS = (("base-1.28.5.tgz", "base/files/crd-all.gen.yaml"),)
+
+
+def _crd_documents():
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    for path in sorted(CRDS_DIR.glob("*.yaml")):
+        yield from yaml.load_all(path.read_text(), Loader=loader)
+    for archive, member in CHART_CRDS:
+        if (CHARTS_DIR / archive).is_file():
+            with tarfile.open(CHARTS_DIR / archive) as tar:
+                yield from yaml.load_all(tar.extractfile(member).read().decode(), Loader=loader)
+
+
 def crds_available() -> bool:
     return CRDS_DIR.is_dir() and any(CRDS_DIR.glob("*.yaml"))
 
@@ -29,16 +48,15 @@ def crds_available() -> bool:
 def crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     """(apiVersion, kind) -> openAPIV3Schema, for every served version of every CRD we have."""
     out: dict[tuple[str, str], dict[str, Any]] = {}
-    for path in sorted(CRDS_DIR.glob("*.yaml")):
-        # The C loader: the KServe CRD alone is 2.7 MB, seconds per worker with the pure-Python one.
-        for doc in yaml.load_all(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
-            if not doc or doc.get("kind") != "CustomResourceDefinition":
-                continue
-            group = doc["spec"]["group"]
-            kind = doc["spec"]["names"]["kind"]
-            for v in doc["spec"]["versions"]:
-                if v.get("served", True) and "schema" in v:
-                    out[(f"{group}/{v['name']}", kind)] = v["schema"]["openAPIV3Schema"]
+    # The C loader: the KServe CRD alone is 2.7 MB, seconds per worker with the pure-Python one.
+    for doc in _crd_documents():
+        if not doc or doc.get("kind") != "CustomResourceDefinition":
+            continue
+        group = doc["spec"]["group"]
+        kind = doc["spec"]["names"]["kind"]
+        for v in doc["spec"]["versions"]:
+            if v.get("served", True) and "schema" in v:
+                out[(f"{group}/{v['name']}", kind)] = v["schema"]["openAPIV3Schema"]
     return out
 
 
