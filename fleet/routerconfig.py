@@ -13,7 +13,11 @@ Prices and throughput come from the catalog (:mod:`fleet.catalog`), never from t
   ``tensor_parallel``.
 
 A pool that serves several models is priced with the largest ``tensor_parallel`` among them (the
-replica the router is most likely to be paying for). Pure: no Pulumi, no I/O.
+replica the router is most likely to be paying for).
+
+Each pool's backend timeouts (:func:`pool_timeouts`) follow how vLLM answers: a stream's head
+before generation, a chunk per token after it; a non-streaming answer whole at its end, bounded by
+the spec's ``router.request_timeout_s``. Pure: no Pulumi, no I/O.
 """
 
 from __future__ import annotations
@@ -42,10 +46,29 @@ def replica_tokens_per_second(spec: FleetSpec, pool: PoolSpec) -> float:
     return catalog.accelerator(pool.accelerator).tokens_per_second * replica_tensor_parallel(spec, pool)
 
 
+# A pool in another cluster than the router's is a TLS connect to a public load balancer across
+# clouds; one in the router's cluster gets the router's default (a hop to its gateway or a pod).
+CONNECT_REMOTE_S = 5.0
+
+
+def pool_timeouts(spec: FleetSpec, pool: PoolSpec) -> dict[str, float]:
+    """The router's defaults for streams (``fleet_router.config.BackendTimeouts``), the spec's
+    request timeout for non-streaming answers, a longer connect for pools in other clusters."""
+    from fleet_router.config import BackendTimeouts
+
+    d = BackendTimeouts()
+    remote = pool.cluster != spec.router_cluster().name
+    return {"connect_s": CONNECT_REMOTE_S if remote else d.connect_s, "stream_head_s": d.stream_head_s,
+            "stream_idle_s": d.stream_idle_s, "response_s": spec.router.request_timeout_s}
+
+
 def router_config_data(spec: FleetSpec, endpoints: Mapping[str, str], *,
-                       api_key_hashes_file: str | None = None, listen_host: str = "0.0.0.0",
+                       api_key_hashes_file: str | None = None, backend_key_files: Mapping[str, str] | None = None,
+                       listen_host: str = "0.0.0.0",
                        port: int = layout.ROUTER_PORT, admin_port: int = layout.ROUTER_ADMIN_PORT) -> dict[str, Any]:
-    """The config as plain data, before the router's model validates it."""
+    """The config as plain data, before the router's model validates it.
+
+    ``backend_key_files``: pool -> a mounted file with the key its servers require (vLLM ``--api-key``)."""
     served = [p for p in spec.pools if spec.models_on(p.name)]
     missing = sorted(p.name for p in served if p.name not in endpoints)
     if missing:
@@ -65,7 +88,10 @@ def router_config_data(spec: FleetSpec, endpoints: Mapping[str, str], *,
             "models": [m.name for m in spec.models_on(p.name)],
             "cost_per_hour": round(replica_cost_per_hour(spec, p), 6),
             "tokens_per_second": replica_tokens_per_second(spec, p),
+            "timeouts": pool_timeouts(spec, p),
         })
+        if backend_key_files and p.name in backend_key_files:
+            pools[-1]["api_key_file"] = backend_key_files[p.name]
     tiers = [{
         "name": t.name,
         "match": dict(t.match),
@@ -77,8 +103,7 @@ def router_config_data(spec: FleetSpec, endpoints: Mapping[str, str], *,
     return {
         "listen": {"host": listen_host, "port": port, "admin_port": admin_port},
         "policy": r.policy,
-        "limits": {"rate_limit_rps": r.rate_limit_rps, "max_body_bytes": r.max_body_bytes,
-                   "request_timeout_s": r.request_timeout_s},
+        "limits": {"rate_limit_rps": r.rate_limit_rps, "max_body_bytes": r.max_body_bytes},
         "auth": {"api_key_hashes_file": api_key_hashes_file},
         "pools": pools,
         "tiers": tiers,

@@ -102,3 +102,23 @@ def test_the_routers_schema_accepts_the_generated_config_and_reads_it_back(tmp_p
     path = tmp_path / "config.yaml"
     path.write_text(generated.to_yaml())
     assert config.load_config(path) == generated
+
+
+def test_each_pool_gets_backend_timeouts_that_fit_how_vllm_answers():
+    # Issue 23 item 2: per pool, from the spec. A non-streaming answer arrives whole at its end, so
+    # it gets the spec's request timeout — far longer than a stream waits for its head; a pool in
+    # another cloud gets a longer connect than one beside the router. The router accepts the result.
+    from fleet_router.config import RouterConfig
+
+    spec = plan_of("multicloud").spec
+    data = router_config_data(spec, _endpoints(spec))
+    RouterConfig.model_validate(data)
+    home = spec.router_cluster().name
+    connect = {}
+    for p in data["pools"]:
+        t = p["timeouts"]
+        assert t["response_s"] == spec.router.request_timeout_s
+        assert t["response_s"] >= 5 * t["stream_head_s"] and t["stream_idle_s"] >= t["stream_head_s"]
+        connect.setdefault(p["cluster"] == home, set()).add(t["connect_s"])
+    assert set(connect) == {True, False}  # the plan has pools on both sides
+    assert min(connect[False]) > max(connect[True])

@@ -32,9 +32,8 @@ class Limits(_Strict):
     rate_limit_rps: float = Field(50.0, gt=0, description="per API key, token bucket refill rate")
     rate_limit_burst: int | None = Field(None, ge=1, description="bucket size (default: 2 x rate)")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
-    request_timeout_s: float = Field(300.0, gt=0)
-    connect_timeout_s: float = Field(2.0, gt=0)
-    first_byte_timeout_s: float = Field(60.0, gt=0, description="backend silence before failing over")
+    max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024,
+                                    description="a non-streaming answer is buffered whole: over this it is a 502")
 
 
 class Auth(_Strict):
@@ -53,11 +52,29 @@ class Failover(_Strict):
     max_attempts: int = Field(3, ge=1, le=10)
     eject_after_failures: int = Field(3, ge=1)
     eject_seconds: float = Field(10.0, gt=0)
+    backoff_s: float = Field(0.05, ge=0, description="before attempt n (n >= 2): a uniform draw in "
+                                                     "[0, backoff_s x 2^(n-2)], at most backoff_max_s")
+    backoff_max_s: float = Field(1.0, ge=0)
 
 
 class Discovery(_Strict):
     models_refresh_s: float = Field(10.0, gt=0)
     metrics_scrape_s: float = Field(2.0, gt=0)
+
+
+# --- the backend side: how long to wait on a pool, and its credential -------------------------
+
+class BackendTimeouts(_Strict):
+    """Matched to how vLLM answers (see ``fleet_router.upstream``): a stream's head comes before
+    generation, then a chunk per token; a non-streaming answer comes whole when it is done. No
+    bound on a stream's total length while it keeps producing."""
+
+    connect_s: float = Field(2.0, gt=0, description="TCP (and TLS) connect")
+    stream_head_s: float = Field(30.0, gt=0, description="streams: until the response head")
+    stream_idle_s: float = Field(60.0, gt=0,
+                                 description="streams: the longest silence between chunks (queueing and prefill "
+                                             "included)")
+    response_s: float = Field(600.0, gt=0, description="non-streaming: until the whole answer")
 
 
 class Pool(_Strict):
@@ -72,6 +89,18 @@ class Pool(_Strict):
     cost_per_hour: float = Field(ge=0, description="USD per replica-hour")
     tokens_per_second: float = Field(gt=0, description="generated tokens per second per replica")
     max_concurrency: int = Field(64, ge=1, description="in-flight requests before the pool counts as saturated")
+    timeouts: BackendTimeouts = BackendTimeouts()
+    api_key_file: str | None = Field(None, description="a mounted file holding the key the pool's servers require "
+                                                       "(vLLM --api-key), sent as `Authorization: Bearer`")
+
+    def load_api_key(self) -> str | None:
+        """The pool's key, or None; a configured file that is missing or empty is an error."""
+        if not self.api_key_file:
+            return None
+        key = Path(self.api_key_file).read_text().strip()
+        if not key or any(c in key for c in "\r\n"):
+            raise ConfigError(f"pool {self.name!r}: {self.api_key_file} must hold one key on one line")
+        return key
 
     @property
     def cost_per_million_tokens(self) -> float:

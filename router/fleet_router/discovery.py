@@ -28,7 +28,7 @@ class Discovery:
     async def start(self, limits: Limits) -> None:
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=30),
-            timeout=aiohttp.ClientTimeout(total=limits.request_timeout_s, sock_connect=limits.connect_timeout_s),
+            timeout=aiohttp.ClientTimeout(total=5, sock_connect=2),  # background GETs; each call bounds itself
             auto_decompress=False,
         )
 

@@ -12,7 +12,7 @@ from fleet_router import core, httpio
 from fleet_router.config import RouterConfig
 from fleet_router.metrics import RouterMetrics
 from fleet_router.openai_api import InferenceRequest, error
-from fleet_router.upstream import UpstreamError, UpstreamPool
+from fleet_router.upstream import Deadlines, UpstreamError, UpstreamPool
 
 log = logging.getLogger("fleet_router")
 
@@ -37,7 +37,7 @@ class Proxy:
         self.config, self.states = config, states
 
     async def start(self) -> None:
-        self.upstream = UpstreamPool(connect_timeout=self.config.limits.connect_timeout_s)
+        self.upstream = UpstreamPool()
 
     async def close(self) -> None:
         if self.upstream:
@@ -68,7 +68,6 @@ class Proxy:
 
     async def _attempt(self, request: httpio.Request, req: InferenceRequest, decision: core.Decision,
                        state: core.PoolState, fwd_headers) -> httpio.StreamResponse:
-        limits = self.config.limits
         t0 = time.perf_counter()
         # The prompt's uncached blocks queue for prefill here until the first byte; its blocks are
         # remembered now, not at the first byte, so the next turn of a conversation already follows.
@@ -80,9 +79,11 @@ class Proxy:
         upstream = None
         try:
             try:
+                t = state.pool.timeouts
+                deadlines = (Deadlines(t.connect_s, t.stream_head_s, t.stream_idle_s) if req.stream
+                             else Deadlines(t.connect_s, t.response_s, None, t.response_s))
                 upstream = await self.upstream.request(self.upstream.origin(state.pool.url), req.path,
-                                                       fwd_headers, req.raw, limits.first_byte_timeout_s,
-                                                       limits.request_timeout_s)
+                                                       fwd_headers, req.raw, deadlines)
                 if upstream.status >= 500:
                     raise _Retryable(f"http_{upstream.status}")
                 first = await upstream.read()

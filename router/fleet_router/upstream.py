@@ -4,12 +4,23 @@ responses parsed by httptools (llhttp, the parser Node.js uses).
 Why not aiohttp's client: on the hot path it cost more CPU than everything else the router does
 per request (``bench/``: profile of the closed-loop run). This client does only what proxying
 to a vLLM server or a Gateway needs: POST a body, read the status and headers, then the body as
-it arrives — chunked or by length — with back-pressure, a connect timeout, a first-byte
-timeout and a total timeout. One write per request (head and body together).
+it arrives — chunked or by length — with back-pressure. One write per request (head and body
+together).
+
+Timeouts follow how vLLM answers (:class:`Deadlines`). For a stream, vLLM sends its head as soon
+as the request is validated and scheduled, then a chunk per token — vLLM's ``serving_chat.py``
+(v0.11): "This is required for the streaming case, where we return a success status before we
+actually start generating text". So a stream is bounded by the time to its head and then by the
+longest *silence* between body bytes (queueing and prefill included), never by its total length.
+A non-streaming answer is a ``JSONResponse`` sent when the whole generation is done: head and
+body arrive together, so the only meaningful bound is the time to the whole answer, much longer.
+A timeout closes the connection at once, which makes vLLM abort the request (it frees the GPU on
+disconnect).
 
 A kept-alive connection the server has closed in the meantime is detected when the request fails
 before any response byte; that request is sent once more on a fresh connection (it reached no
-model server), never counted as a pool failure.
+model server), never counted as a pool failure. Never after a timeout: a silent server may be
+working on the request, and a second copy would double its cost.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import httptools
@@ -25,11 +37,35 @@ _HIGH_WATER = 256 * 1024  # buffered body bytes before the backend socket stops 
 
 
 class UpstreamError(Exception):
-    """The backend could not be reached, or went away or silent before answering."""
+    """The backend could not be reached, or went away or silent before answering.
+
+    ``phase``: ``"connect"`` (no connection), ``"head"`` (connected, no response byte yet: the
+    request may not have reached a model server), ``"body"`` (after the head)."""
+
+    def __init__(self, message: str, phase: str = "head"):
+        super().__init__(message)
+        self.phase = phase
 
 
 class UpstreamTimeout(UpstreamError):
     pass
+
+
+class UpstreamTooLarge(UpstreamError):
+    """A buffered answer went over its cap."""
+
+
+class Deadlines(NamedTuple):
+    """How long one exchange may take, in seconds (``None``: no bound).
+
+    ``connect``: TCP (and TLS) connect. ``head``: from the request being sent to the response head.
+    ``idle``: after the head, the longest gap between body bytes. ``total``: from the request being
+    sent to the end of the body."""
+
+    connect: float
+    head: float
+    idle: float | None = None
+    total: float | None = None
 
 
 class Origin:
@@ -51,10 +87,12 @@ class Origin:
 
 
 class Response:
-    """Status and headers once the head has arrived; then ``read()`` chunks until ``b""``."""
+    """Status and headers once the head has arrived; then ``read()`` chunks until ``b""``.
+
+    ``head_at`` / ``first_byte_at``: the loop's clock when the head and the first body byte came."""
 
     __slots__ = ("status", "headers", "_chunks", "_buffered", "_done", "_error", "_waiter", "_conn", "_head",
-                 "_first_timer", "_total_timer")
+                 "_timers", "_idle", "_last", "head_at", "first_byte_at")
 
     def __init__(self, conn: "_Connection"):
         self.status = 0
@@ -66,14 +104,56 @@ class Response:
         self._waiter: asyncio.Future | None = None
         self._conn = conn
         self._head = conn.loop.create_future()
-        self._first_timer: asyncio.TimerHandle | None = None  # until the first body byte
-        self._total_timer: asyncio.TimerHandle | None = None  # until the end of the body
+        self._timers: list[asyncio.TimerHandle] = []
+        self._idle: float | None = None  # the longest silence allowed between body bytes
+        self._last = 0.0  # when the last byte came (loop clock), for the idle check
+        self.head_at = 0.0
+        self.first_byte_at = 0.0
+
+    # deadlines
+    def _arm(self, deadlines: Deadlines) -> None:
+        loop = self._conn.loop
+        self._timers.append(loop.call_later(deadlines.head, self._head_timeout, deadlines.head))
+        if deadlines.total is not None:
+            self._timers.append(loop.call_later(deadlines.total, self._timeout, UpstreamTimeout(
+                f"the backend's answer took over {deadlines.total:g} s", "body")))
+        self._idle = deadlines.idle
+
+    def _head_timeout(self, seconds: float) -> None:
+        if not self._head.done():
+            self._timeout(UpstreamTimeout(f"no response from the backend within {seconds:g} s", "head"))
+
+    def _idle_check(self) -> None:
+        # One timer per response, re-armed for the remainder when bytes came in the meantime:
+        # cheaper than a new timer per chunk.
+        if self._done or self._error is not None:
+            return
+        loop = self._conn.loop
+        left = self._last + self._idle - loop.time()
+        if left > 0:
+            self._timers.append(loop.call_later(left, self._idle_check))
+        else:
+            self._timeout(UpstreamTimeout(f"the backend sent nothing for {self._idle:g} s", "body"))
+
+    def _timeout(self, exc: UpstreamTimeout) -> None:
+        # Close at once: the backend sees the disconnect and stops generating for nobody.
+        if not self._done:
+            self._conn._broken(exc)
 
     # fed by the protocol
+    def _got_head(self) -> None:
+        loop = self._conn.loop
+        self.head_at = self._last = loop.time()
+        if self._idle is not None:
+            self._timers.append(loop.call_later(self._idle, self._idle_check))
+        if not self._head.done():
+            self._head.set_result(None)
+
     def _feed(self, data: bytes) -> None:
-        if self._first_timer is not None:
-            self._first_timer.cancel()
-            self._first_timer = None
+        if not self.first_byte_at:
+            self.first_byte_at = self._conn.loop.time()
+        if self._idle is not None:
+            self._last = self._conn.loop.time()
         self._chunks.append(data)
         self._buffered += len(data)
         if self._buffered > _HIGH_WATER:
@@ -86,15 +166,15 @@ class Response:
         self._wake()
 
     def _cancel_timers(self) -> None:
-        for t in (self._first_timer, self._total_timer):
-            if t is not None:
-                t.cancel()
-        self._first_timer = self._total_timer = None
+        for t in self._timers:
+            t.cancel()
+        self._timers.clear()
 
     def _fail(self, exc: BaseException) -> None:
-        if self._done:
+        if self._done or self._error is not None:
             return
         self._error = exc
+        self._cancel_timers()
         if not self._head.done():
             self._head.set_exception(exc)
         self._wake()
@@ -123,14 +203,22 @@ class Response:
             finally:
                 self._waiter = None
 
-    async def read_all(self) -> bytes:
+    async def read_all(self, max_bytes: int | None = None) -> bytes:
+        """The whole body; over ``max_bytes`` it is :class:`UpstreamTooLarge` (and the connection closed)."""
         parts = []
+        size = 0
         while chunk := await self.read():
+            size += len(chunk)
+            if max_bytes is not None and size > max_bytes:
+                exc = UpstreamTooLarge(f"the backend's answer is over {max_bytes} bytes", "body")
+                self._conn._broken(exc)
+                raise exc
             parts.append(chunk)
-        return b"".join(parts)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def release(self) -> None:
-        """Done with this response: the connection goes back to the pool if it can be reused."""
+        """Done with this response: the connection goes back to the pool if it can be reused
+        (else it is closed, which tells the backend to stop)."""
         self._conn.finished(self)
 
 
@@ -156,9 +244,9 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._broken(UpstreamError("backend tried to upgrade the connection"))
+            self._broken(UpstreamError("backend tried to upgrade the connection", "body"))
         except httptools.HttpParserError as e:
-            self._broken(UpstreamError(f"malformed response from the backend: {e}"))
+            self._broken(UpstreamError(f"malformed response from the backend: {e}", "body"))
 
     def connection_lost(self, exc) -> None:
         self.closed = True
@@ -169,7 +257,8 @@ class _Connection(asyncio.Protocol):
                 self.complete = True  # HTTP/1.0 style: the body ends with the connection
                 r._finish()
             else:
-                r._fail(UpstreamError(f"backend closed the connection{f': {exc}' if exc else ''}"))
+                r._fail(UpstreamError(f"backend closed the connection{f': {exc}' if exc else ''}",
+                                      "body" if r._head.done() else "head"))
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -182,8 +271,7 @@ class _Connection(asyncio.Protocol):
         self.framed = r.status in (204, 304) or any(
             k.lower() == "content-length" or (k.lower() == "transfer-encoding" and "chunked" in v.lower())
             for k, v in r.headers)
-        if not r._head.done():
-            r._head.set_result(None)
+        r._got_head()
 
     def on_body(self, body: bytes) -> None:
         self.response._feed(body)
@@ -239,9 +327,7 @@ class _Connection(asyncio.Protocol):
 class UpstreamPool:
     """Keep-alive connections per origin (LIFO: the warmest first), opened on demand."""
 
-    def __init__(self, connect_timeout: float = 2.0, max_idle_per_origin: int = 256,
-                 ssl_context: ssl.SSLContext | None = None):
-        self.connect_timeout = connect_timeout
+    def __init__(self, max_idle_per_origin: int = 256, ssl_context: ssl.SSLContext | None = None):
         self.max_idle = max_idle_per_origin
         self._idle: dict[tuple, list[_Connection]] = {}
         self._origins: dict[str, Origin] = {}
@@ -259,17 +345,17 @@ class UpstreamPool:
             self._ssl = ssl.create_default_context()  # honours SSL_CERT_FILE (a mounted cluster CA)
         return self._ssl
 
-    async def _connect(self, origin: Origin) -> _Connection:
+    async def _connect(self, origin: Origin, timeout: float) -> _Connection:
         loop = asyncio.get_running_loop()
         kw = {"ssl": self._ssl_context(), "server_hostname": origin.host} if origin.tls else {}
         try:
-            async with asyncio.timeout(self.connect_timeout):
+            async with asyncio.timeout(timeout):
                 _, conn = await loop.create_connection(lambda: _Connection(self, origin, loop),
                                                        origin.host, origin.port, **kw)
         except TimeoutError:
-            raise UpstreamTimeout(f"connect to {origin.host}:{origin.port} timed out") from None
+            raise UpstreamTimeout(f"connect to {origin.host}:{origin.port} timed out", "connect") from None
         except OSError as e:
-            raise UpstreamError(f"connect to {origin.host}:{origin.port}: {e.strerror or e}") from None
+            raise UpstreamError(f"connect to {origin.host}:{origin.port}: {e.strerror or e}", "connect") from None
         self._all.add(conn)
         return conn
 
@@ -281,8 +367,11 @@ class UpstreamPool:
             conn.close()
 
     async def request(self, origin: Origin, path: str, headers: list[tuple[str, str]], body: bytes,
-                      first_byte_timeout: float, total_timeout: float) -> Response:
-        """POST ``body`` to ``origin`` + ``path``; returns once the response head has arrived."""
+                      deadlines: Deadlines) -> Response:
+        """POST ``body`` to ``origin`` + ``path``; returns once the response head has arrived.
+
+        Cancelled (the client went away) at any point, the connection is closed, so the backend
+        stops working on the request."""
         lines = [f"POST {origin.prefix}{path} HTTP/1.1\r\nHost: {origin.host_header}\r\n"
                  f"Content-Length: {len(body)}\r\n"]
         lines += [f"{k}: {v}\r\n" for k, v in headers]
@@ -298,22 +387,20 @@ class UpstreamPool:
                     conn, reused = c, True
                     break
             if conn is None:
-                conn = await self._connect(origin)
+                conn = await self._connect(origin, deadlines.connect)
             response = conn.send(head, body)
-            loop = conn.loop
-            # Silence until the first body byte (a vLLM server sends its head at once, then
-            # prefills) and the whole exchange are bounded; a backend that trickles is cut off.
-            response._first_timer = loop.call_later(first_byte_timeout, response._fail, UpstreamTimeout(
-                f"no response within {first_byte_timeout:g} s"))
-            response._total_timer = loop.call_later(total_timeout, response._fail, UpstreamTimeout(
-                f"response took over {total_timeout:g} s"))
+            response._arm(deadlines)
             try:
                 await response._head
-            except UpstreamError:
+            except UpstreamError as e:
                 conn.reusable = False
                 conn.finished(response)
-                if reused and not conn.got_bytes and attempt == 0:
+                if (reused and not conn.got_bytes and attempt == 0 and not isinstance(e, UpstreamTimeout)):
                     continue  # a stale keep-alive connection: the request reached no server
+                raise
+            except BaseException:  # cancelled: close, the backend must not keep generating
+                conn.reusable = False
+                conn.finished(response)
                 raise
             return response
         raise UpstreamError("unreachable")

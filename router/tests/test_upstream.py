@@ -1,5 +1,5 @@
 """The router's backend client against real loopback servers that misbehave on purpose: framing,
-keep-alive reuse, stale connections, silence and backends dying mid-body."""
+keep-alive reuse, stale connections, silence, stalls, backends dying mid-body, clients leaving."""
 
 from __future__ import annotations
 
@@ -8,17 +8,28 @@ import contextlib
 
 import pytest
 
-from fleet_router.upstream import Origin, UpstreamError, UpstreamPool, UpstreamTimeout
+from fleet_router.upstream import Deadlines, Origin, UpstreamError, UpstreamPool, UpstreamTimeout, UpstreamTooLarge
 
 HEAD_OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def _d(head: float = 5, idle: float | None = None, total: float | None = 10, connect: float = 2) -> Deadlines:
+    return Deadlines(connect, head, idle, total)
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
 
 
 async def _serve(handler):
-    """A loopback server; ``handler(reader, writer, n)`` answers the n-th request (0-based)."""
-    count = {"requests": 0, "connections": 0}
+    """A loopback server; ``handler(reader, writer, n)`` answers the n-th request (0-based).
+    ``count["closed"]`` is set when a connection's client side has gone (what vLLM aborts on)."""
+    count = {"requests": 0, "connections": 0, "closed": asyncio.Event(), "tasks": set()}
 
     async def on_conn(reader, writer):
         count["connections"] += 1
+        count["tasks"].add(asyncio.current_task())
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -30,7 +41,7 @@ async def _serve(handler):
                 if await handler(reader, writer, n, head, body) is False:
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+            count["closed"].set()
         finally:
             writer.close()
 
@@ -50,15 +61,18 @@ def _run(coro):
 
 
 @contextlib.asynccontextmanager
-async def _backend(handler, connect_timeout: float = 2.0):
+async def _backend(handler):
     """(origin, request/connection counts, a client pool), all closed afterwards."""
     server, origin, count = await _serve(handler)
-    pool = UpstreamPool(connect_timeout=connect_timeout)
+    pool = UpstreamPool()
     try:
         yield origin, count, pool
     finally:
         await pool.close()
         server.close()
+        for t in count["tasks"]:  # handlers still lingering (a silent backend): stopped, not leaked
+            t.cancel()
+        await asyncio.gather(*count["tasks"], return_exceptions=True)
 
 
 def test_length_and_chunked_bodies_and_connection_reuse():
@@ -78,7 +92,7 @@ def test_length_and_chunked_bodies_and_connection_reuse():
     async def main():
         async with _backend(handler) as (origin, count, pool):
             for i in range(6):
-                r = await pool.request(origin, "/v1/chat/completions", [("X-Test", "yes")], b'{"n": %d}' % i, 5, 10)
+                r = await pool.request(origin, "/v1/chat/completions", [("X-Test", "yes")], b'{"n": %d}' % i, _d())
                 try:
                     data = await r.read_all()
                 finally:
@@ -88,7 +102,7 @@ def test_length_and_chunked_bodies_and_connection_reuse():
             return count
 
     count = _run(main())
-    assert count == {"requests": 6, "connections": 1}  # one kept-alive connection for all six
+    assert (count["requests"], count["connections"]) == (6, 1)  # one kept-alive connection for all six
 
 
 def test_a_stale_keep_alive_connection_is_retried_on_a_fresh_one():
@@ -100,7 +114,7 @@ def test_a_stale_keep_alive_connection_is_retried_on_a_fresh_one():
     async def main():
         async with _backend(handler) as (origin, count, pool):
             for _ in range(3):
-                r = await pool.request(origin, "/v1/completions", [], b"{}", 5, 10)
+                r = await pool.request(origin, "/v1/completions", [], b"{}", _d())
                 assert await r.read_all() == b"ok"
                 r.release()
                 await asyncio.sleep(0.05)  # the server's close arrives while the connection is idle
@@ -116,18 +130,18 @@ def test_a_silent_backend_times_out_before_the_first_byte():
     async def main():
         async with _backend(handler) as (origin, count, pool):
             with pytest.raises(UpstreamTimeout):
-                await pool.request(origin, "/v1/completions", [], b"{}", 0.2, 10)
+                await pool.request(origin, "/v1/completions", [], b"{}", _d(head=0.2))
 
     _run(main())
 
 
-@pytest.mark.parametrize("reply,linger_s,first_byte_s,raised", [
-    # a head, then silence: the first read times out
+@pytest.mark.parametrize("reply,linger_s,idle_s,raised", [
+    # a stream's head, then silence: the first read times out (the inter-token idle bound)
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 5, 0.2, UpstreamTimeout),
     # a backend dying mid-body: an error, not a short answer
     (HEAD_OK + b"Content-Length: 100\r\n\r\n" + b"x" * 10, 0, 5, UpstreamError),
 ], ids=["head-then-silence", "dies-mid-body"])
-def test_a_response_failing_after_its_head_raises_on_read(reply, linger_s, first_byte_s, raised):
+def test_a_response_failing_after_its_head_raises_on_read(reply, linger_s, idle_s, raised):
     async def handler(reader, writer, n, head, body):
         writer.write(reply)
         await writer.drain()
@@ -136,7 +150,7 @@ def test_a_response_failing_after_its_head_raises_on_read(reply, linger_s, first
 
     async def main():
         async with _backend(handler) as (origin, count, pool):
-            r = await pool.request(origin, "/v1/completions", [], b"{}", first_byte_s, 10)
+            r = await pool.request(origin, "/v1/completions", [], b"{}", _d(idle=idle_s, total=None))
             with pytest.raises(raised):
                 await r.read_all()
             r.release()
@@ -152,7 +166,7 @@ def test_a_body_ended_by_closing_the_connection_is_complete():
 
     async def main():
         async with _backend(handler) as (origin, count, pool):
-            r = await pool.request(origin, "/v1/completions", [], b"{}", 5, 10)
+            r = await pool.request(origin, "/v1/completions", [], b"{}", _d())
             assert await r.read_all() == b"all of it"
             r.release()
 
@@ -161,8 +175,118 @@ def test_a_body_ended_by_closing_the_connection_is_complete():
 
 def test_nothing_listening_is_an_upstream_error():
     async def main():
-        pool = UpstreamPool(connect_timeout=1)
-        with pytest.raises(UpstreamError):
-            await pool.request(Origin("http://127.0.0.1:9"), "/v1/completions", [], b"{}", 1, 1)
+        pool = UpstreamPool()
+        with pytest.raises(UpstreamError) as e:
+            await pool.request(Origin("http://127.0.0.1:9"), "/v1/completions", [], b"{}", _d(connect=1))
+        assert e.value.phase == "connect"
+
+    _run(main())
+
+
+# --- issue 23: timeouts that match how vLLM answers, stale retries, cancellation, caps ----------
+
+def test_a_stream_that_keeps_producing_has_no_total_cap_but_a_stall_is_cut_and_the_backend_told():
+    # Issue 23 item 4: a stream longer than the old total timeout was cut; a stalled one held the
+    # client for minutes. Now: chunks 0.1 s apart for ~1 s pass (idle 0.3 s, no total), then a
+    # stall is an UpstreamTimeout within about the idle bound, and the backend sees the disconnect.
+    async def handler(reader, writer, n, head, body):
+        writer.write(SSE_HEAD)
+        for i in range(10):
+            writer.write(_chunk(b"data: %d\n\n" % i))
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        await reader.read()  # stalls until the client goes away
+        raise ConnectionError
+
+    async def main():
+        async with _backend(handler) as (origin, count, pool):
+            loop = asyncio.get_running_loop()
+            r = await pool.request(origin, "/v1/chat/completions", [], b"{}", _d(head=0.3, idle=0.3, total=None))
+            got = []
+            with pytest.raises(UpstreamTimeout) as e:
+                while chunk := await r.read():
+                    got.append(chunk)
+                    t_last = loop.time()
+            stalled_for = loop.time() - t_last
+            r.release()
+            await asyncio.wait_for(count["closed"].wait(), 2)  # the backend can stop generating
+            return b"".join(got), e.value, stalled_for
+
+    data, exc, stalled_for = _run(main())
+    assert data == b"".join(b"data: %d\n\n" % i for i in range(10))
+    assert exc.phase == "body" and 0.2 < stalled_for < 1.5
+
+
+def test_a_non_streaming_answer_slower_than_a_stream_head_bound_is_served():
+    # Issue 23 item 2: vLLM sends a non-streaming answer's head with the whole answer, so its bound
+    # is the time to the whole answer (total), not a first-byte timeout.
+    async def handler(reader, writer, n, head, body):
+        await asyncio.sleep(0.6)  # "generating"
+        writer.write(HEAD_OK + b"Content-Length: 2\r\n\r\nok")
+
+    async def main():
+        async with _backend(handler) as (origin, count, pool):
+            r = await pool.request(origin, "/v1/completions", [], b"{}", _d(head=3, total=3))
+            assert await r.read_all() == b"ok"
+            r.release()
+            with pytest.raises(UpstreamTimeout) as e:
+                await pool.request(origin, "/v1/completions", [], b"{}", _d(head=0.3, total=0.3))
+            return e.value, count["requests"]
+
+    exc, requests = _run(main())
+    assert exc.phase == "head" and requests == 2
+
+
+def test_a_timeout_on_a_kept_alive_connection_is_not_sent_again():
+    # Issue 23 item 3: the stale keep-alive retry also fired on timeouts, so a silent backend got
+    # the same request twice.
+    async def handler(reader, writer, n, head, body):
+        if n == 0:
+            writer.write(HEAD_OK + b"Content-Length: 2\r\n\r\nok")
+            return
+        await asyncio.sleep(3)  # silent on the second request
+
+    async def main():
+        async with _backend(handler) as (origin, count, pool):
+            r = await pool.request(origin, "/v1/completions", [], b"{}", _d())
+            await r.read_all()
+            r.release()  # kept alive
+            with pytest.raises(UpstreamTimeout):
+                await pool.request(origin, "/v1/completions", [], b"{}", _d(head=0.3, total=0.3))
+            await asyncio.sleep(0.3)  # a wrongful resend would have arrived by now
+            return count["requests"]
+
+    assert _run(main()) == 2
+
+
+def test_a_client_leaving_while_the_backend_prefills_closes_the_backend_connection():
+    # Issue 23 item 5: cancelled while waiting for the head (prefill, or any non-streaming
+    # request), the connection stayed open and the backend kept generating for nobody.
+    async def handler(reader, writer, n, head, body):
+        await reader.read()  # never answers; returns at the client's close
+        raise ConnectionError
+
+    async def main():
+        async with _backend(handler) as (origin, count, pool):
+            task = asyncio.ensure_future(pool.request(origin, "/v1/completions", [], b"{}", _d()))
+            await asyncio.sleep(0.2)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.wait_for(count["closed"].wait(), 2)
+
+    _run(main())
+
+
+def test_a_buffered_answer_over_its_cap_is_an_error_not_memory():
+    async def handler(reader, writer, n, head, body):
+        writer.write(HEAD_OK + b"Content-Length: 5000\r\n\r\n" + b"x" * 5000)
+
+    async def main():
+        async with _backend(handler) as (origin, count, pool):
+            r = await pool.request(origin, "/v1/completions", [], b"{}", _d())
+            with pytest.raises(UpstreamTooLarge):
+                await r.read_all(max_bytes=4096)
+            r.release()
 
     _run(main())
