@@ -175,5 +175,13 @@ def parse_config(text: str, source: str = "config") -> RouterConfig:
 
 
 def load_config(path: str | Path) -> RouterConfig:
+    """Parse and validate ``path``; the files it names for backend keys must be readable too, so
+    a missing Secret mount fails the start (or the reload) with one line instead of 401s later."""
     path = Path(path)
-    return parse_config(path.read_text(), str(path))
+    config = parse_config(path.read_text(), str(path))
+    for p in config.pools:
+        try:
+            p.load_api_key()
+        except OSError as e:
+            raise ConfigError(f"{path}: pools.{p.name}.api_key_file: {e.strerror or e}: {p.api_key_file}") from None
+    return config

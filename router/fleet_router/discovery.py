@@ -36,9 +36,9 @@ class Discovery:
         if self.session:
             await self.session.close()
 
-    async def _get(self, url: str) -> bytes | None:
+    async def _get(self, url: str, headers: dict | None = None) -> bytes | None:
         try:
-            async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as r:
+            async with self.session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=2)) as r:
                 return await r.read() if r.status == 200 else None
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
             return None
@@ -49,7 +49,7 @@ class Discovery:
 
     async def refresh_models(self, states: Iterable[core.PoolState]) -> None:
         async def one(s: core.PoolState):
-            raw = await self._get(f"{s.pool.url.rstrip('/')}/v1/models")
+            raw = await self._get(f"{s.pool.url.rstrip('/')}/v1/models", _auth(s))
             if raw is not None:
                 try:
                     s.discovered_models = frozenset(m["id"] for m in orjson.loads(raw).get("data", []))
@@ -67,6 +67,16 @@ class Discovery:
                 s.kv_usage = max(kv) if kv else 0.0
             self.metrics.utilization.set(s.name, s.pool.vendor, value=round(s.load(), 4))
         await asyncio.gather(*(one(s) for s in states))
+
+
+def _auth(s: core.PoolState) -> dict | None:
+    """The pool's key (vLLM --api-key guards every /v1 path; /metrics stays open), read each time so
+    a rotated Secret is picked up."""
+    try:
+        key = s.pool.load_api_key()
+    except (OSError, ValueError):
+        return None
+    return {"Authorization": f"Bearer {key}"} if key else None
 
 
 def served_models(states: Iterable[core.PoolState]) -> list[str]:

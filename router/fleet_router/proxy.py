@@ -9,7 +9,7 @@ import time
 import orjson
 
 from fleet_router import core, httpio
-from fleet_router.config import RouterConfig
+from fleet_router.config import ConfigError, RouterConfig
 from fleet_router.metrics import RouterMetrics
 from fleet_router.openai_api import InferenceRequest, error
 from fleet_router.upstream import Deadlines, UpstreamError, UpstreamPool
@@ -34,7 +34,16 @@ class Proxy:
         self.apply_config(config, states)
 
     def apply_config(self, config: RouterConfig, states: dict[str, core.PoolState]) -> None:
-        self.config, self.states = config, states
+        keys = {}
+        for p in config.pools:
+            try:
+                key = p.load_api_key()  # load_config checked it; a file gone since keeps the pool keyless
+            except (OSError, ConfigError) as e:
+                log.error(orjson.dumps({"event": "backend_key_unreadable", "pool": p.name, "error": str(e)}).decode())
+                key = None
+            if key is not None:
+                keys[p.name] = [("Authorization", f"Bearer {key}")]
+        self.config, self.states, self._pool_auth = config, states, keys
 
     async def start(self) -> None:
         self.upstream = UpstreamPool()
@@ -82,8 +91,10 @@ class Proxy:
                 t = state.pool.timeouts
                 deadlines = (Deadlines(t.connect_s, t.stream_head_s, t.stream_idle_s) if req.stream
                              else Deadlines(t.connect_s, t.response_s, None, t.response_s))
+                auth = self._pool_auth.get(state.name)
                 upstream = await self.upstream.request(self.upstream.origin(state.pool.url), req.path,
-                                                       fwd_headers, req.raw, deadlines)
+                                                       fwd_headers + auth if auth else fwd_headers, req.raw,
+                                                       deadlines)
                 if upstream.status >= 500:
                     raise _Retryable(f"http_{upstream.status}")
                 first = await upstream.read()

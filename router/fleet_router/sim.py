@@ -12,7 +12,8 @@ is memory-bound and runs for every sequence at once. The prefix cache holds
 ``usage.prompt_tokens_details.cached_tokens`` reports the hit. ``/metrics`` uses vLLM's names.
 
 Faults: ``--error-rate`` (share of requests answered 500), ``--die-after N`` (exit after N
-requests), ``--delay-ms`` (added before the first byte).
+requests), ``--delay-ms`` (added before the first byte). ``--api-key`` as vLLM's: every ``/v1``
+path wants ``Authorization: Bearer <key>``, else 401.
 """
 
 from __future__ import annotations
@@ -64,12 +65,13 @@ def tokens_of(text: str) -> int:
 
 class Sim:
     def __init__(self, profile: str, models: list[str], error_rate: float = 0.0, die_after: int | None = None,
-                 delay_ms: float = 0.0, seed: int = 0):
+                 delay_ms: float = 0.0, seed: int = 0, api_key: str | None = None):
         if profile not in PROFILES:
             raise SystemExit(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
         self.name, self.profile, self.models = profile, PROFILES[profile], models
         self.error_rate, self.die_after, self.delay = error_rate, die_after, delay_ms / 1000
         self.rng = random.Random(seed)
+        self.api_key = api_key
         self.cache: OrderedDict[str, None] = OrderedDict()
         self.slots = asyncio.Semaphore(self.profile.max_seqs)
         self.running = self.waiting = self.served = 0
@@ -246,8 +248,20 @@ def _err(status: int, message: str, code=None):
                    "param": None, "code": code}}))
 
 
+def _api_key_middleware(sim: Sim):
+    # vLLM's AuthenticationMiddleware (api_server.py; v0.14.0 lines 689-692): only paths starting
+    # with /v1 are checked, against `Authorization: Bearer <key>`; else 401 {"error": "Unauthorized"}.
+    @web.middleware
+    async def check(request, handler):
+        if sim.api_key and request.path.startswith("/v1") and \
+                request.headers.get("Authorization") != f"Bearer {sim.api_key}":
+            return web.json_response({"error": "Unauthorized"}, status=401)
+        return await handler(request)
+    return check
+
+
 def build_app(sim: Sim) -> web.Application:
-    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[_api_key_middleware(sim)])
     for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
         app.router.add_post(path, sim.generate)
     app.router.add_get("/v1/models", sim.list_models)
@@ -265,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--error-rate", type=float, default=0.0)
     ap.add_argument("--die-after", type=int, default=None)
     ap.add_argument("--delay-ms", type=float, default=0.0)
+    ap.add_argument("--api-key", default=None, help="as vLLM's: /v1 paths want this bearer key")
     args = ap.parse_args(argv)
     try:
         import uvloop
@@ -272,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.install()
     except ImportError:
         pass
-    sim = Sim(args.profile, args.model, args.error_rate, args.die_after, args.delay_ms)
+    sim = Sim(args.profile, args.model, args.error_rate, args.die_after, args.delay_ms, api_key=args.api_key)
     web.run_app(build_app(sim), host=args.host, port=args.port, access_log=None, print=None,
                 handle_signals=True, shutdown_timeout=2)
     return 0
