@@ -408,6 +408,10 @@ def workload(cfg) -> list[list[tuple[str, list[dict]]]]:
     rng = random.Random(7)
     words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho".split()
     systems = [f"You are assistant #{k}. " + " ".join(rng.choice(words) for _ in range(700)) for k in range(4)]
+    # Long prompts, the shape of RAG and agentic traffic: one system prompt carries a document of
+    # --long-context-kb, longer than the router's cap on hashed prefix blocks (256 x 64 bytes).
+    doc = " ".join(rng.choice(words) for _ in range(cfg.long_context_kb * 1024 // 6))
+    systems[0] = systems[0] + " Reference document: " + doc[:cfg.long_context_kb * 1024]
     convs = []
     for c in range(cfg.conversations):
         tier = ("premium", "standard", "default")[c % 3]
@@ -501,6 +505,9 @@ async def routing(cfg) -> dict:
                 ("fleet_router prefix-affinity", "prefix-affinity"), ("fleet_router cost-aware", "cost-aware"),
                 ("vllm-router cache_aware", "vllm:cache_aware"), ("vllm-router round_robin", "vllm:round_robin"),
                 ("NVIDIA-only fleet (3x H100, fleet_router prefix-affinity)", "nvidia-only")]
+    if cfg.routing_variants:
+        keep = set(cfg.routing_variants.split(","))
+        variants = [(label, policy) for label, policy in variants if policy in keep]
     for label, policy in variants:
         # The NVIDIA-only fleet has as many pools as the mixed one, all H100: same size, one vendor.
         names = ["nvidia-h100", "nvidia-h100-b", "nvidia-h100-c"] if policy == "nvidia-only" else list(facts)
@@ -642,6 +649,10 @@ def main() -> int:
     ap.add_argument("--routing-seconds", type=float, default=40.0)
     ap.add_argument("--routing-rate", type=float, default=110.0, help="offered requests/s in the routing phase")
     ap.add_argument("--think-s", type=float, default=0.5, help="mean pause between a conversation's turns")
+    ap.add_argument("--long-context-kb", type=int, default=24,
+                    help="a document in one of the routing phase's four system prompts")
+    ap.add_argument("--routing-variants", default="",
+                    help="comma list of the routing phase's policies to run (default all), e.g. round-robin,prefix-affinity")
     ap.add_argument("--failover-seconds", type=float, default=6.0)
     ap.add_argument("--only", default="overhead,routing,failover")
     cfg = ap.parse_args()
