@@ -436,8 +436,8 @@ def best_hit_rate(convs) -> float:
     for t in range(max(len(c) for c in convs)):
         for c in convs:
             if t < len(c):
-                text = prompt_text({"messages": c[t][1]})
-                blocks = prefix_blocks(text)
+                text = prompt_text({"messages": c[t][1]}, limit=None)
+                blocks = prefix_blocks(text, MODEL, max_blocks=None)  # as the sims cache them
                 n = 0
                 for b in blocks:
                     if b not in seen:

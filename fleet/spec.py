@@ -23,11 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from fleet import catalog
 from fleet.models import BYTES_PER_PARAM, Architecture, Fit, model_fit
+from fleet_router.core.profiles import POLICY_NAMES
 
 Cloud = Literal["gcp", "aws", "azure", "local"]
 Topology = Literal["dev", "gcp", "aws", "azure", "multicloud"]
 Dtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "awq", "gptq", "int4"]
-Policy = Literal["round-robin", "least-load", "prefix-affinity", "cost-aware"]
+Policy = Literal[POLICY_NAMES]  # the router's profile registry: one list of policy names
 
 Name = Annotated[str, Field(pattern=r"^[a-z]([a-z0-9-]{0,28}[a-z0-9])?$",
                             description="lowercase DNS label, 1-30 characters")]

@@ -9,13 +9,11 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from pathlib import Path
-from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-Policy = Literal["round-robin", "least-load", "prefix-affinity", "cost-aware"]
-POLICIES: tuple[str, ...] = ("round-robin", "least-load", "prefix-affinity", "cost-aware")
+from fleet_router.core import profiles as _profiles
 
 
 class _Strict(BaseModel):
@@ -118,21 +116,47 @@ class Tier(_Strict):
     backends: tuple[TierBackend, ...] = Field(min_length=1)
     overflow: tuple[str, ...] = ()
     ttft_slo_ms: int | None = Field(None, ge=1)
-    policy: Policy | None = None
+    policy: str | None = Field(None, description="a built-in policy or one of `profiles`")
+
+
+class Profile(_Strict):
+    """A routing policy of this config's own: which scorers (with weights), filters and picker
+    (``fleet_router.core.profiles``; the names known there are the only ones accepted)."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9-]{0,62}$")
+    scorers: dict[str, float] = Field(default_factory=dict)
+    filters: tuple[str, ...] = ()
+    picker: str = "max-score"
+
+    @model_validator(mode="after")
+    def _parts(self) -> "Profile":
+        if self.name in _profiles.PROFILES:
+            raise ValueError(f"profile {self.name!r} is a built-in policy; give yours another name")
+        problems = _profiles.check(self.scorers, self.picker, self.filters)
+        if problems:
+            raise ValueError(f"profile {self.name!r}: " + "; ".join(problems))
+        return self
 
 
 class RouterConfig(_Strict):
     listen: Listen = Listen()
-    policy: Policy = "prefix-affinity"
+    policy: str = Field("prefix-affinity", description="a built-in policy or one of `profiles`")
     limits: Limits = Limits()
     auth: Auth = Auth()
     failover: Failover = Failover()
     discovery: Discovery = Discovery()
     pools: tuple[Pool, ...] = Field(min_length=1)
     tiers: tuple[Tier, ...] = ()
+    profiles: tuple[Profile, ...] = ()
 
     @model_validator(mode="after")
     def _references(self) -> "RouterConfig":
+        known = (*_profiles.POLICY_NAMES, *(p.name for p in self.profiles))
+        for where, policy in [("policy", self.policy), *((f"tier {t.name!r} policy", t.policy) for t in self.tiers)]:
+            if policy is not None and policy not in known:
+                raise ValueError(f"{where} {policy!r} is not one of: {', '.join(known)}")
+        if len({p.name for p in self.profiles}) != len(self.profiles):
+            raise ValueError("duplicate profile names")
         names = Counter(p.name for p in self.pools)
         dup = [n for n, c in names.items() if c > 1]
         if dup:
@@ -149,7 +173,10 @@ class RouterConfig(_Strict):
         return self
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=True, default_flow_style=False)
+        data = self.model_dump(mode="json")
+        if not data["profiles"]:  # absent is the default; the IaC's rendered configs stay as they were
+            del data["profiles"]
+        return yaml.safe_dump(data, sort_keys=True, default_flow_style=False)
 
     def checksum(self) -> str:
         return hashlib.sha256(self.to_yaml().encode()).hexdigest()

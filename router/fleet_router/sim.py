@@ -31,10 +31,7 @@ import orjson
 from aiohttp import web
 
 # The same blocks and prompt text the router hashes: its cache model and this cache agree.
-from fleet_router.core import PREFIX_BLOCK_CHARS, prefix_blocks, prompt_text
-
-CHARS_PER_TOKEN = 4
-BLOCK_TOKENS = PREFIX_BLOCK_CHARS // CHARS_PER_TOKEN
+from fleet_router.core import BLOCK_TOKENS, CHARS_PER_TOKEN, Prompt, prefix_blocks, prompt_text
 
 
 @dataclass(frozen=True)
@@ -59,8 +56,9 @@ PROFILES: dict[str, Profile] = {
 }
 
 
-def tokens_of(text: str) -> int:
-    return max(1, (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN)
+def tokens_of(text: str | bytes | Prompt) -> int:
+    n = len(text.data if isinstance(text, Prompt) else text)
+    return max(1, (n + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN)
 
 
 class Sim:
@@ -82,9 +80,10 @@ class Sim:
 
     # --- cache ------------------------------------------------------------------------------
 
-    def lookup_and_insert(self, text: str) -> int:
-        """Cached prompt tokens for ``text`` (leading full blocks), then cache all its blocks."""
-        blocks = prefix_blocks(text)
+    def lookup_and_insert(self, prompt: Prompt, model: str) -> int:
+        """Cached prompt tokens for ``prompt`` (leading full blocks), then cache all its blocks
+        (a model server caches the whole prompt: no cap on the blocks here)."""
+        blocks = prefix_blocks(prompt, model, max_blocks=None)
         hit = 0
         for b in blocks:
             if b not in self.cache:
@@ -148,7 +147,7 @@ class Sim:
             return _err(404, f"The model `{model}` does not exist.")
         if self.error_rate and self.rng.random() < self.error_rate:
             return _err(500, "simulated backend failure", 500)
-        text = prompt_text(body)
+        text = prompt_text(body, limit=None)
         prompt_tokens = tokens_of(text)
         if request.path.endswith("/embeddings"):
             return self._embeddings(body, prompt_tokens)
@@ -163,7 +162,7 @@ class Sim:
         self.waiting -= 1
         self.running += 1
         try:
-            cached = self.lookup_and_insert(text)
+            cached = self.lookup_and_insert(text, model)
             cached = min(cached, prompt_tokens)
             self.c["queries"] += prompt_tokens
             self.c["hits"] += cached

@@ -1,4 +1,5 @@
-"""The routing core, without sockets: tiers, filters, policies, failover order, ejection, cost."""
+"""The routing core, without sockets: tiers, filters, scorers, pickers, profiles, prefix hashing,
+the hooks, failover order, ejection, cost. Plain data in, decisions out."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import pytest
 
 from fleet_router import core
 from fleet_router.config import RouterConfig
+
+SYSTEM = "You are a helpful assistant for the ACME fleet. " * 20
 
 
 def config(**kw) -> RouterConfig:
@@ -37,6 +40,42 @@ def states(cfg: RouterConfig) -> dict[str, core.PoolState]:
     return {p.name: core.PoolState(pool=p) for p in cfg.pools}
 
 
+def chat(*contents: str, system: str = SYSTEM) -> core.Prompt:
+    """A chat prompt: the system message, then user/assistant turns alternating."""
+    msgs = [{"role": "system", "content": system}]
+    msgs += [{"role": "user" if i % 2 == 0 else "assistant", "content": c} for i, c in enumerate(contents)]
+    return core.prompt_text({"messages": msgs})
+
+
+LONG_SYSTEM = SYSTEM + "A reference document follows. " + "lorem ipsum dolor sit amet " * 1000  # 28 KB
+
+
+def conversation(i: int, turns: int, system: str = SYSTEM) -> list[core.Prompt]:
+    """Turn t's prompt: the system prompt, then every earlier exchange, then the new question."""
+    history, out = [], []
+    for t in range(turns):
+        history.append(f"conversation {i} asks question {t} in enough words to fill a block or two " * 2)
+        out.append(chat(*history, system=system))
+        history.append(f"the answer to question {t} of conversation {i}, also a few blocks long " * 2)
+    return out
+
+
+class Replica:
+    """One router replica's core: its own pool state, learnt only from what it dispatched."""
+
+    def __init__(self, cfg: RouterConfig, seed: int):
+        self.cfg, self.states, self.rng = cfg, states(cfg), random.Random(seed)
+
+    def send(self, prompt, headers=None, policy=None) -> str:
+        d = core.route(self.cfg, self.states, "m", headers or {}, prompt, 0.0, self.rng, policy)
+        attempt = core.on_dispatch(self.states[d.attempts[0]], d)
+        core.on_first_byte(attempt, 0.01, 0.0)
+        core.on_done(attempt)
+        return d.attempts[0]
+
+
+# --- tiers and the pipeline's filters -----------------------------------------------------------
+
 def test_headers_pick_the_tier_and_fall_back_to_the_default():
     cfg = config()
     assert core.select_tier(cfg.tiers, {"x-priority": "high"}).name == "premium"
@@ -44,9 +83,9 @@ def test_headers_pick_the_tier_and_fall_back_to_the_default():
     assert core.select_tier(cfg.tiers, {}).name == "default"
 
 
-@pytest.mark.parametrize("policy", ["round-robin", "prefix-affinity", "least-load", "cost-aware"])
+@pytest.mark.parametrize("policy", core.POLICY_NAMES)
 def test_unknown_model_is_404_and_only_servers_of_the_model_are_candidates(policy):
-    cfg, st = config(policy=policy), None
+    cfg = config(policy=policy)
     st = states(cfg)
     with pytest.raises(core.NoRoute) as e:
         core.route(cfg, st, "nope", {}, "", 0, random.Random(1))
@@ -59,11 +98,14 @@ def test_unknown_model_is_404_and_only_servers_of_the_model_are_candidates(polic
     ("premium", {"x-priority": "high"}, {"nvidia": 0.9, "amd": 0.1}),
     ("standard", {"x-cost-tier": "standard"}, {"amd": 0.8, "nvidia": 0.2}),
 ])
-def test_tier_weights_are_honoured_in_proportion(tier, headers, expect):
+@pytest.mark.parametrize("prompt", ["unique prompt {i}", "a conversation long enough to have a key, number {i} " * 3])
+def test_tier_weights_are_honoured_in_proportion(tier, headers, expect, prompt):
+    """Short prompts by a weighted draw, longer ones by their rendezvous home: either way in
+    proportion to the tier's weights while no pool holds a useful cache."""
     cfg, rng = config(policy="prefix-affinity"), random.Random(7)
     st = states(cfg)
     n = 4000
-    first = Counter(core.route(cfg, st, "m", headers, f"unique prompt {i}", 0, rng).attempts[0] for i in range(n))
+    first = Counter(core.route(cfg, st, "m", headers, prompt.format(i=i), 0, rng).attempts[0] for i in range(n))
     for pool, share in expect.items():
         assert first[pool] / n == pytest.approx(share, abs=0.03)
     assert first["tpu"] == 0
@@ -75,6 +117,18 @@ def test_round_robin_is_exactly_proportional():
     first = Counter(core.route(cfg, st, "m", {"x-priority": "high"}, "", 0, random.Random(0)).attempts[0]
                     for _ in range(100))
     assert first == {"nvidia": 90, "amd": 10}
+
+
+def test_round_robin_is_a_picker_with_no_scorers():
+    """A config-defined profile of just the smooth round-robin picker routes exactly like the
+    built-in round-robin: a new policy is configuration."""
+    cfg = config(policy="round-robin", profiles=[{"name": "rr-again", "picker": "smooth-round-robin"}])
+    a, b = states(cfg), states(cfg)
+    seq_a = [core.route(cfg, a, "m", {"x-priority": "high"}, f"q{i}", 0, random.Random(i)).attempts[0]
+             for i in range(40)]
+    seq_b = [core.route(cfg, b, "m", {"x-priority": "high"}, f"q{i}", 0, random.Random(i), "rr-again").attempts[0]
+             for i in range(40)]
+    assert seq_a == seq_b and seq_a[:10].count("amd") == 1
 
 
 def test_saturated_tier_overflows_to_its_overflow_pool():
@@ -94,14 +148,75 @@ def test_queued_requests_and_full_kv_cache_count_as_load():
     assert st["amd"].load() > st["tpu"].load()
 
 
+# --- prefix affinity, consistent across replicas ---------------------------------------------------
+
 def test_prefix_affinity_sends_a_repeated_prefix_where_it_is_cached():
     cfg = config(policy="prefix-affinity")
     st = states(cfg)
-    system = "You are a helpful assistant for the ACME fleet. " * 20
-    core.remember_prefix(st["amd"], core.prefix_blocks(system + "first question"))
-    picks = Counter(core.route(cfg, st, "m", {"x-priority": "high"}, system + f"question {i}", 0,
+    core.remember_prefix(st["amd"], core.prefix_blocks(SYSTEM + "first question", "m"))
+    picks = Counter(core.route(cfg, st, "m", {"x-priority": "high"}, SYSTEM + f"question {i}", 0,
                                random.Random(i)).attempts[0] for i in range(50))
     assert picks == {"amd": 50}  # despite premium's 90/10 weights toward nvidia
+
+
+@pytest.mark.parametrize("policy,system", [("prefix-affinity", SYSTEM), ("least-load", SYSTEM),
+                                           ("cost-aware", SYSTEM), ("prefix-affinity", LONG_SYSTEM)])
+def test_the_same_conversation_goes_to_the_same_pool_from_two_independent_routers(policy, system):
+    """Two replicas behind a random balancer, each knowing only what it sent: every turn of a
+    conversation lands on one pool whichever replica routes it — also when the conversations
+    share a system prompt longer than the blocks the router hashes (all alike to the hash)."""
+    cfg = config(policy=policy)
+    replicas = [Replica(cfg, 1), Replica(cfg, 2)]
+    balancer = random.Random(3)
+    homes = {}
+    convs = [conversation(i, 6, system) for i in range(24)]
+    for t in range(6):
+        for i in range(24):
+            pool = balancer.choice(replicas).send(convs[i][t])
+            assert homes.setdefault(i, pool) == pool, f"conversation {i} moved at turn {t}"
+    if policy != "cost-aware":  # which keeps everything on the cheapest pool while it is fast
+        assert set(homes.values()) == {"nvidia", "amd"}  # conversations still spread
+
+
+def test_a_replica_that_never_saw_a_conversation_sends_it_home():
+    """A fresh replica (just scaled up) routes a conversation's next turn where the others sent it."""
+    cfg = config(policy="prefix-affinity")
+    old = Replica(cfg, 1)
+    turns = [conversation(i, 3) for i in range(12)]
+    before = {i: [old.send(t[0]), old.send(t[1])] for i, t in enumerate(turns)}
+    new = Replica(cfg, 9)
+    for i, t in enumerate(turns):
+        assert new.send(t[2]) == before[i][1] == before[i][0]
+
+
+def test_long_prompts_alike_in_their_hashed_blocks_still_go_home():
+    """Conversations sharing a document longer than the 256 hashed blocks look alike to the hash;
+    the one whose history is at home goes home over a short queue there, on any replica."""
+    cfg = config(policy="prefix-affinity")
+    conv = conversation(3, 4, LONG_SYSTEM)
+    a = Replica(cfg, 1)
+    home = a.send(conv[0])
+    assert a.send(conv[1]) == home
+    b = Replica(cfg, 2)
+    for s in b.states.values():  # b sent the document everywhere (other conversations)
+        core.remember_prefix(s, core.prefix_blocks(conv[2], "m"))
+    b.states[home].backlog = 20
+    assert core.route(cfg, b.states, "m", {}, conv[2], 0, random.Random(0)).attempts[0] == home
+
+
+def test_a_busy_pool_stops_getting_affinity_traffic():
+    cfg = config(policy="prefix-affinity")
+    r = Replica(cfg, 1)
+    conv = conversation(5, 4)
+    home = r.send(conv[0])
+    assert r.send(conv[1]) == home
+    other = ({"nvidia", "amd"} - {home}).pop()
+    uncached_elsewhere = len(core.prefix_blocks(conv[2], "m"))
+    r.states[home].backlog = 3 * uncached_elsewhere  # a long queue of prefill work at home
+    d = core.route(cfg, r.states, "m", {}, conv[2], 0, random.Random(0))
+    assert d.attempts[0] == other
+    r.states[home].backlog = 0  # the queue drained: the conversation goes home again
+    assert core.route(cfg, r.states, "m", {}, conv[2], 0, random.Random(0)).attempts[0] == home
 
 
 def test_affinity_keeps_a_conversation_home_until_its_queue_costs_more_than_recomputing():
@@ -109,40 +224,51 @@ def test_affinity_keeps_a_conversation_home_until_its_queue_costs_more_than_reco
     st = states(cfg)
     system = "You are a helpful assistant for the ACME fleet. " * 40  # shared by every conversation
     history = system + "<user>turn one of conversation 7, with enough words to fill blocks " * 6
-    core.remember_prefix(st["nvidia"], core.prefix_blocks(system))
-    core.remember_prefix(st["amd"], core.prefix_blocks(history))  # this conversation lives on amd
+    core.remember_prefix(st["nvidia"], core.prefix_blocks(system, "m"))
+    core.remember_prefix(st["amd"], core.prefix_blocks(history, "m"))  # this conversation lives on amd
     prompt = history + "<user>the next turn"
-    uncached_elsewhere = len(core.prefix_blocks(prompt)) - len(core.prefix_blocks(system))
+    uncached_elsewhere = len(core.prefix_blocks(prompt, "m")) - len(core.prefix_blocks(system, "m"))
 
     def first() -> core.Decision:
         return core.route(cfg, st, "m", {}, prompt, 0, random.Random(1))
 
     assert first().attempts[0] == "amd" and "cached" in first().reason
-    # A modest queue on amd: still cheaper than recomputing the history on nvidia.
-    st["amd"].backlog = uncached_elsewhere // 2
+    st["amd"].backlog = uncached_elsewhere // 2  # a modest queue: still cheaper than recomputing
     assert first().attempts[0] == "amd"
-    # A long queue of uncached prompts on amd: the first token comes sooner on nvidia.
-    st["amd"].backlog = uncached_elsewhere * 3
+    st["amd"].backlog = uncached_elsewhere * 3  # a long queue: the first token comes sooner on nvidia
     assert first().attempts[0] == "nvidia"
 
 
 def test_affinity_spreads_conversations_sharing_a_system_prompt_by_queued_work():
-    """Every pool caches the shared system prompt: the pool with the least queued prefill work,
-    per unit of its speed, takes the next new conversation (not always the same pool)."""
+    """Every pool caches the shared system prompt: new conversations do not pile onto one pool."""
     cfg = config(policy="prefix-affinity")
     st = states(cfg)
-    system = "You are a helpful assistant for the ACME fleet. " * 40
     for s in st.values():
-        core.remember_prefix(s, core.prefix_blocks(system))
+        core.remember_prefix(s, core.prefix_blocks(chat(""), "m"))
     picks = []
     for i in range(30):
-        d = core.route(cfg, st, "m", {}, system + f"<user>new conversation {i:03d} " * 8, 0, random.Random(i))
+        d = core.route(cfg, st, "m", {}, chat(f"new conversation {i:03d} " * 8), 0, random.Random(i))
         picks.append(d.attempts[0])
         st[d.attempts[0]].backlog += 10  # its uncached turn queues there
     counts = Counter(picks)
     assert set(counts) == {"nvidia", "amd"}  # the default tier's pools, both used
-    assert abs(counts["nvidia"] - counts["amd"]) <= 3  # balanced by speed (2500 vs 2100 tok/s)
+    assert abs(counts["nvidia"] - counts["amd"]) <= 6
 
+
+def test_a_consistent_hash_policy_is_configuration():
+    """Rendezvous hashing with bounded load, written in the config from the registry's parts:
+    a conversation keeps one pool on any replica until that pool's queue is well above the rest."""
+    cfg = config(policy="ch", profiles=[{"name": "ch", "filters": ["bounded-load"], "scorers": {"affinity": 1}}])
+    a, b = Replica(cfg, 1), Replica(cfg, 2)
+    conv = conversation(2, 3)
+    home = a.send(conv[0])
+    assert b.send(conv[1]) == home == a.send(conv[2])
+    b.states[home].backlog = 500
+    moved = core.route(cfg, b.states, "m", {}, conv[2], 0, random.Random(0))
+    assert moved.attempts[0] != home
+
+
+# --- the other policies -----------------------------------------------------------------------------
 
 def test_cost_aware_stays_cheap_while_within_the_tiers_ttft_target():
     tiers = [{"name": "all", "ttft_slo_ms": 400,
@@ -166,24 +292,10 @@ def test_cost_aware_stays_cheap_while_within_the_tiers_ttft_target():
     assert first(10.0 + 5 * core.TTFT_DECAY_S) == "amd"
 
 
-def test_prefix_blocks_chain_so_a_block_names_its_whole_prefix():
-    a = core.prefix_blocks("x" * 64 + "y" * 64)
-    b = core.prefix_blocks("z" * 64 + "y" * 64)
-    assert len(a) == 2 and a[1] != b[1]
-    assert core.prefix_blocks("short") == []
-
-
-def test_lru_forgets_the_oldest_prefixes():
-    st = states(config())["nvidia"]
-    core.remember_prefix(st, ["a", "b", "c"], capacity=2)
-    assert list(st.prefixes) == ["b", "c"]
-
-
 def test_cost_aware_prefers_the_cheapest_per_million_tokens():
     cfg = config(policy="cost-aware")
     st = states(cfg)
-    d = core.route(cfg, st, "m", {}, "", 0, random.Random(0))
-    assert d.attempts[0] == "amd"
+    assert core.route(cfg, st, "m", {}, "", 0, random.Random(0)).attempts[0] == "amd"
 
 
 def test_least_load_prefers_the_idle_pool():
@@ -191,6 +303,150 @@ def test_least_load_prefers_the_idle_pool():
     st = states(cfg)
     st["nvidia"].in_flight = 5
     assert core.route(cfg, st, "m", {}, "", 0, random.Random(0)).attempts[0] == "amd"
+
+
+# --- scorers, filters and pickers, one by one ------------------------------------------------------
+
+def ctx(cfg: RouterConfig, prompt=None, slo_s=None, now=0.0) -> core.RequestContext:
+    prompt = prompt or chat("a question long enough to fill a block of its own, and then some more")
+    blocks = tuple(core.prefix_blocks(prompt, "m"))
+    return core.RequestContext(model="m", tier=None, weights={"nvidia": 60.0, "amd": 30.0, "tpu": 10.0},
+                               blocks=blocks, key=core.conversation_key(prompt, "m"),
+                               key_blocks=len(blocks), history_blocks=0, total_blocks=len(blocks), now=now,
+                               ttft_slo_s=slo_s)
+
+
+@pytest.mark.parametrize("name", sorted(core.SCORERS))
+def test_every_scorer_rates_every_pool_within_0_and_1(name):
+    cfg = config()
+    st = list(states(cfg).values())
+    rng = random.Random(5)
+    for _ in range(50):
+        for s in st:
+            s.in_flight, s.waiting, s.kv_usage = rng.randint(0, 30), rng.random() * 5, rng.random()
+            s.backlog = rng.randint(0, 400)
+            core.record_ttft(s, rng.random(), 0.0)
+        scores = core.SCORERS[name](ctx(cfg, slo_s=0.3), st)
+        assert len(scores) == 3 and all(0.0 <= x <= 1.0 for x in scores)
+
+
+def test_scorers_rate_what_their_names_say():
+    cfg = config()
+    st = states(cfg)
+    nv, amd, tpu = st["nvidia"], st["amd"], st["tpu"]
+    pools = [nv, amd, tpu]
+    nv.in_flight = 8
+    assert core.SCORERS["load"](ctx(cfg), pools) == pytest.approx([0.2, 1.0, 1.0])
+    assert core.SCORERS["cost"](ctx(cfg), pools).index(1.0) == 1  # amd: cheapest $/Mtok
+    assert core.SCORERS["tier-weight"](ctx(cfg), pools) == pytest.approx([1.0, 0.5, 1 / 6])
+    core.record_ttft(tpu, 0.9, 1.0)
+    head = core.SCORERS["ttft-headroom"](ctx(cfg, slo_s=0.4, now=1.0), pools)
+    assert head[:2] == [1.0, 1.0] and head[2] < 0.5
+    c = ctx(cfg)
+    core.remember_prefix(amd, c.blocks[:2])
+    assert core.SCORERS["prefix-cache"](c, pools) == pytest.approx([0.0, 2 / len(c.blocks), 0.0])
+    aff = core.SCORERS["affinity"](c, pools)
+    assert max(aff) == 1.0 and aff == core.SCORERS["affinity"](c, list(states(cfg).values()))
+
+
+def test_bounded_load_drops_the_busy_pool_and_keeps_the_least_busy():
+    cfg = config()
+    st = states(cfg)
+    pools = list(st.values())
+    st["nvidia"].backlog = 1000
+    kept = core.FILTERS["bounded-load"](ctx(cfg), pools)
+    assert [p.name for p in kept] == ["amd", "tpu"]
+    for p in pools:
+        p.backlog = int(p.pool.tokens_per_second)  # the same queue in time everywhere
+    assert len(core.FILTERS["bounded-load"](ctx(cfg), pools)) == 3
+
+
+def test_pickers():
+    cfg = config()
+    st = list(states(cfg).values())
+    c = ctx(cfg, prompt=core.Prompt.of("short"))  # no key: ties are a weighted draw
+    assert core.PICKERS["max-score"](c, st, [0.1, 0.9, 0.5], random.Random(0))[0].name == "amd"
+    rng = random.Random(1)
+    drawn = Counter(core.PICKERS["weighted-random"](c, st, [1.0, 1.0, 1.0], rng)[0].name for _ in range(6000))
+    assert drawn["nvidia"] / 6000 == pytest.approx(0.6, abs=0.03)
+    assert drawn["tpu"] / 6000 == pytest.approx(0.1, abs=0.02)
+    seq = [core.PICKERS["smooth-round-robin"](c, st, [1.0] * 3, rng)[0].name for _ in range(10)]
+    assert Counter(seq) == {"nvidia": 6, "amd": 3, "tpu": 1} and seq[:2] != ["nvidia", "nvidia"]
+
+
+# --- prefix hashing and memory ------------------------------------------------------------------------
+
+def test_prefix_blocks_chain_so_a_block_names_its_whole_prefix():
+    a = core.prefix_blocks("x" * 64 + "y" * 64)
+    b = core.prefix_blocks("z" * 64 + "y" * 64)
+    assert len(a) == 2 and a[1] != b[1]
+    assert core.prefix_blocks("short") == []
+
+
+def test_the_same_prompt_for_another_model_shares_no_block():
+    assert set(core.prefix_blocks("x" * 640, "llama")).isdisjoint(core.prefix_blocks("x" * 640, "phi"))
+
+
+def test_only_the_leading_blocks_count_and_hashing_is_over_bytes():
+    long = "é" * 100_000  # 200 KB of UTF-8
+    blocks = core.prefix_blocks(long, "m")
+    assert len(blocks) == core.MAX_PREFIX_BLOCKS
+    assert blocks == core.prefix_blocks(long.encode()[:core.PREFIX_BYTES_LIMIT], "m")
+    assert len(core.prefix_blocks(long, "m", max_blocks=None)) == 200_000 // core.BLOCK_BYTES
+
+
+def test_a_cut_prompt_hashes_like_the_whole_one():
+    """The router reads at most the leading bytes it hashes: a 100 KB history is not copied."""
+    body = {"messages": [{"role": "system", "content": "s" * 30_000}, {"role": "user", "content": "u" * 70_000},
+                         {"role": "assistant", "content": "a" * 5000}, {"role": "user", "content": "q"}]}
+    cut, whole = core.prompt_text(body), core.prompt_text(body, limit=None)
+    assert len(cut.data) < len(whole.data) and whole.data.startswith(cut.data)
+    assert core.prefix_blocks(cut, "m") == core.prefix_blocks(whole, "m")
+    assert core.conversation_key(cut, "m") == core.conversation_key(whole, "m")
+    assert (cut.total, cut.history_end, cut.key_end) == (whole.total, whole.history_end, whole.key_end)
+
+
+def test_prompt_text_reads_chat_and_completions():
+    p = core.prompt_text({"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "U"},
+                                       {"role": "assistant", "content": "A"}]})
+    assert p.data == b"<system>S<user>U<assistant>A"
+    assert p.key_end == len(b"<system>S<user>U") and p.history_end == p.key_end
+    assert core.prompt_text({"prompt": ["a", "b"]}).data == b"ab"
+    parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image_url"},
+                                                        {"type": "text", "text": 7}]}]}
+    assert core.prompt_text(parts).data == b"<user>hi"
+
+
+def test_conversations_sharing_a_system_prompt_have_different_keys_and_turns_the_same():
+    a, b = conversation(1, 3), conversation(2, 3)
+    assert core.conversation_key(a[0], "m") != core.conversation_key(b[0], "m")
+    assert len({core.conversation_key(t, "m") for t in a}) == 1
+
+
+def test_prefix_memory_is_sized_in_tokens_and_forgets_the_oldest():
+    mem = core.PrefixMemory(capacity_tokens=2 * core.BLOCK_TOKENS)
+    mem.add([1, 2, 3])
+    assert list(mem) == [2, 3] and mem.tokens == 2 * core.BLOCK_TOKENS
+    assert mem.matched([2, 3, 4]) == 2 and mem.matched([1, 2]) == 0
+
+
+# --- hooks, failover, ejection, cost -----------------------------------------------------------------
+
+def test_hooks_track_backlog_in_flight_and_memory():
+    cfg = config(policy="prefix-affinity")
+    st = states(cfg)
+    prompt = chat("a question of a few blocks " * 10)
+    d = core.route(cfg, st, "m", {}, prompt, 0, random.Random(0))
+    pool = st[d.attempts[0]]
+    a = core.on_dispatch(pool, d)
+    assert pool.in_flight == 1 and pool.backlog == len(d.blocks) and core.cached_blocks(pool, d.blocks) == len(d.blocks)
+    b = core.on_dispatch(pool, d)  # the same prompt again: nothing new to prefill
+    assert pool.backlog == len(d.blocks) and b.uncached == 0
+    core.on_first_byte(a, 0.05, 1.0)
+    assert pool.backlog == 0 and pool.recent_ttft(1.0) == pytest.approx(0.05)
+    core.on_done(a)
+    core.on_done(b)
+    assert pool.in_flight == 0 and pool.backlog == 0
 
 
 def test_failover_order_prefers_another_vendor_and_cloud():
@@ -205,7 +461,7 @@ def test_ejected_pool_is_skipped_until_it_recovers():
     cfg = config()
     st = states(cfg)
     for _ in range(3):
-        ejected = core.record_failure(st["nvidia"], now=100.0, eject_after=3, eject_seconds=10)
+        ejected = core.on_failure(core.Dispatch(st["nvidia"], 0), now=100.0, failover=cfg.failover)
     assert ejected
     d = core.route(cfg, st, "m", {"x-priority": "high"}, "", 105.0, random.Random(0))
     assert "nvidia" not in d.attempts
@@ -234,20 +490,31 @@ def test_cost_savings_against_the_priciest_pool():
     assert pair == "nvidia->amd" and saved == pytest.approx(nvidia - amd)
 
 
-def test_prompt_text_reads_chat_and_completions():
-    assert core.prompt_text({"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]}) \
-        == "<system>S<user>U"
-    assert core.prompt_text({"prompt": ["a", "b"]}) == "ab"
-    assert core.prompt_text({"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}) \
-        == "<user>hi"
-
+# --- config -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("bad,words", [
     ({"tiers": [{"name": "t", "backends": [{"pool": "nvidia", "weight": 50}]}]}, "sum to 50"),
     ({"tiers": [{"name": "t", "backends": [{"pool": "h100", "weight": 100}]}]}, "not in pools"),
-    ({"policy": "random"}, "policy"),
+    ({"policy": "random"}, "policy 'random' is not one of: round-robin, least-load"),
+    ({"tiers": [{"name": "t", "policy": "fastest", "backends": [{"pool": "nvidia", "weight": 100}]}]},
+     "tier 't' policy 'fastest'"),
+    ({"profiles": [{"name": "mine", "scorers": {"vibes": 1}}]}, "unknown scorer 'vibes'"),
+    ({"profiles": [{"name": "mine", "picker": "coin"}]}, "unknown picker 'coin'"),
+    ({"profiles": [{"name": "round-robin"}]}, "is a built-in policy"),
     ({"pools": []}, "at least 1"),
 ])
 def test_bad_config_is_rejected_with_the_reason(bad, words):
     with pytest.raises(Exception, match=words):
         config(**bad)
+
+
+def test_the_fleet_spec_accepts_the_registrys_policies_and_nothing_else():
+    from pydantic import TypeAdapter, ValidationError
+
+    from fleet.spec import Policy
+
+    adapter = TypeAdapter(Policy)
+    for name in core.POLICY_NAMES:
+        assert adapter.validate_python(name) == name
+    with pytest.raises(ValidationError):
+        adapter.validate_python("random")

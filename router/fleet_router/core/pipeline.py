@@ -1,0 +1,137 @@
+"""The pipeline: tier -> filters -> a profile's filters, scorers and picker -> failover order."""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING, Mapping, Sequence
+
+from fleet_router.core import filters as F
+from fleet_router.core.filters import FILTERS
+from fleet_router.core.pickers import PICKERS
+from fleet_router.core.prefix import BLOCK_BYTES, Prompt, conversation_key, prefix_blocks
+from fleet_router.core.profiles import PROFILES, Profile
+from fleet_router.core.scorers import SCORERS
+from fleet_router.core.state import Decision, NoRoute, PoolState, RequestContext
+
+if TYPE_CHECKING:
+    from fleet_router.config import RouterConfig, Tier
+
+
+def select_tier(tiers: Sequence["Tier"], headers: Mapping[str, str]) -> "Tier | None":
+    """The first tier whose every header matches (names case-insensitive, values exact), else the
+    default tier (no match), else None. ``headers`` keys must be lower-case."""
+    default = None
+    for t in tiers:
+        if not t.match:
+            default = default or t
+            continue
+        if all(headers.get(k.lower()) == v for k, v in t.match.items()):
+            return t
+    return default
+
+
+def tier_header_names(tiers: Sequence["Tier"]) -> dict[str, set[str]]:
+    """Header name (lower-case) -> the values some tier accepts; anything else is a bad header."""
+    out: dict[str, set[str]] = {}
+    for t in tiers:
+        for k, v in t.match.items():
+            out.setdefault(k.lower(), set()).add(v)
+    return out
+
+
+def profile_for(config: "RouterConfig", policy: str) -> Profile:
+    """The built-in profile of that name, else one the config defines (validated with the config)."""
+    p = PROFILES.get(policy)
+    if p is not None:
+        return p
+    for spec in getattr(config, "profiles", ()):
+        if spec.name == policy:
+            return Profile(spec.name, tuple(spec.scorers.items()), spec.picker, tuple(spec.filters))
+    raise KeyError(policy)
+
+
+def _prefer_other_vendors(first: PoolState, rest: list[PoolState]) -> list[PoolState]:
+    """Failover order: after the chosen pool, pools of another vendor or cloud first (a spot pool
+    that vanished tends to take its neighbours with it)."""
+    other = [p for p in rest if (p.pool.vendor, p.pool.cloud) != (first.pool.vendor, first.pool.cloud)]
+    same = [p for p in rest if p not in other]
+    return [first, *other, *same]
+
+
+def _reason(profile: Profile, ctx: RequestContext, first: PoolState, scores: Sequence[float],
+            pools: Sequence[PoolState]) -> str:
+    if not profile.scorers:
+        return profile.name if profile.picker == "smooth-round-robin" else "weight"
+    if max(scores) == min(scores):  # the scorers could not tell the pools apart: the tie-break chose
+        return "affinity" if ctx.key is not None else "weight"
+    if any(s in ("prefill", "prefix-cache") for s, _ in profile.scorers) and ctx.blocks:
+        return f"{profile.name} ({first.prefixes.matched(ctx.blocks) / len(ctx.blocks):.0%} cached)"
+    return profile.name
+
+
+def route(config: "RouterConfig", states: Mapping[str, PoolState], model: str, headers: Mapping[str, str],
+          prompt: Prompt | str, now: float, rng: random.Random, policy_override: str | None = None) -> Decision:
+    """Which pools to try for one request, in order. Raises :class:`NoRoute` with the HTTP status."""
+    serving = F.serving(model, states.values())
+    if not serving:
+        raise NoRoute(404, f"The model `{model}` does not exist or is not served by this router.",
+                      "model_not_found")
+    live = F.available(now, serving)
+    if not live:
+        raise NoRoute(503, f"Every pool serving `{model}` is failing right now; retry shortly.",
+                      "no_healthy_backend")
+
+    tier = select_tier(config.tiers, headers)
+    weights = {b.pool: float(b.weight) for b in tier.backends} if tier else {s.name: 1.0 for s in serving}
+    policy = policy_override or (tier.policy if tier and tier.policy else config.policy)
+    profile = profile_for(config, policy)
+
+    primary = F.in_tier(weights, live)
+    overflow_used = False
+    if not primary and tier is not None:
+        primary = F.overflow(tier.overflow, live)
+        weights = {s.name: 1.0 for s in primary}
+        overflow_used = bool(primary)
+    if not primary:
+        # Everything in the tier is saturated or down: the least loaded of whatever serves it.
+        primary = sorted(live, key=lambda s: (s.load(), s.name))
+        weights = {s.name: 1.0 for s in primary}
+        overflow_used = tier is not None
+
+    # Hashed whatever the policy: every request's blocks are remembered where it went, so a tier
+    # or a request switching to prefix-affinity finds the pools' caches already known.
+    if not isinstance(prompt, Prompt):
+        prompt = Prompt.of(prompt)
+    blocks = tuple(prefix_blocks(prompt, model))
+    ctx = RequestContext(
+        model=model, tier=tier, weights=weights, blocks=blocks, key=conversation_key(prompt, model),
+        key_blocks=prompt.key_end // BLOCK_BYTES, history_blocks=prompt.history_end // BLOCK_BYTES,
+        total_blocks=max(len(blocks), prompt.total // BLOCK_BYTES), now=now,
+        ttft_slo_s=tier.ttft_slo_ms / 1000 if tier is not None and tier.ttft_slo_ms is not None else None)
+
+    pools = primary
+    for name in profile.filters:
+        pools = FILTERS[name](ctx, pools) or pools
+    if profile.scorers:
+        scores = [0.0] * len(pools)
+        for name, weight in profile.scorers:
+            for i, s in enumerate(SCORERS[name](ctx, pools)):
+                scores[i] += weight * min(1.0, max(0.0, s))
+    else:
+        scores = [1.0] * len(pools)
+    ordered = PICKERS[profile.picker](ctx, pools, scores, rng)
+    reason = _reason(profile, ctx, ordered[0], scores, pools)
+    rest = [s for s in live if s not in ordered]
+    attempts = _prefer_other_vendors(ordered[0], ordered[1:] + sorted(rest, key=lambda s: (s.load(), s.name)))
+    return Decision(tier=tier.name if tier else "none", policy=policy, attempts=tuple(s.name for s in attempts),
+                    reason="overflow" if overflow_used else reason, overflow=overflow_used, blocks=blocks,
+                    total_blocks=ctx.total_blocks)
+
+
+def cost_savings(states: Mapping[str, PoolState], model: str, chosen: str, tokens: int) -> tuple[str, float]:
+    """USD saved by serving ``tokens`` on ``chosen`` rather than the priciest pool serving the model."""
+    serving = [s for s in states.values() if s.serves(model)]
+    baseline = max(serving, key=lambda s: s.pool.cost_per_million_tokens)
+    pick = states[chosen]
+    saved = (baseline.pool.cost_per_million_tokens - pick.pool.cost_per_million_tokens) * tokens / 1e6
+    return f"{baseline.pool.vendor}->{pick.pool.vendor}", max(0.0, saved)
