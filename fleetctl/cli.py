@@ -1,4 +1,4 @@
-"""``python -m fleet``: run the fleet offline — plan, diff, cost and demo.
+"""``python -m fleet``: run the fleet offline — plan, diff, cost, demo — and watch a running router (top, load).
 
 Exit codes: 0 ok, 1 mandatory policy violations, 2 bad input (config, arguments).
 """
@@ -67,7 +67,28 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from fleet.spec import load_spec
 
     cfg = read_stack_config(args.stack, args.config_file)
-    return run_demo(load_spec(cfg.fleet_raw(), cfg.source), args.port, args.api_key)
+    return run_demo(load_spec(cfg.fleet_raw(), cfg.source), args.port, args.api_key, traffic=args.traffic)
+
+
+def _cmd_top(args: argparse.Namespace) -> int:
+    from fleetctl.top import run_top
+
+    return run_top(args.url, once=args.once, interval=args.interval)
+
+
+def _cmd_load(args: argparse.Namespace) -> int:
+    from fleetctl.load import run_load
+
+    headers = [dict(h.split(":", 1) for h in group.split(",")) if group else {} for group in args.tier or [""]]
+    headers = [{k.strip(): v.strip() for k, v in h.items()} for h in headers]
+    try:
+        result = run_load(args.url, args.api_key, duration=args.duration, rate=args.rate,
+                          concurrency=args.concurrency, tier_headers=headers)
+    except OSError as e:
+        print(f"error: cannot reach the router at {args.url}: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(result.line())
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,7 +119,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--config-file", help="a stack file to read instead of Pulumi.<stack>.yaml")
     demo.add_argument("--port", type=int, default=8080, help="router API port on 127.0.0.1 (default 8080)")
     demo.add_argument("--api-key", help="API key clients send (default: a random one, printed)")
+    demo.add_argument("--traffic", action="store_true",
+                      help="also send a small mixed workload (tiers, shared prefixes, every model) until stopped")
     demo.set_defaults(func=_cmd_demo)
+
+    top = sub.add_parser("top", help="live view of a running router from its /metrics (per pool and tier)")
+    top.add_argument("--url", default="http://127.0.0.1:9091",
+                     help="the router's admin URL (default http://127.0.0.1:9091; `fleet demo` prints its own)")
+    top.add_argument("--once", action="store_true", help="print one frame as plain text and exit")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between scrapes (default 1)")
+    top.set_defaults(func=_cmd_top)
+
+    load = sub.add_parser("load", help="send a small mixed workload to a router (what `demo --traffic` sends)")
+    load.add_argument("--url", required=True, help="the router's API base URL, e.g. http://127.0.0.1:8080")
+    load.add_argument("--api-key", required=True, help="an API key the router accepts")
+    load.add_argument("--duration", type=float, default=10.0, help="seconds (default 10)")
+    load.add_argument("--rate", type=float, default=20.0, help="requests per second offered (default 20)")
+    load.add_argument("--concurrency", type=int, default=8, help="client threads (default 8)")
+    load.add_argument("--tier", action="append",
+                      help="a tier's headers, 'Name: value[,Name: value]'; repeat for several (default: none)")
+    load.set_defaults(func=_cmd_load)
     return parser
 
 

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -98,7 +99,12 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             p.wait()
 
 
-def run_demo(spec: FleetSpec, port: int, api_key: str | None, out=sys.stdout) -> int:
+def tier_headers(spec: FleetSpec) -> list[dict[str, str]]:
+    """One header set per tier of the spec (the default tier matches no header)."""
+    return [dict(t.match) for t in spec.tiers] or [{}]
+
+
+def run_demo(spec: FleetSpec, port: int, api_key: str | None, out=sys.stdout, traffic: bool = False) -> int:
     from fleet.routerconfig import router_config
 
     key = api_key or f"sk-fleet-demo-{secrets.token_urlsafe(12)}"
@@ -141,14 +147,21 @@ def run_demo(spec: FleetSpec, port: int, api_key: str | None, out=sys.stdout) ->
         print(f"  router metrics   http://{HOST}:{admin_port}/metrics", file=out)
         print(f"\nOPENAI_BASE_URL={base}/v1", file=out)
         print(f"OPENAI_API_KEY={key}", file=out)
-        print("\nready: try the openai client; responses carry x-fleet-pool / x-fleet-vendor. Ctrl-C stops.",
+        print(f"\nwatch it: python -m fleet top --url http://{HOST}:{admin_port}", file=out)
+        print("ready: try the openai client; responses carry x-fleet-pool / x-fleet-vendor. Ctrl-C stops.",
               file=out, flush=True)
+        if traffic:
+            load_stop = threading.Event()
+            threading.Thread(target=_traffic, args=(base, key, tier_headers(spec), load_stop, out),
+                             daemon=True).start()
         while not stopping:
             if any(p.poll() is not None for p in procs):
                 dead = next(p for p in procs if p.poll() is not None)
                 print(f"error: `{' '.join(map(str, dead.args))}` exited with {dead.returncode}", file=sys.stderr)
                 return 1
             time.sleep(0.2)
+        if traffic:
+            load_stop.set()
         print("stopping", file=out, flush=True)
         return 0
     except RuntimeError as e:
@@ -161,3 +174,13 @@ def run_demo(spec: FleetSpec, port: int, api_key: str | None, out=sys.stdout) ->
         for f in workdir.iterdir():
             f.unlink()
         workdir.rmdir()
+
+
+def _traffic(base: str, key: str, headers: list[dict[str, str]], stop: threading.Event, out) -> None:
+    """``--traffic``: a small mixed workload (every tier, shared prefixes, every model) in rounds
+    of ten seconds until the demo stops, one summary line per round."""
+    from fleetctl.load import run_load
+
+    while not stop.is_set():
+        result = run_load(base, key, duration=10, rate=10, concurrency=4, tier_headers=headers, stop=stop)
+        print(result.line(), file=out, flush=True)

@@ -116,6 +116,58 @@ def test_demo_rejects_a_wrong_key(demo):
         _client(port, key="sk-wrong").models.list()
 
 
+def test_the_dev_fleet_serves_two_models_on_different_pool_sets():
+    # Seed 001's pattern made visible locally: several models behind one entry point.
+    spec = plan_of("dev").spec
+    pool_sets = {m.name: frozenset(m.pools) for m in spec.models}
+    assert len(pool_sets) >= 2 and len(set(pool_sets.values())) >= 2, pool_sets
+
+
+def test_demo_routes_each_model_only_to_pools_that_serve_it(demo):
+    _, port, _ = demo
+    spec = plan_of("dev").spec
+    client = _client(port)
+    listed = {m.id for m in client.models.list()}
+    for model in spec.models:
+        assert model.name in listed
+        for i, tier in enumerate([*spec.tiers] * 4):
+            raw = client.chat.completions.with_raw_response.create(
+                model=model.name, messages=[{"role": "user", "content": f"{model.name} {tier.name} {i}"}],
+                max_tokens=2, extra_headers=dict(tier.match))
+            assert raw.headers["x-fleet-pool"] in model.pools, (model.name, tier.name, raw.headers["x-fleet-pool"])
+
+
+def test_fleet_top_once_shows_every_pool_serving_during_a_short_load(demo):
+    import threading
+
+    from fleetctl.demo import tier_headers
+    from fleetctl.load import run_load
+
+    _, port, banner = demo
+    admin = re.search(r"python -m fleet top --url (http://127\.0\.0\.1:\d+)", banner).group(1)
+    spec = plan_of("dev").spec
+    results = []
+    loader = threading.Thread(target=lambda: results.append(run_load(
+        f"http://127.0.0.1:{port}", "sk-test-demo", duration=6, rate=60, concurrency=8,
+        tier_headers=tier_headers(spec))))
+    loader.start()
+    try:
+        time.sleep(1.5)  # let traffic reach every pool before the one-second window opens
+        top = subprocess.run([sys.executable, "-m", "fleet", "top", "--once", "--url", admin], cwd=ROOT,
+                             capture_output=True, text=True, timeout=30)
+    finally:
+        loader.join(timeout=30)
+    assert top.returncode == 0, top.stderr
+    rows = {line.split()[0]: line.split() for line in top.stdout.splitlines()[3:] if line.strip()
+            and not line.startswith("tier") and line.split()[0] in {p.name for p in spec.pools}}
+    assert set(rows) == {p.name for p in spec.pools}, top.stdout
+    for name, cells in rows.items():
+        assert float(cells[3]) > 0, f"{name} shows no req/s:\n{top.stdout}"
+        assert cells[1] == spec.pool(name).vendor
+    assert results and results[0].by_status.get(200, 0) == results[0].sent, results[0].line() if results else ""
+
+
+# Last: it stops the module's demo.
 def test_demo_stops_everything_on_sigterm(demo):
     proc, port, banner = demo
     pool_ports = [int(p) for p in re.findall(r"http://127\.0\.0\.1:(\d+)\s", banner)]

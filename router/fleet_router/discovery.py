@@ -17,6 +17,8 @@ from fleet_router.config import Limits
 from fleet_router.metrics import RouterMetrics
 
 _WAITING = re.compile(r'^vllm:num_requests_waiting(?:\{[^}]*\})?\s+([0-9.eE+-]+)', re.M)
+_PREFIX_QUERIES = re.compile(r'^vllm:prefix_cache_queries_total(?:\{[^}]*\})?\s+([0-9.eE+-]+)', re.M)
+_PREFIX_HITS = re.compile(r'^vllm:prefix_cache_hits_total(?:\{[^}]*\})?\s+([0-9.eE+-]+)', re.M)
 _KV = re.compile(r'^vllm:(?:gpu_)?kv_cache_usage_perc(?:\{[^}]*\})?\s+([0-9.eE+-]+)', re.M)
 
 
@@ -65,6 +67,10 @@ class Discovery:
                 s.waiting = sum(float(v) for v in _WAITING.findall(text))
                 kv = [float(v) for v in _KV.findall(text)]
                 s.kv_usage = max(kv) if kv else 0.0
+                queries = _PREFIX_QUERIES.findall(text)
+                if queries:
+                    self.metrics.pool_prefix_queries.set(s.name, value=sum(float(v) for v in queries))
+                    self.metrics.pool_prefix_hits.set(s.name, value=sum(float(v) for v in _PREFIX_HITS.findall(text)))
             self.metrics.utilization.set(s.name, s.pool.vendor, value=round(s.load(), 4))
         await asyncio.gather(*(one(s) for s in states))
 

@@ -119,6 +119,18 @@ class RouterMetrics:
         self.tokens = r.add(Counter("fleet_router_tokens_total", "Generated tokens by pool.", ("pool", "vendor")))
         self.cost_per_hour = r.add(Gauge("fleet_router_pool_cost_per_hour", "USD per replica-hour of each pool.",
                                          ("pool", "vendor")))
+        # What a dashboard or `fleet top` needs to name a pool and see its load right now.
+        self.pool_info = r.add(Gauge("fleet_router_pool_info", "1 per configured pool, with where it runs.",
+                                     ("pool", "vendor", "cloud", "cluster", "accelerator")))
+        self.pool_in_flight = r.add(Gauge("fleet_router_pool_in_flight", "Requests this replica has in flight "
+                                          "to each pool.", ("pool",)))
+        # The backend's own prefix-cache counters (vLLM v1: vllm:prefix_cache_{queries,hits}_total, in
+        # tokens), as last scraped and summed over the pool's endpoints; rate() of hits over queries is the
+        # pool's real hit rate, whatever the router predicted.
+        self.pool_prefix_queries = r.add(Gauge("fleet_router_pool_prefix_cache_queries",
+                                               "The pool's vllm:prefix_cache_queries_total, last scraped.", ("pool",)))
+        self.pool_prefix_hits = r.add(Gauge("fleet_router_pool_prefix_cache_hits",
+                                            "The pool's vllm:prefix_cache_hits_total, last scraped.", ("pool",)))
         self.ttft = r.add(Histogram("fleet_router_ttft_seconds", "Time to first byte from the backend.", ("pool",)))
         self.latency = r.add(Histogram("fleet_router_request_duration_seconds", "Whole request duration.",
                                        ("endpoint",)))

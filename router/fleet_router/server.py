@@ -59,6 +59,9 @@ class Router:
             else:
                 states[p.name] = core.PoolState(pool=p)
             self.metrics.cost_per_hour.set(p.name, p.vendor, value=p.cost_per_hour)
+        self.metrics.pool_info.values.clear()  # a pool removed by a reload stops being listed
+        for p in config.pools:
+            self.metrics.pool_info.set(p.name, p.vendor, p.cloud, p.cluster, p.accelerator, value=1)
         self.config = config
         self.states = states
         self.admission.apply_config(config)
@@ -143,6 +146,7 @@ class Router:
     async def metrics_page(self, request: httpio.Request) -> httpio.Response:
         for s in self.states.values():
             self.metrics.utilization.set(s.name, s.pool.vendor, value=round(s.load(), 4))
+            self.metrics.pool_in_flight.set(s.name, value=s.in_flight)
         return httpio.Response(text=self.metrics.registry.render(), content_type="text/plain", charset="utf-8",
                                headers={"X-Content-Type-Options": "nosniff"})
 
