@@ -2,8 +2,8 @@
 
 Two scrapes a second apart give rates; every number on screen is the router's own metric (names in
 ``router/fleet_router/metrics.py``), so the view works against the demo's router and against a
-deployed one through ``kubectl -n fleet-router port-forward svc/fleet-router 9091``. Per pool: where it runs, requests
-routed to it per second, requests in flight, the backend's prefix-cache hit rate, TTFT p50/p95,
+deployed one through ``kubectl -n fleet-router port-forward svc/fleet-router 9091``. Per pool:
+where it runs, requests routed to it per second, requests in flight, the backend's prefix-cache hit rate, TTFT p50/p95,
 failures and ejections, what it costs per hour and per million generated tokens at the observed
 rate; per tier: requests per second and the share that met the tier's TTFT objective.
 """

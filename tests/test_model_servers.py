@@ -271,10 +271,11 @@ def test_every_simulated_server_behind_a_dev_pool_service_answers_every_model_of
 
     from conftest import ROOT
 
+    # A third model on one pool only, beside the shipped two (one on all pools, one on two).
     fleet = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]["inference-fleet:fleet"]
-    fleet["models"].append({"name": "qwen2.5-3b", "hf_id": "Qwen/Qwen2.5-3B-Instruct", "params_b": 3.09,
-                            "pools": ["nvidia-h100"], "min_replicas": 1, "max_replicas": 1})
-    plan = render(fleet, tmp_path, "devtwo", hf_token=False)
+    fleet["models"].append({"name": "phi-3-mini", "hf_id": "microsoft/Phi-3-mini-4k-instruct", "params_b": 3.82,
+                            "pools": ["amd-mi300x"], "min_replicas": 1, "max_replicas": 1})
+    plan = render(fleet, tmp_path, "devthree", hf_token=False)
     services = {o["metadata"]["name"]: o for o in inference_objects(plan, "Service")["local"]}
     for pool in plan.spec.pools:
         selector = services[f"{pool.name}-sim"]["spec"]["selector"]

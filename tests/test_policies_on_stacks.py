@@ -55,7 +55,7 @@ def test_an_on_demand_h100_pool_at_min_8_fails_the_cost_rules(tmp_path):
                                             "gateway_hostname": "gw.example.com"}], tiers=[])
         f["pools"] = [{"name": "h100", "cluster": "gke", "accelerator": "h100", "spot": False,
                        "min_nodes": 8, "max_nodes": 8}]
-        f["models"][0]["pools"] = ["h100"]
+        f["models"] = [{**f["models"][0], "pools": ["h100"]}]
     found = policy_eval.evaluate(run_plan("bad", _bad_stack(tmp_path, mutate)))
     rules = {v.policy for v in found if v.level == policy_eval.MANDATORY}
     assert {"accelerator-pools-spot-or-zero", "pool-monthly-cost-ceiling"} <= rules
