@@ -49,8 +49,6 @@ class Vendor:
     """Environment the vendor's vLLM build needs (seed 000's ROCm note, seed 003's TPU vars)."""
     sim_profile_prefix: str
     """Prefix of ``fleet_router.sim`` profiles that emulate this vendor in the dev stack."""
-    metrics_exporter: str
-    """Which exporter publishes accelerator metrics (used by monitoring)."""
 
 
 @dataclass(frozen=True)
@@ -120,7 +118,6 @@ VENDORS: Mapping[str, Vendor] = MappingProxyType(
             ),
             vllm_env=MappingProxyType({}),
             sim_profile_prefix="nvidia",
-            metrics_exporter="dcgm-exporter",
         ),
         "amd": Vendor(
             name="amd",
@@ -133,7 +130,6 @@ VENDORS: Mapping[str, Vendor] = MappingProxyType(
             # Seed 000, troubleshooting #2: Triton flash attention miscompiles on some ROCm builds.
             vllm_env=MappingProxyType({"VLLM_USE_TRITON_FLASH_ATTN": "0"}),
             sim_profile_prefix="amd",
-            metrics_exporter="amd-device-metrics-exporter",
         ),
         "google": Vendor(
             name="google",
@@ -145,7 +141,6 @@ VENDORS: Mapping[str, Vendor] = MappingProxyType(
             ),
             vllm_env=MappingProxyType({"PJRT_DEVICE": "TPU"}),
             sim_profile_prefix="google",
-            metrics_exporter="gke-tpu-metrics",
         ),
     }
 )

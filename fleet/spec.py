@@ -251,9 +251,7 @@ class FleetSpec(_Strict):
                 p._machine = min(acc.machines, key=lambda m: m.accelerators)
                 if p.tpu_topology:
                     p._machine = next(m for m in acc.machines if m.tpu_topology == p.tpu_topology)
-                if p.spot is False and p.reserved_reason is None:
-                    pass  # nothing is billed locally
-                continue
+                continue  # nothing is billed locally: no spot-or-reason rule here
             if p.sim_profile is not None:
                 out.append((f"{at}.sim_profile", f"pool {p.name!r}: sim_profile is only for local pools"))
             try:

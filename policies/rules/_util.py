@@ -7,16 +7,11 @@ Props are the resource inputs with the wire (camelCase) names Pulumi records, th
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-# The catalog (prices, machines, TPU topologies) is plain data in the program's own package.
-_ROOT = Path(__file__).resolve().parents[2]
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
-from fleet import catalog  # noqa: E402
+# The catalog (prices, machines, TPU topologies) is plain data in the program's own package, which
+# the pack's entry point (policies/__main__.py) puts on the path for `pulumi preview --policy-pack`.
+from fleet import catalog
 
 WORKLOAD_KINDS = {
     "kubernetes:apps/v1:Deployment", "kubernetes:apps/v1:StatefulSet", "kubernetes:apps/v1:DaemonSet",

@@ -6,7 +6,6 @@ The IaC (``fleet/routerconfig.py``) builds the same model from the fleet spec an
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from pathlib import Path
 
@@ -177,9 +176,6 @@ class RouterConfig(_Strict):
         if not data["profiles"]:  # absent is the default; the IaC's rendered configs stay as they were
             del data["profiles"]
         return yaml.safe_dump(data, sort_keys=True, default_flow_style=False)
-
-    def checksum(self) -> str:
-        return hashlib.sha256(self.to_yaml().encode()).hexdigest()
 
 
 class ConfigError(ValueError):
