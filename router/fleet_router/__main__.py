@@ -29,8 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     from fleet_router.server import serve
 
-    asyncio.run(serve(config, args.config))
-    return 0
+    return asyncio.run(serve(config, args.config))
 
 
 if __name__ == "__main__":

@@ -6,11 +6,12 @@ The IaC (``fleet/routerconfig.py``) builds the same model from the fleet spec an
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fleet_router.core import profiles as _profiles
 
@@ -31,6 +32,39 @@ class Limits(_Strict):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024,
                                     description="a non-streaming answer is buffered whole: over this it is a 502")
+
+
+class Server(_Strict):
+    """The client-facing HTTP server, set for a listener on the internet."""
+
+    header_timeout_s: float = Field(10.0, gt=0, description="from a request's first byte to the end of its head")
+    body_timeout_s: float = Field(30.0, gt=0, description="longest gap between body bytes before a 408")
+    idle_timeout_s: float = Field(75.0, gt=0, description="a kept-alive connection with no request is closed")
+    max_connections: int = Field(10000, ge=1, description="open client connections; more are answered 503")
+    max_header_bytes: int = Field(32768, ge=1024, description="request line and headers; more is a 431")
+    trusted_proxies: tuple[str, ...] = Field(
+        (), description="CIDRs whose X-Forwarded-For / Forwarded are kept (and appended to); others' are "
+                        "replaced by the peer address")
+    access_log: bool = Field(True, description="one JSON line per request on the fleet_router.access logger")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in v:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"not an IP network: {cidr!r}") from None
+        return v
+
+
+class Shutdown(_Strict):
+    """SIGTERM: readiness off at once, keep serving ``pre_stop_s`` while load balancers drop this
+    endpoint, then stop listening and let requests in flight finish for up to ``drain_s``. The IaC
+    sets both from the Deployment's ``terminationGracePeriodSeconds``. A second signal exits at once."""
+
+    pre_stop_s: float = Field(0.0, ge=0)
+    drain_s: float = Field(30.0, ge=0)
 
 
 class Auth(_Strict):
@@ -144,6 +178,8 @@ class RouterConfig(_Strict):
     auth: Auth = Auth()
     failover: Failover = Failover()
     discovery: Discovery = Discovery()
+    server: Server = Server()
+    shutdown: Shutdown = Shutdown()
     pools: tuple[Pool, ...] = Field(min_length=1)
     tiers: tuple[Tier, ...] = ()
     profiles: tuple[Profile, ...] = ()

@@ -33,6 +33,7 @@ class InferenceRequest:
     """A checked inference request: the body as sent (forwarded untouched) and as parsed."""
 
     path: str
+    target: str  # the path and query string, as sent to the backend
     raw: bytes
     body: dict
     model: str
@@ -54,6 +55,8 @@ async def read_inference(request: httpio.Request, max_body_bytes: int) -> Infere
                      "request_too_large")
     try:
         raw = await httpio.read_body(request, limit)
+    except httpio.BodyTimeout:
+        return error(408, "The request body stopped arriving.", "invalid_request_error", "request_timeout")
     except httpio.BodyError:
         return error(400, "Could not read the request body.", "invalid_request_error", "bad_body")
     if len(raw) > limit:
@@ -79,7 +82,7 @@ async def read_inference(request: httpio.Request, max_body_bytes: int) -> Infere
         return error(400, "`input` is required.", "invalid_request_error", "missing_input", "input")
     if "stream" in body and not isinstance(body["stream"], bool):
         return error(400, "`stream` must be true or false.", "invalid_request_error", "invalid_stream", "stream")
-    return InferenceRequest(path=path, raw=raw, body=body, model=model)
+    return InferenceRequest(path=path, target=request.target, raw=raw, body=body, model=model)
 
 
 def model_list(ids: list[str], now: int) -> dict:

@@ -8,7 +8,7 @@ import time
 
 import orjson
 
-from fleet_router import core, httpio
+from fleet_router import core, forwarding, httpio
 from fleet_router.config import ConfigError, RouterConfig
 from fleet_router.metrics import RouterMetrics
 from fleet_router.openai_api import InferenceRequest, error
@@ -18,7 +18,6 @@ log = logging.getLogger("fleet_router")
 
 HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host",
                "content-length", "authorization", "proxy-authorization"}
-FORWARD_SKIP = HOP_HEADERS | {"content-type", "expect"}
 
 
 class _Retryable(Exception):
@@ -56,7 +55,7 @@ class Proxy:
                       decision: core.Decision) -> httpio.StreamResponse:
         cfg = self.config
         attempts = decision.attempts[:cfg.failover.max_attempts]
-        fwd_headers = [(k, v) for k, v in request.headers.items() if k.lower() not in FORWARD_SKIP]
+        fwd_headers = forwarding.request_headers(request)
         fwd_headers.append(("Content-Type", "application/json"))
         last_reason = "no attempt"
         for i, pool_name in enumerate(attempts):
@@ -92,7 +91,7 @@ class Proxy:
                 deadlines = (Deadlines(t.connect_s, t.stream_head_s, t.stream_idle_s) if req.stream
                              else Deadlines(t.connect_s, t.response_s, None, t.response_s))
                 auth = self._pool_auth.get(state.name)
-                upstream = await self.upstream.request(self.upstream.origin(state.pool.url), req.path,
+                upstream = await self.upstream.request(self.upstream.origin(state.pool.url), req.target,
                                                        fwd_headers + auth if auth else fwd_headers, req.raw,
                                                        deadlines)
                 if upstream.status >= 500:

@@ -23,6 +23,7 @@ from fleet_router import core, httpio, openai_api
 from fleet_router.admission import Admission
 from fleet_router.config import ConfigError, RouterConfig, load_config
 from fleet_router.discovery import Discovery, served_models
+from fleet_router.forwarding import TrustedProxies
 from fleet_router.metrics import RouterMetrics
 from fleet_router.openai_api import INFERENCE_PATHS, error
 from fleet_router.proxy import Proxy
@@ -40,7 +41,8 @@ class Router:
         self.discovery = Discovery(self.metrics)
         self.proxy = Proxy(self.metrics, config, self.states)
         self.in_flight = 0
-        self.draining = False
+        self.stopping = False  # SIGTERM seen: not ready, still serving (pre-stop grace)
+        self.draining = False  # listeners closed: new requests are 503
         self.ready = False
         self._tasks: list[asyncio.Task] = []
         self._config_mtime = 0.0
@@ -104,12 +106,9 @@ class Router:
         await self.discovery.close()
         await self.proxy.close()
 
-    async def drain(self, timeout: float = 30.0) -> None:
-        """Stop being ready, let in-flight requests finish (up to ``timeout``)."""
-        self.draining, self.ready = True, False
-        deadline = time.monotonic() + timeout
-        while self.in_flight and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+    def stop_ready(self) -> None:
+        """SIGTERM: /readyz turns 503 so load balancers stop sending; requests are still served."""
+        self.stopping, self.ready = True, False
 
     async def refresh_models(self) -> None:
         await self.discovery.refresh_models(self.states.values())
@@ -140,7 +139,7 @@ class Router:
 
     async def readyz(self, request: httpio.Request) -> httpio.Response:
         if not self.ready:
-            return httpio.json_response({"status": "draining" if self.draining else "starting"}, status=503)
+            return httpio.json_response({"status": "draining" if self.stopping else "starting"}, status=503)
         return httpio.json_response({"status": "ready", "pools": len(self.states)})
 
     async def metrics_page(self, request: httpio.Request) -> httpio.Response:
@@ -207,23 +206,50 @@ class Router:
                 ("GET", "/readyz", self.readyz)]
 
 
-async def serve(config: RouterConfig, config_path: str | None = None) -> None:
+async def serve(config: RouterConfig, config_path: str | None = None) -> int:
+    """Run until SIGTERM/SIGINT, then shut down in the order a load balancer needs (see
+    :class:`fleet_router.config.Shutdown`); 0 after a drain, 1 if a second signal cut it short."""
     router = Router(config, config_path)
     await router.start()
-    api = await httpio.start_site(router.api_routes(), config.listen.host, config.listen.port,
-                                  make_error=openai_api.http_error, max_body_bytes=config.limits.max_body_bytes,
-                                  backlog=1024)
+    srv = config.server
+    api = await httpio.start_site(
+        router.api_routes(), config.listen.host, config.listen.port, make_error=openai_api.http_error,
+        max_body_bytes=config.limits.max_body_bytes, max_header_bytes=srv.max_header_bytes,
+        header_timeout=srv.header_timeout_s, body_timeout=srv.body_timeout_s, idle_timeout=srv.idle_timeout_s,
+        max_connections=srv.max_connections, trusted=TrustedProxies(srv.trusted_proxies), access_log=srv.access_log)
     admin = await httpio.start_site(router.admin_routes(), config.listen.host, config.listen.admin_port,
-                                    make_error=openai_api.http_error)
+                                    make_error=openai_api.http_error, access_log=False)
     log.info(orjson.dumps({"event": "listening", "port": config.listen.port,
                            "admin_port": config.listen.admin_port, "pools": len(config.pools)}).decode())
-    stop = asyncio.Event()
+    signals = 0
+    stop, force = asyncio.Event(), asyncio.Event()
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        (stop if signals == 1 else force).set()
+
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, on_signal)
+    loop.add_signal_handler(signal.SIGINT, on_signal)
     loop.add_signal_handler(signal.SIGHUP, router.reload)
     await stop.wait()
-    await router.drain()
+
+    shutdown = config.shutdown
+    router.stop_ready()
+    log.info(orjson.dumps({"event": "stopping", "pre_stop_s": shutdown.pre_stop_s,
+                           "drain_s": shutdown.drain_s}).decode())
+    try:
+        await asyncio.wait_for(force.wait(), shutdown.pre_stop_s)
+    except TimeoutError:
+        pass
+    router.draining = True
+    await api.stop_listening()
+    deadline = time.monotonic() + shutdown.drain_s
+    while (api.busy or router.in_flight) and time.monotonic() < deadline and not force.is_set():
+        await asyncio.sleep(0.05)
+    log.info(orjson.dumps({"event": "stopped", "forced": force.is_set(), "in_flight": api.busy}).decode())
     await api.close()
     await router.stop()
     await admin.close()
+    return 1 if force.is_set() else 0
