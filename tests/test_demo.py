@@ -46,7 +46,6 @@ def _port_open(port: int) -> bool:
 
 @pytest.fixture(scope="module")
 def demo():
-    pytest.importorskip("fleet_router.config")
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "fleet", "demo", "--stack", "dev", "--port", str(port), "--api-key", "sk-test-demo"],

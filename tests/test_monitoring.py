@@ -172,8 +172,7 @@ def test_monitoring_objects_are_absent_when_monitoring_is_off(tmp_path):
 
 @pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_monitoring_objects_match_the_prometheus_operator_crds(stack):
-    if not schemas.crds_available():
-        pytest.skip("upstream CRDs not available (FLEET_CRDS_DIR)")
+    schemas.require_crds()
     plan = plan_of(stack)
     objs = [o for k in ("ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap")
             for o in _monitoring_objects(plan, k)]
@@ -208,7 +207,6 @@ def _free_port() -> int:
 def live_metrics():
     """The dev fleet on loopback (`python -m fleet demo`), a few requests through it, then the
     router's and each simulator's /metrics; everything is stopped afterwards."""
-    pytest.importorskip("fleet_router.config")
     import openai
     import select
 

@@ -93,7 +93,7 @@ def test_generator_is_pure_no_pulumi_import():
 
 
 def test_the_routers_schema_accepts_the_generated_config_and_reads_it_back(tmp_path):
-    config = pytest.importorskip("fleet_router.config")
+    from fleet_router import config
     from fleet.routerconfig import router_config
 
     spec = _dev_spec()
