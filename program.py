@@ -7,12 +7,20 @@ from __future__ import annotations
 
 import pulumi
 
+from fleet.secrets import HF_TOKEN, ROUTER_API_KEYS, RequiredSecret, required_secrets
 from fleet.spec import FleetSpec, SpecError, load_spec
 from stacks import TOPOLOGIES
 from stacks.secrets import FleetSecrets
 
 PLAN_SOURCE: str | None = None
 """Set by the offline plan to the stack file it read, so errors name it."""
+
+OFFLINE_PLAN = False
+"""Set by the offline plan: a missing required secret is recorded in :data:`MISSING_SECRETS`
+(the shipped stack files hold no secrets, and the plan must still show the stack) instead of
+failing the run, as it does under ``pulumi preview``/``up``."""
+
+MISSING_SECRETS: list[RequiredSecret] = []
 
 
 def _source() -> str:
@@ -27,9 +35,26 @@ def read_spec() -> FleetSpec:
         raise pulumi.RunError(str(e)) from None
 
 
-def read_secrets() -> FleetSecrets:
+def read_secrets(spec: FleetSpec) -> FleetSecrets:
+    """Each secret from Pulumi secret config. What the spec cannot be deployed without
+    (:func:`fleet.secrets.required_secrets`) fails closed: ``require_secret`` stops a preview or an
+    up with Pulumi's own "missing required configuration variable" error, naming the key — a public
+    router with no API keys or a gated model with no token must never deploy by omission."""
     cfg = pulumi.Config()
-    return FleetSecrets(hf_token=cfg.get_secret("hfToken"), router_api_keys=cfg.get_secret("routerApiKeys"))
+    required = {r.key: r for r in required_secrets(spec)}
+    MISSING_SECRETS.clear()
+
+    def read(key: str) -> pulumi.Output[str] | None:
+        if key not in required:
+            return cfg.get_secret(key)
+        if not OFFLINE_PLAN:
+            return cfg.require_secret(key)
+        value = cfg.get_secret(key)
+        if value is None:
+            MISSING_SECRETS.append(required[key])
+        return value
+
+    return FleetSecrets(hf_token=read(HF_TOKEN), router_api_keys=read(ROUTER_API_KEYS))
 
 
 def main() -> None:
@@ -38,6 +63,6 @@ def main() -> None:
     found = topology.problems(spec)
     if found:  # what this topology needs of the spec beyond the spec's own rules
         raise pulumi.RunError(str(SpecError(_source(), found)))
-    outputs = topology.build(spec, read_secrets())
+    outputs = topology.build(spec, read_secrets(spec))
     for key, value in sorted(outputs.items()):
         pulumi.export(key, value)

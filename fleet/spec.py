@@ -101,6 +101,8 @@ class ModelSpec(_Strict):
     max_replicas: int = Field(2, ge=1, le=100)
     serving: Literal["deployment", "kserve"] = "deployment"
     architecture: Architecture | None = None
+    gated: bool | None = Field(None, description="the Hub repository needs an accepted licence and a token "
+                                                 "(default: by organisation, fleet.secrets.GATED_HF_ORGS)")
 
     @property
     def slug(self) -> str:

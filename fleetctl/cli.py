@@ -24,7 +24,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from fleetctl import policy_eval
 
     violations = policy_eval.evaluate(plan)
-    policy_eval.write_reports(violations, out, plan.stack)
+    policy_eval.write_reports(violations, out, plan.stack, plan.missing_secrets)
     print(f"\nwrote {out / 'plan.json'}, {out / 'policy.json'} and {len(plan.manifests)} manifests under "
           f"{out / 'manifests'}")
     print(policy_eval.summary_line(violations))
@@ -32,6 +32,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     for v in mandatory:
         print(f"policy violation [{v.policy}] {v.name or '(stack)'} ({v.urn or plan.stack}): {v.message}\n"
               f"  fix: {v.remediation}", file=sys.stderr)
+    for m in plan.missing_secrets:
+        print(f"missing secret {m['key']}: {m['why']}\n  set it: {m['command']}", file=sys.stderr)
+    if args.strict and plan.missing_secrets:
+        return EXIT_POLICY
     return EXIT_POLICY if mandatory else EXIT_OK
 
 
@@ -99,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--stack", required=True, help="stack name: reads Pulumi.<stack>.yaml")
     plan.add_argument("--config-file", help="a stack file to read instead of Pulumi.<stack>.yaml")
     plan.add_argument("--out", help="output directory (default build/plan/<stack>)")
+    plan.add_argument("--strict", action="store_true",
+                      help="exit 1 when a secret the stack cannot be deployed without is not set")
     plan.set_defaults(func=_cmd_plan)
 
     diff = sub.add_parser("diff", help="plan the stack at a git ref and at the working tree; print a Markdown review")

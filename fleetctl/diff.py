@@ -541,6 +541,13 @@ def render_markdown(result: DiffResult) -> str:
             if len(v) > 50:
                 lines.append(f"\n… and {len(v) - 50} more (policy.json beside the plan)")
 
+    missing = (result.head.plan or {}).get("missing_secrets") or []
+    if missing:
+        lines += ["", "#### Missing secrets (blocking)", "",
+                  "`pulumi preview` and `pulumi up` of this stack fail until these are set:", "",
+                  "| secret | why | set it |", "|---|---|---|"]
+        lines += [f"| `{m['key']}` | {m['why']} | `{m['command']}` |" for m in missing]
+
     lines += ["", "#### Cost (USD per month, 730 h)", ""]
     d = result.cost_delta
     if d is None:

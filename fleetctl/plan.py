@@ -196,6 +196,9 @@ class Plan:
     seconds: float = 0.0
     manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Relative manifest path -> Kubernetes object."""
+    missing_secrets: list[dict[str, str]] = field(default_factory=list)
+    """Secrets the stack cannot be deployed without that its config does not set: ``key``, ``why``,
+    ``command``. ``pulumi preview``/``up`` fail on each; the offline plan lists them."""
 
     def by_type(self, typ: str) -> list[dict[str, Any]]:
         return [r for r in self.resources if r["type"] == typ]
@@ -211,7 +214,7 @@ class Plan:
 
     def to_json(self) -> str:
         doc = {"stack": self.stack, "project": self.project, "outputs": self.outputs,
-               "resources": self.resources}
+               "resources": self.resources, "missing_secrets": self.missing_secrets}
         return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
@@ -239,8 +242,11 @@ def _resolve_outputs(stack_outputs: Mapping[str, Any]) -> dict[str, Any]:
             for k, v in sorted(stack_outputs.items())}
 
 
-def run_plan(stack: str, config_file: str | Path | None = None) -> Plan:
-    """Validate the stack's spec, run ``__main__.py`` under mocks and return what it declared."""
+def run_plan(stack: str, config_file: str | Path | None = None, *, as_engine: bool = False) -> Plan:
+    """Validate the stack's spec, run ``__main__.py`` under mocks and return what it declared.
+
+    ``as_engine``: run the program as ``pulumi preview`` would (preview semantics, no offline-plan
+    leniency), so what fails closed there fails here too."""
     started = time.perf_counter()
     cfg = read_stack_config(stack, config_file)
     spec = load_spec(cfg.fleet_raw(), cfg.source)  # fails fast, before Pulumi is even imported
@@ -253,16 +259,18 @@ def run_plan(stack: str, config_file: str | Path | None = None) -> Plan:
     _reset_runtime()
     pulumi_config.set_all_config(cfg.values, cfg.secret_keys)
     monitor = _recording_monitor()
-    mocks.set_mocks(monitor.mocks, project=cfg.project, stack=stack, preview=False, monitor=monitor)
+    mocks.set_mocks(monitor.mocks, project=cfg.project, stack=stack, preview=as_engine, monitor=monitor)
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     import program
 
     program.PLAN_SOURCE = cfg.source
+    program.OFFLINE_PLAN = not as_engine  # list missing secrets instead of failing (program.read_secrets)
     _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")))
     outputs = _resolve_outputs(settings.get_root_resource().outputs)
     resources = [monitor.records[u] for u in sorted(monitor.records)]
-    plan = Plan(stack=stack, project=cfg.project, spec=spec, resources=resources, outputs=outputs)
+    plan = Plan(stack=stack, project=cfg.project, spec=spec, resources=resources, outputs=outputs,
+                missing_secrets=[{"key": m.key, "why": m.why, "command": m.command} for m in program.MISSING_SECRETS])
     plan.manifests = _manifests(resources)
     plan.seconds = time.perf_counter() - started
     del pulumi
@@ -320,6 +328,9 @@ def summary(plan: Plan) -> str:
     lines += [f"  {n:4d}  {c}" for c, n in sorted(comps.items(), key=lambda kv: (-kv[1], kv[0]))]
     lines += ["", "by type:"]
     lines += [f"  {n:4d}  {t}" for t, n in sorted(types.items(), key=lambda kv: (-kv[1], kv[0]))]
+    if plan.missing_secrets:
+        lines += ["", "missing secrets (pulumi preview/up fail without them; `fleet plan --strict` too):"]
+        lines += [f"  {m['key']}: {m['why']}\n    set it: {m['command']}" for m in plan.missing_secrets]
     if plan.outputs:
         lines += ["", "outputs:"]
         lines += [f"  {k} = {json.dumps(v)[:120]}" for k, v in plan.outputs.items()]

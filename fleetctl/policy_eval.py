@@ -102,12 +102,15 @@ def evaluate(plan: Plan) -> list[Violation]:
     return sorted(out, key=lambda v: (v.level != MANDATORY, v.policy, v.urn, v.message))
 
 
-def write_reports(violations: list[Violation], out_dir: Path, stack: str) -> None:
+def write_reports(violations: list[Violation], out_dir: Path, stack: str,
+                  missing_secrets: list[dict[str, str]] | None = None) -> None:
     from policies.rules import ALL
 
     mandatory = [v for v in violations if v.level == MANDATORY]
+    missing_secrets = missing_secrets or []
     doc = {"stack": stack, "rules": len(ALL), "mandatory": len(mandatory),
-           "advisory": len(violations) - len(mandatory), "violations": [asdict(v) for v in violations]}
+           "advisory": len(violations) - len(mandatory), "violations": [asdict(v) for v in violations],
+           "missing_secrets": missing_secrets}
     (out_dir / "policy.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     lines = [f"# Policy report: stack `{stack}`", "",
              f"{len(ALL)} rules; {len(mandatory)} mandatory and {len(violations) - len(mandatory)} advisory "
@@ -116,6 +119,10 @@ def write_reports(violations: list[Violation], out_dir: Path, stack: str) -> Non
         lines += ["| level | rule | resource | finding | remediation |", "|---|---|---|---|---|"]
         lines += [f"| {v.level} | `{v.policy}` | `{v.name or '(stack)'}` | {v.message} | {v.remediation} |"
                   for v in violations]
+    if missing_secrets:
+        lines += ["", "## Missing secrets (blocking: `pulumi preview`/`up` fail without them)", "",
+                  "| secret | why | set it |", "|---|---|---|"]
+        lines += [f"| `{m['key']}` | {m['why']} | `{m['command']}` |" for m in missing_secrets]
     (out_dir / "policy.md").write_text("\n".join(lines) + "\n")
 
 
