@@ -41,7 +41,7 @@ def _uses(doc: dict[str, Any], action: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_the_workflows_exist():
-    assert {p.name for p in FILES} >= {"test.yml", "preview.yml", "preview-comment.yml", "up.yml"}
+    assert {p.name for p in FILES} >= {"test.yml", "preview.yml", "preview-comment.yml", "up.yml", "drift.yml"}
 
 
 def test_workflows_are_valid_github_actions_yaml():
@@ -136,7 +136,7 @@ def test_pulumi_preview_covers_the_cloud_stacks_with_policy_pack_and_pr_comment(
     assert job["if"] == "github.event.pull_request.head.repo.full_name == github.repository"
 
 
-@pytest.mark.parametrize("name, job", [("preview.yml", "pulumi-preview"), ("up.yml", "up")])
+@pytest.mark.parametrize("name, job", [("preview.yml", "pulumi-preview"), ("up.yml", "up"), ("drift.yml", "drift")])
 def test_cloud_credentials_come_from_oidc_only(name, job):
     doc = _load(name)
     j = doc["jobs"][job]
@@ -219,3 +219,51 @@ def test_up_runs_pulumi_up_with_the_policy_pack_behind_an_environment():
     ((_, step),) = _uses(doc, "pulumi/actions")
     assert step["with"]["command"] == "up"
     assert step["with"]["policyPacks"] == "policies"
+
+
+# Which job can reach which cloud identity: the role variables a job names, by purpose. A PR's
+# preview must only ever see read-only identities; deploy identities only inside the reviewed
+# `stack-*` environments (whose variables no other job can read), drift's only inside `drift`.
+ROLE_VARS = re.compile(r"vars\.((?:GCP|AWS|AZURE)_(PREVIEW|DEPLOY|DRIFT)_\w+|PULUMI_(PREVIEW|DEPLOY|DRIFT)_TEAM)")
+
+
+def _role_kinds(job: dict[str, Any]) -> set[str]:
+    return {m.group(2) or m.group(3) for m in ROLE_VARS.finditer(yaml.safe_dump(job))}
+
+
+@pytest.mark.parametrize("name, job, kind, environment", [
+    ("preview.yml", "pulumi-preview", "PREVIEW", None),
+    ("up.yml", "up", "DEPLOY", "stack-${{ matrix.stack }}"),
+    ("drift.yml", "drift", "DRIFT", "drift"),
+])
+def test_each_job_reaches_only_its_own_kind_of_role(name, job, kind, environment):
+    j = _load(name)["jobs"][job]
+    assert _role_kinds(j) == {kind}
+    assert j.get("environment") == environment
+    # The Pulumi token is scoped to a team, never the whole organisation.
+    ((_, auth),) = [(n, s) for n, s in _uses({"jobs": {job: j}}, "pulumi/auth-actions")]
+    assert auth["with"]["requested-token-type"] == "urn:pulumi:token-type:access_token:team"
+    assert auth["with"]["scope"] == f"team:${{{{ vars.PULUMI_{kind}_TEAM }}}}"
+
+
+def test_no_workflow_a_pull_request_triggers_can_name_a_deploy_role():
+    for path in FILES:
+        doc = _load(path.name)
+        triggers = doc["on"] if isinstance(doc["on"], (dict, list)) else [doc["on"]]
+        if not {"pull_request", "pull_request_target"} & set(triggers):
+            continue
+        for job_name, job in doc["jobs"].items():
+            assert "DEPLOY" not in _role_kinds(job), (path.name, job_name)
+            assert not str(job.get("environment", "")).startswith("stack-"), (path.name, job_name)
+
+
+def test_up_refreshes_first_and_drift_is_checked_every_night():
+    ((_, up),) = _uses(_load("up.yml"), "pulumi/actions")
+    assert up["with"]["refresh"] is True
+    drift = _load("drift.yml")
+    assert drift["on"]["schedule"]
+    ((_, step),) = _uses(drift, "pulumi/actions")
+    assert step["with"]["command"] == "preview"
+    assert step["with"]["expect-no-changes"] is True and step["with"]["refresh"] is True
+    rows = {r["stack"] for r in drift["jobs"]["drift"]["strategy"]["matrix"]["include"]}
+    assert rows == CLOUD_STACKS
