@@ -77,13 +77,7 @@ class Proxy:
     async def _attempt(self, request: httpio.Request, req: InferenceRequest, decision: core.Decision,
                        state: core.PoolState, fwd_headers) -> httpio.StreamResponse:
         t0 = time.perf_counter()
-        # The prompt's uncached blocks queue for prefill here until the first byte; its blocks are
-        # remembered now, not at the first byte, so the next turn of a conversation already follows.
-        blocks = decision.blocks
-        uncached = len(blocks) - core.cached_blocks(state, blocks)
-        state.backlog += uncached
-        core.remember_prefix(state, blocks)
-        state.in_flight += 1
+        attempt = core.on_dispatch(state, decision)  # in flight, its prefill queued, its blocks remembered
         upstream = None
         try:
             try:
@@ -103,10 +97,7 @@ class Proxy:
             except UpstreamError as e:
                 raise _Retryable(type(e).__name__) from None
             ttft = time.perf_counter() - t0
-            state.backlog -= uncached
-            uncached = 0
-            core.record_success(state)
-            core.record_ttft(state, ttft, time.monotonic())
+            core.on_first_byte(attempt, ttft, time.monotonic())
             headers = {k: v for k, v in upstream.headers if k.lower() not in HOP_HEADERS}
             headers["x-fleet-pool"] = state.name
             headers["x-fleet-vendor"] = state.pool.vendor
@@ -127,8 +118,7 @@ class Proxy:
         finally:
             if upstream is not None:
                 upstream.release()
-            state.in_flight -= 1
-            state.backlog -= uncached
+            core.on_done(attempt)
 
     def _account(self, decision: core.Decision, state: core.PoolState, model: str, ttft: float,
                  whole: bytes | None, status: int) -> None:
