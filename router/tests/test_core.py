@@ -424,10 +424,22 @@ def test_conversations_sharing_a_system_prompt_have_different_keys_and_turns_the
 
 
 def test_prefix_memory_is_sized_in_tokens_and_forgets_the_oldest():
-    mem = core.PrefixMemory(capacity_tokens=2 * core.BLOCK_TOKENS)
-    mem.add([1, 2, 3])
-    assert list(mem) == [2, 3] and mem.tokens == 2 * core.BLOCK_TOKENS
-    assert mem.matched([2, 3, 4]) == 2 and mem.matched([1, 2]) == 0
+    mem = core.PrefixMemory(capacity_tokens=4 * core.BLOCK_TOKENS)
+    for prompt in ([1, 2], [3, 4], [5, 6]):
+        mem.add(prompt)
+    assert sorted(mem) == [3, 4, 5, 6] and mem.tokens == 4 * core.BLOCK_TOKENS
+    assert mem.matched([3, 4, 7]) == 2 and mem.matched([1, 2]) == 0
+    mem.add([3, 4])  # used again: now the newest
+    mem.add([8, 9])
+    assert mem.matched([3, 4]) == 2 and mem.matched([5, 6]) == 0
+
+
+def test_a_long_prompts_blocks_match_as_far_as_the_pool_holds_them():
+    mem = core.PrefixMemory()
+    blocks = core.prefix_blocks("lorem ipsum dolor sit amet " * 1000, "m")
+    mem.add(blocks[:100])
+    assert mem.matched(blocks) == 100 and mem.matched(blocks[:40]) == 40
+    assert mem.matched(core.prefix_blocks("other text " * 1000, "m")) == 0
 
 
 # --- hooks, failover, ejection, cost -----------------------------------------------------------------
