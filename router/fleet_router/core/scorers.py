@@ -11,6 +11,16 @@ the old ones from its first request. A shared store of prefix locations (e.g. Re
 exact but adds a round trip to every decision and a failure mode to the hot path; the hash is
 wrong only where the pools' real load made an earlier turn go elsewhere, which ``prefill`` below
 then sees in this replica's own memory.
+
+The key is the conversation (its bytes through the first non-system message), not the leading
+blocks alone: keyed on a shared system prompt, every conversation using it would have one home
+and pile onto it until load pushed them off, bouncing between pools as the load moved. Keyed on
+the conversation, they spread by weight, and the price is that each pool computes each shared
+system prompt once. Load still decides: ``prefill`` moves a turn off a home whose queued prefill
+costs more than recomputing the history elsewhere. That queue is this replica's own count (blocks
+sent, not yet answered); behind N replicas each sees about 1/N of every pool's queue, so the
+comparison between pools holds, and the pools' own scraped queue and KV use decide saturation
+(the pipeline's filters) for every replica alike.
 """
 
 from __future__ import annotations
