@@ -29,6 +29,7 @@ from components.namespaces import Namespaces
 from components.platform import Platform
 from components.router_image import RouterImage
 from fleet import layout
+from fleet.routerconfig import ROUTER_DRAIN_SLACK_S, router_termination_grace_s
 from fleet.spec import ClusterSpec, FleetSpec
 
 NAME = "fleet-router"
@@ -49,7 +50,7 @@ RESOURCES = MappingProxyType({
 })
 TARGET_CPU_UTILIZATION = 70
 # An in-flight stream may last as long as the request timeout; give draining that long plus slack.
-DRAIN_SLACK_S = 15
+DRAIN_SLACK_S = ROUTER_DRAIN_SLACK_S
 
 DNS_EGRESS = {
     "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
@@ -214,7 +215,8 @@ class Router(pulumi.ComponentResource):
                         "serviceAccountName": NAME,
                         "automountServiceAccountToken": False,
                         "enableServiceLinks": False,
-                        "terminationGracePeriodSeconds": int(rspec.request_timeout_s) + DRAIN_SLACK_S,
+                        # The router's shutdown config is generated to fit it (fleet.routerconfig).
+                        "terminationGracePeriodSeconds": router_termination_grace_s(rspec.request_timeout_s),
                         "securityContext": {
                             "runAsNonRoot": True,
                             "runAsUser": RUN_AS,

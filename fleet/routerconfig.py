@@ -17,7 +17,12 @@ replica the router is most likely to be paying for).
 
 Each pool's backend timeouts (:func:`pool_timeouts`) follow how vLLM answers: a stream's head
 before generation, a chunk per token after it; a non-streaming answer whole at its end, bounded by
-the spec's ``router.request_timeout_s``. Pure: no Pulumi, no I/O.
+the spec's ``router.request_timeout_s``.
+
+The router's shutdown (:func:`router_shutdown`) fits its pod's termination grace
+(:func:`router_termination_grace_s`, which the Router component puts on the Deployment): after
+SIGTERM it keeps serving ``pre_stop_s`` while the endpoint leaves Services and gateways, then
+drains requests in flight for the rest of the grace but a margin to exit. Pure: no Pulumi, no I/O.
 """
 
 from __future__ import annotations
@@ -30,6 +35,28 @@ from fleet.spec import FleetSpec, PoolSpec
 
 class RouterConfigError(ValueError):
     pass
+
+
+ROUTER_DRAIN_SLACK_S = 15
+"""The router pod's termination grace beyond the longest request it allows."""
+ROUTER_PRE_STOP_S = 10
+"""Serving after SIGTERM while the pod leaves EndpointSlices: Kubernetes removes a terminating pod
+from them at the same time as it signals it, and kube-proxy and gateways apply that seconds later
+(the same wait as the model servers' preStop sleep)."""
+ROUTER_EXIT_MARGIN_S = 5
+"""Left of the grace after the drain, to close connections and exit before SIGKILL."""
+
+
+def router_termination_grace_s(request_timeout_s: float) -> int:
+    """``terminationGracePeriodSeconds`` of the router's pods: the longest request plus slack."""
+    return int(request_timeout_s) + ROUTER_DRAIN_SLACK_S
+
+
+def router_shutdown(request_timeout_s: float) -> dict[str, float]:
+    """The router's ``shutdown`` config: pre-stop grace, then a drain that ends before the pod's grace."""
+    grace = router_termination_grace_s(request_timeout_s)
+    return {"pre_stop_s": float(ROUTER_PRE_STOP_S),
+            "drain_s": float(grace - ROUTER_PRE_STOP_S - ROUTER_EXIT_MARGIN_S)}
 
 
 def replica_tensor_parallel(spec: FleetSpec, pool: PoolSpec) -> int:
@@ -105,6 +132,7 @@ def router_config_data(spec: FleetSpec, endpoints: Mapping[str, str], *,
         "policy": r.policy,
         "limits": {"rate_limit_rps": r.rate_limit_rps, "max_body_bytes": r.max_body_bytes},
         "auth": {"api_key_hashes_file": api_key_hashes_file},
+        "shutdown": router_shutdown(r.request_timeout_s),
         "pools": pools,
         "tiers": tiers,
     }

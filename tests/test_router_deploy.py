@@ -146,6 +146,13 @@ def test_a_router_code_change_changes_the_image_tag_and_digest(tmp_path):
 
 # --- config -------------------------------------------------------------------------------------
 
+def _load_router_config(plan):
+    from fleet_router import config
+
+    text = _router_objects(plan)["ConfigMap"]["data"]["config.yaml"]
+    return config.parse_config(text, "ConfigMap config.yaml")
+
+
 def test_config_map_loads_with_the_routers_own_schema(dev_plan):
     from fleet_router import config
 
@@ -321,3 +328,15 @@ def test_checkov_finds_no_unjustified_failures(stack, tmp_path):
     failed = [f"{f['check_id']} {f['resource']} ({f['file_path']}): {f['check_name']}"
               for r in reports for f in r.get("results", {}).get("failed_checks", [])]
     assert not failed, "\n".join(failed)
+
+
+def test_router_drain_fits_the_pods_termination_grace(dev_plan):
+    # The router keeps serving through its pre-stop grace, then drains in flight; both must end
+    # before the kubelet's SIGKILL at terminationGracePeriodSeconds, and the drain must be long
+    # enough for the longest request the router allows.
+    config = _load_router_config(dev_plan)
+    grace = _deployment(dev_plan)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    shutdown = config.shutdown
+    assert shutdown.pre_stop_s > 0
+    assert shutdown.pre_stop_s + shutdown.drain_s < grace
+    assert shutdown.drain_s >= dev_plan.spec.router.request_timeout_s
