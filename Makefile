@@ -42,8 +42,9 @@ image: setup
 	$(BUILDER) build -f router/Dockerfile -t $(IMAGE_TAG) router
 	@echo "built $(IMAGE_TAG); load it into kind: kind load docker-image $(IMAGE_TAG) --name inference-fleet"
 
-# Router benchmarks against vllm-router and the LiteLLM proxy (issue 11): peers in their own
-# virtualenv, results in bench/results/ (bench/README.md). About 5 minutes.
+# Router benchmarks against vllm-router and the LiteLLM proxy (issues 11, 18): peers in their own
+# virtualenv, load from wrk (a Debian package: `apt-get install -y wrk`), results in bench/results/
+# (bench/README.md). About 15 minutes. Not part of `make test` (nor CI).
 BENCH_STAMP := .venv-bench/.installed
 $(BENCH_STAMP): bench/requirements.txt
 	$(PYTHON) -m venv .venv-bench
@@ -51,6 +52,7 @@ $(BENCH_STAMP): bench/requirements.txt
 	touch $@
 
 bench: setup $(BENCH_STAMP)
+	@command -v wrk >/dev/null || { echo "make bench: needs wrk on PATH: apt-get install -y wrk (Debian/Ubuntu), brew install wrk (macOS)" >&2; exit 2; }
 	$(PY) bench/run.py
 
 lock:

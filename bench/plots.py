@@ -25,19 +25,32 @@ def _bar(ax, labels, values, title, ylabel, highlight="fleet_router"):
                         fontsize=7)
 
 
-def overhead(out: dict, path: Path) -> None:
-    t = out["overhead"]["targets"]
-    names = list(t)
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
-    _bar(axes[0], names, [t[n].get("closed", {}).get("rps") for n in names], "max req/s (closed loop, 1 worker)",
-         "req/s")
-    peers = [n for n in names if n != "direct"]
-    _bar(axes[1], peers, [t[n].get("open", {}).get("added_p50_ms") for n in peers],
-         f"added p50 at {out['settings']['rate']:g} req/s (non-streaming)", "ms")
-    _bar(axes[2], peers, [t[n].get("open", {}).get("added_p99_ms") for n in peers],
-         f"added p99 at {out['settings']['rate']:g} req/s (non-streaming)", "ms")
-    for ax in axes[1:]:
-        ax.set_yscale("symlog", linthresh=1)
+def throughput(out: dict, path: Path) -> None:
+    """Per workload: req/s (top row) and CPU µs per request (bottom row) of every target."""
+    ws = out["throughput"]["workloads"]
+    fig, axes = plt.subplots(2, len(ws), figsize=(5.2 * len(ws), 8), squeeze=False)
+    for i, (wname, w) in enumerate(ws.items()):
+        names = list(w["targets"])
+        label = f"{wname} ({w['connections']} conn.)"
+        _bar(axes[0][i], names, [w["targets"][n].get("rps") for n in names], f"req/s, {label}", "req/s")
+        axes[0][i].set_yscale("log")
+        peers = [n for n in names if n != "direct"]
+        _bar(axes[1][i], peers, [w["targets"][n].get("cpu_us_per_request") for n in peers],
+             f"CPU µs per request, {label}", "µs")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def latency(out: dict, path: Path) -> None:
+    lat = out["latency"]
+    modes = lat["modes"]
+    fig, axes = plt.subplots(1, len(modes), figsize=(6.5 * len(modes), 4.4), squeeze=False)
+    for i, (mode, m) in enumerate(modes.items()):
+        names = [n for n in m["targets"] if n != "direct"]
+        _bar(axes[0][i], names, [m["targets"][n].get("added_p99_ms") for n in names],
+             f"added p99 at {lat['rate']:g} req/s, {mode}", "ms")
+        axes[0][i].set_yscale("symlog", linthresh=1)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -84,7 +97,7 @@ def main(results: str) -> int:
     path = Path(results)
     out = json.loads(path.read_text())
     made = []
-    for key, fn in (("overhead", overhead), ("routing", routing), ("failover", failover)):
+    for key, fn in (("throughput", throughput), ("latency", latency), ("routing", routing), ("failover", failover)):
         if out.get(key):
             target = path.parent / f"{key}.png"
             fn(out, target)

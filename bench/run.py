@@ -1,9 +1,11 @@
-"""One entry point for the router benchmarks (issue 11): ``python bench/run.py [--quick]``.
+"""One entry point for the router benchmarks (issues 11 and 18): ``python bench/run.py [--quick]``.
 
-Runs with the project's virtualenv (it has fleet_router and aiohttp); the peers (vllm-router,
-the LiteLLM proxy) come from ``.venv-bench``. Everything listens on 127.0.0.1, every phase is
-bounded by request count AND wall time, and every child process is killed on exit. The load
-generator is pinned to core 0 and all servers to core 1 (``taskset``), when there are 2+ cores.
+Runs with the project's virtualenv (it has fleet_router, aiohttp, httptools); the peers
+(vllm-router, the LiteLLM proxy) come from ``.venv-bench``. The throughput and latency phases
+drive the targets with ``wrk`` (compiled; Debian's package) and its Lua scripts in ``bench/wrk/``;
+the routing and failover phases keep the aiohttp client (their rates are low). Everything listens
+on 127.0.0.1, every phase is bounded by request count AND wall time, and every child process is
+killed on exit. With 2+ cores: wrk and the bench backend on core 0, each proxy alone on core 1.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import aiohttp
 import yaml
+from report import MIN_DIRECT_RATIO, write_markdown  # bench/report.py (bench/ is sys.path[0])
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -69,9 +72,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn(cmd: list[str], name: str, env: dict | None = None) -> subprocess.Popen:
+def spawn(cmd: list[str], name: str, env: dict | None = None, core: int = 1) -> subprocess.Popen:
     if PIN:
-        cmd = ["taskset", "-c", "1", *cmd]
+        cmd = ["taskset", "-c", str(core), *cmd]
     LOG.mkdir(parents=True, exist_ok=True)
     out = open(LOG / f"{name}.log", "ab")
     p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
@@ -138,20 +141,22 @@ def start_vllm_router(workers: list[str], policy: str) -> tuple[str, subprocess.
     if not exe.exists():
         raise RuntimeError(f"{exe} not installed (see bench/results/logs/pip.log)")
     port = free_port()
+    # --log-level warning: no log line per request, as fleet_router (which logs none) and as a
+    # production deployment would run it; the default (info) costs it CPU per request.
     p = spawn([str(exe), "--host", HOST, "--port", str(port), "--worker-urls", *workers, "--policy", policy,
-               "--prometheus-port", str(free_port())], "vllm-router")
+               "--prometheus-port", str(free_port()), "--log-level", "warning"], f"vllm-router-{policy}")
     url = f"http://{HOST}:{port}"
     wait_http(url + "/v1/models", [p], timeout=60)
     return url, p
 
 
-def start_litellm(worker: str) -> tuple[str, subprocess.Popen]:
+def start_litellm(workers: list[str]) -> tuple[str, subprocess.Popen]:
     exe = BENCH_VENV / "litellm"
     if not exe.exists():
         raise RuntimeError(f"{exe} not installed (see bench/results/logs/pip.log)")
     port = free_port()
     cfg = {"model_list": [{"model_name": MODEL, "litellm_params": {
-        "model": f"openai/{MODEL}", "api_base": f"{worker}/v1", "api_key": "x"}}],
+        "model": f"openai/{MODEL}", "api_base": f"{w}/v1", "api_key": "x"}} for w in workers],
         "litellm_settings": {"drop_params": True, "telemetry": False}}
     path = LOG / "litellm.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -231,146 +236,208 @@ def cpu_seconds(pid: int | None) -> float | None:
     return total
 
 
-async def closed_loop(url: str, seconds: float, workers: int, max_requests: int, stream=False,
-                      pid: int | None = None) -> dict:
-    """As many requests as ``workers`` keep in flight; with ``pid``, also that process tree's CPU
-    time per request — a steadier figure than req/s on a shared machine."""
-    body = {**SHORT, "stream": stream}
-    res: list[dict] = []
-    async with session(workers) as s:
-        for _ in range(workers):  # warm the pool of connections
-            await one(s, url, body, {}, stream)
-        cpu0 = cpu_seconds(pid)
-        deadline = time.perf_counter() + seconds
-
-        async def worker():
-            while time.perf_counter() < deadline and len(res) < max_requests:
-                res.append(await one(s, url, body, {}, stream))
-
-        t0 = time.perf_counter()
-        await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(workers))), seconds + 35)
-        wall = time.perf_counter() - t0
-        cpu1 = cpu_seconds(pid)
-    ok = [r for r in res if r["ok"]]
-    return {"requests": len(res), "ok": len(ok), "errors": len(res) - len(ok), "wall_s": round(wall, 3),
-            "rps": round(len(ok) / wall, 1), "p50_ms": ms(pct([r["lat"] for r in ok], 50)),
-            "p99_ms": ms(pct([r["lat"] for r in ok], 99)),
-            "cpu_us_per_request": round((cpu1 - cpu0) / len(ok) * 1e6, 1) if cpu0 is not None and ok else None}
-
-
-async def open_loop(url: str, rate: float, seconds: float, stream=False) -> dict:
-    """Fixed arrival rate; latency from the scheduled send time (no coordinated omission)."""
-    body = {**SHORT, "stream": stream}
-    n = int(rate * seconds)
-    res: list[dict] = []
-    async with session(512) as s:
-        for _ in range(8):
-            await one(s, url, body, {}, stream)
-        start = time.perf_counter()
-
-        async def fire(i):
-            sched = start + i / rate
-            d = sched - time.perf_counter()
-            if d > 0:
-                await asyncio.sleep(d)
-            r = await one(s, url, body, {}, stream)
-            r["lat"] = time.perf_counter() - sched
-            r["ttft"] = r.get("ttft", r["lat"]) + (r["t0"] - sched)
-            res.append(r)
-
-        await asyncio.wait_for(asyncio.gather(*(fire(i) for i in range(n))), seconds + 35)
-        wall = time.perf_counter() - start
-    ok = [r for r in res if r["ok"]]
-    lat = [r["lat"] for r in ok]
-    return {"rate": rate, "requests": n, "ok": len(ok), "errors": n - len(ok), "wall_s": round(wall, 3),
-            "achieved_rps": round(len(ok) / wall, 1), "p50_ms": ms(pct(lat, 50)), "p99_ms": ms(pct(lat, 99)),
-            "ttft_p50_ms": ms(pct([r["ttft"] for r in ok], 50)) if stream else None,
-            "lat_sorted_ms": [round(x * 1000, 3) for x in sorted(lat)][:: max(1, len(lat) // 200)]}
-
-
 def ms(x):
     return None if x is None else round(x * 1000, 3)
 
 
-# --- 1. overhead and throughput ---------------------------------------------------------------
+# --- 1. throughput: wrk against every proxy, interleaved rounds ------------------------------
 
-async def overhead(cfg) -> dict:
-    """Every target stays up for the whole phase and is measured in ``cfg.rounds`` interleaved
-    rounds (A B C D, B C D A, ...); each figure is the median over rounds, each round's figures
-    are kept. Interleaving keeps a noisy neighbour on this shared machine from landing on one
-    target only."""
-    out: dict = {"targets": {}, "failures": {}, "rounds": cfg.rounds}
-    sim_url, sim = start_sim("fast", "overhead")
-    starters = [("direct", lambda: (sim_url, None)),
-                ("fleet_router", lambda: start_router(
-                    [{"name": "fast", "url": sim_url, "vendor": "nvidia", "models": [MODEL], "cost_per_hour": 1.0,
-                      "tokens_per_second": 1000.0, "max_concurrency": 100000}])[:2]),
-                ("vllm-router", lambda: start_vllm_router([sim_url], "round_robin")),
-                ("litellm", lambda: start_litellm(sim_url))]
-    live: dict[str, tuple[str, subprocess.Popen | None]] = {}
-    for name, starter in starters:
+WRK_DIR = HERE / "wrk"
+WRK_MISSING = ("wrk (the compiled load generator) is not on PATH: install it with `apt-get install -y wrk` "
+               "(Debian/Ubuntu), `dnf install wrk` (Fedora), `brew install wrk` (macOS), or build it from "
+               "its source; the bench does not fall back to a Python generator, which tops out near 5 k req/s")
+
+# name -> (kind, stream, connections, targets). One fact in one place: report.py reads the pairs.
+WORKLOADS = {
+    "short": ("short", False, 32, ["direct", "fleet_router round-robin", "vllm-router round_robin",
+                                   "fleet_router prefix-affinity", "vllm-router cache_aware", "litellm"]),
+    "short-stream": ("short", True, 32, ["direct", "fleet_router round-robin", "vllm-router round_robin",
+                                         "fleet_router prefix-affinity", "vllm-router cache_aware"]),
+    "long": ("long", False, 8, ["direct", "fleet_router prefix-affinity", "vllm-router cache_aware",
+                                "fleet_router round-robin", "vllm-router round_robin"]),
+}
+LATENCY_TARGETS = ["direct", "fleet_router round-robin", "fleet_router prefix-affinity", "vllm-router round_robin",
+                   "vllm-router cache_aware"]
+
+
+def run_wrk(url: str, script: str, args: list[str], threads: int, conns: int, seconds: float,
+            timeout_s: int = 10) -> dict:
+    """One wrk run on core 0; its Lua script prints one ``BENCHJSON {...}`` line at the end."""
+    exe = shutil.which("wrk")
+    if exe is None:
+        raise RuntimeError(WRK_MISSING)
+    cmd = [exe, f"-t{threads}", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--timeout", f"{timeout_s}s",
+           "-s", str(WRK_DIR / script), url + "/v1/chat/completions", "--", *args]
+    if PIN:
+        cmd = ["taskset", "-c", "0", *cmd]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + timeout_s + 60)
+    line = next((ln for ln in r.stdout.splitlines() if ln.startswith("BENCHJSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result (exit {r.returncode}): {(r.stderr or r.stdout)[-400:]}")
+    return json.loads(line[len("BENCHJSON "):])
+
+
+def closed_wrk(url: str, pid: int, kind: str, stream: bool, conns: int, seconds: float) -> dict:
+    """Closed loop, ``conns`` connections on one wrk thread; CPU per request of ``pid``'s tree."""
+    cpu0 = cpu_seconds(pid)
+    w = run_wrk(url, "load.lua", [kind, "1" if stream else "0", KEY], 1, conns, seconds)
+    cpu1 = cpu_seconds(pid)
+    errors = w["connect_errors"] + w["read_errors"] + w["write_errors"] + w["status_errors"] + w["timeouts"]
+    ok = max(0, w["requests"] - w["status_errors"])
+    wall = w["duration_us"] / 1e6
+    return {"requests": w["requests"], "ok": ok, "errors": errors, "wall_s": round(wall, 3),
+            "rps": round(ok / wall, 1) if wall else 0.0, "p50_ms": round(w["p50_us"] / 1000, 3),
+            "p99_ms": round(w["p99_us"] / 1000, 3),
+            "cpu_us_per_request": round((cpu1 - cpu0) / ok * 1e6, 1) if ok and cpu0 is not None else None}
+
+
+def start_backend() -> tuple[list[str], subprocess.Popen]:
+    """bench/backend.py on two ports (two pools), on the load generator's core: each proxy has
+    core 1 to itself. ``direct`` measures generator + backend on that one core, so direct >= 5x a
+    proxy's req/s means core 0 was at most a fifth busy while that proxy was measured."""
+    ports = [free_port(), free_port()]
+    p = spawn([sys.executable, str(HERE / "backend.py"), "--host", HOST, *[a for q in ports for a in ("--port", str(q))]],
+              "backend", core=0)
+    urls = [f"http://{HOST}:{q}" for q in ports]
+    for u in urls:
+        wait_http(u + "/health", [p])
+    return urls, p
+
+
+def check_answers(url: str) -> None:
+    """One short chat completion, streaming and not, must come back 200: a target that answers
+    errors fast would otherwise look fast (wrk counts non-2xx separately, but fail early)."""
+    for stream in (False, True):
+        req = urllib.request.Request(url + "/v1/chat/completions", data=json.dumps({**SHORT, "stream": stream}).encode(),
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {KEY}"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            body = r.read()
+            if r.status != 200 or (b"[DONE]" not in body if stream else b'"choices"' not in body):
+                raise RuntimeError(f"{url}: unexpected answer {r.status} {body[:200]!r}")
+
+
+def start_targets(urls: list[str], names: set[str], failures: dict) -> dict[str, tuple[str, subprocess.Popen]]:
+    pools = [{"name": n, "url": u, "vendor": v, "models": [MODEL], "cost_per_hour": 1.0, "tokens_per_second": 1000.0,
+              "max_concurrency": 100000} for n, u, v in zip(("a", "b"), urls, ("nvidia", "amd"))]
+    starters = {
+        "fleet_router round-robin": lambda: start_router(pools, policy="round-robin")[:2],
+        "fleet_router prefix-affinity": lambda: start_router(pools, policy="prefix-affinity")[:2],
+        "vllm-router round_robin": lambda: start_vllm_router(urls, "round_robin"),
+        "vllm-router cache_aware": lambda: start_vllm_router(urls, "cache_aware"),
+        "litellm": lambda: start_litellm(urls),
+    }
+    live = {}
+    for name, starter in starters.items():
+        if name not in names:
+            continue
         try:
             live[name] = starter()
-        except Exception as e:  # noqa: BLE001
-            out["failures"][name] = f"{type(e).__name__}: {e}"
-            print(f"[overhead] {name}: could not start: {e}", flush=True)
-    starter_of = dict(starters)
-    names = list(live)
-    per_round: dict[str, list[dict]] = {name: [] for name in names}
+            check_answers(live[name][0])
+        except Exception as e:  # noqa: BLE001 - reported as not measured, the rest still run
+            failures[name] = f"{type(e).__name__}: {e}"
+            print(f"[bench] {name}: could not start: {e}", flush=True)
+    return live
+
+
+def _median_rows(rows: list[dict], keys: tuple[str, ...]) -> dict:
+    out = dict(rows[0])
+    for key in keys:
+        vals = [r[key] for r in rows if r.get(key) is not None]
+        out[key] = statistics.median(vals) if vals else None
+    for key in ("requests", "ok", "errors"):
+        if key in out:
+            out[key] = sum(r.get(key, 0) for r in rows)
+    out["per_round"] = {key: [r.get(key) for r in rows] for key in keys}
+    return out
+
+
+def throughput(cfg) -> dict:
+    """Every workload x target in ``cfg.rounds`` interleaved rounds (workload by workload, the
+    target order rotated each round); each figure the median over rounds. Every target stays up
+    for the whole phase, idle but for its own background work while others are measured."""
+    out: dict = {"workloads": {}, "failures": {}, "rounds": cfg.rounds, "seconds": cfg.seconds,
+                 "min_direct_ratio": MIN_DIRECT_RATIO}
+    urls, backend = start_backend()
+    wanted = {t for w in WORKLOADS.values() for t in w[3]} - {"direct"}
+    live = start_targets(urls, wanted, out["failures"])
+    live["direct"] = (urls[0], None)
+    rows: dict[str, dict[str, list[dict]]] = {w: {t: [] for t in spec[3]} for w, spec in WORKLOADS.items()}
     try:
         for k in range(cfg.rounds):
-            for name in names[k % len(names):] + names[:k % len(names)]:
-                if name in out["failures"]:
-                    continue
-                url, proc = live[name]
-                try:
-                    pid = sim.pid if proc is None else proc.pid
-                    row = {"closed": await closed_loop(url, cfg.seconds, cfg.workers, cfg.max_requests, pid=pid)}
-                    for stream in (False, True):
-                        row["open_stream" if stream else "open"] = await open_loop(url, cfg.rate, cfg.seconds, stream)
-                    per_round[name].append(row)
-                    if proc is not None and any(row[o]["errors"] or row[o]["achieved_rps"] < 0.9 * cfg.rate
-                                                for o in ("open", "open_stream")):
-                        # It could not keep up: its backlog would keep loading the shared core
-                        # while the next target is measured. A fresh process for its next round.
-                        stop(proc)
-                        if k + 1 < cfg.rounds:
-                            live[name] = starter_of[name]()
-                    print(f"[overhead] round {k + 1} {name}: {row['closed']['rps']} req/s; open p50/p99 "
-                          f"{row['open']['p50_ms']}/{row['open']['p99_ms']} ms, stream "
-                          f"{row['open_stream']['p50_ms']}/{row['open_stream']['p99_ms']} ms", flush=True)
-                except Exception as e:  # noqa: BLE001
-                    out["failures"][name] = f"{type(e).__name__}: {e}"
-                    print(f"[overhead] {name}: failed: {e}", flush=True)
+            for wname, (kind, stream, conns, targets) in WORKLOADS.items():
+                order = targets[k % len(targets):] + targets[:k % len(targets)]
+                for name in order:
+                    if name not in live or name in out["failures"]:
+                        continue
+                    url, proc = live[name]
+                    try:
+                        row = closed_wrk(url, (proc or backend).pid, kind, stream, conns, cfg.seconds)
+                    except Exception as e:  # noqa: BLE001
+                        out["failures"][name] = f"{type(e).__name__}: {e}"
+                        print(f"[throughput] {name}: failed: {e}", flush=True)
+                        continue
+                    rows[wname][name].append(row)
+                    print(f"[throughput] round {k + 1} {wname} {name}: {row['rps']} req/s, "
+                          f"{row['cpu_us_per_request']} µs CPU/req, errors {row['errors']}", flush=True)
     finally:
-        for _, proc in live.values():
+        for name, (_, proc) in live.items():
             if proc is not None:
                 stop(proc)
-        stop(sim)
-    for name, rows in per_round.items():
-        if name in out["failures"] or not rows:
-            continue
-        merged = {}
-        for kind in ("closed", "open", "open_stream"):
-            first = dict(rows[0][kind])
-            for key in ("rps", "achieved_rps", "p50_ms", "p99_ms", "ttft_p50_ms", "cpu_us_per_request"):
-                vals = [r[kind][key] for r in rows if r[kind].get(key) is not None]
-                if vals:
-                    first[key] = statistics.median(vals)
-            for key in ("requests", "ok", "errors"):
-                if key in first:
-                    first[key] = sum(r[kind][key] for r in rows)
-            first["per_round"] = {key: [r[kind].get(key) for r in rows]
-                                  for key in ("rps", "p50_ms", "p99_ms", "cpu_us_per_request")}
-            merged[kind] = first
-        out["targets"][name] = merged
-    d = out["targets"].get("direct")
-    if d:
-        for name, row in out["targets"].items():
-            for k in ("open", "open_stream"):
-                if k in row and k in d:
-                    row[k]["added_p50_ms"] = round(row[k]["p50_ms"] - d[k]["p50_ms"], 3)
-                    row[k]["added_p99_ms"] = round(row[k]["p99_ms"] - d[k]["p99_ms"], 3)
+        stop(backend)
+    for wname, (kind, stream, conns, _) in WORKLOADS.items():
+        targets = {name: _median_rows(rs, ("rps", "cpu_us_per_request", "p50_ms", "p99_ms"))
+                   for name, rs in rows[wname].items() if rs and name not in out["failures"]}
+        out["workloads"][wname] = {"kind": kind, "stream": stream, "connections": conns, "targets": targets}
+    return out
+
+
+def latency(cfg) -> dict:
+    """Added latency at a fixed arrival rate (bench/wrk/rate.lua: wrk2's constant-rate,
+    coordinated-omission-corrected method on Debian's wrk), streaming and not, in interleaved
+    rounds; *added* = target minus direct at the same percentile, from the medians over rounds."""
+    out: dict = {"rate": cfg.latency_rate, "connections": cfg.latency_connections, "seconds": cfg.latency_seconds,
+                 "rounds": cfg.rounds, "modes": {}, "failures": {}}
+    urls, backend = start_backend()
+    live = start_targets(urls, set(LATENCY_TARGETS) - {"direct"}, out["failures"])
+    live["direct"] = (urls[0], None)
+    modes = {"non-streaming": False, "streaming": True}
+    rows: dict[str, dict[str, list[dict]]] = {m: {t: [] for t in LATENCY_TARGETS} for m in modes}
+    n = cfg.latency_connections
+    try:
+        for k in range(cfg.rounds):
+            for mode, stream in modes.items():
+                order = LATENCY_TARGETS[k % len(LATENCY_TARGETS):] + LATENCY_TARGETS[:k % len(LATENCY_TARGETS)]
+                for name in order:
+                    if name not in live or name in out["failures"]:
+                        continue
+                    try:
+                        w = run_wrk(live[name][0], "rate.lua", [str(cfg.latency_rate), "1" if stream else "0", KEY,
+                                                                str(n)], n, n, cfg.latency_seconds)
+                    except Exception as e:  # noqa: BLE001
+                        out["failures"][name] = f"{type(e).__name__}: {e}"
+                        print(f"[latency] {name}: failed: {e}", flush=True)
+                        continue
+                    wall = w["duration_us"] / 1e6
+                    row = {"requests": w["requests"], "errors": w["non200"] + w["socket_errors"] + w["timeouts"],
+                           "achieved_rps": round(w["requests"] / wall, 1) if wall else 0.0,
+                           **{f"{q}_ms": round(w[f"{q}_us"] / 1000, 3) for q in ("p50", "p90", "p99", "p999", "max")}}
+                    rows[mode][name].append(row)
+                    print(f"[latency] round {k + 1} {mode} {name}: p50/p99 {row['p50_ms']}/{row['p99_ms']} ms at "
+                          f"{row['achieved_rps']} req/s, errors {row['errors']}", flush=True)
+    finally:
+        for name, (_, proc) in live.items():
+            if proc is not None:
+                stop(proc)
+        stop(backend)
+    for mode in modes:
+        targets = {name: _median_rows(rs, ("achieved_rps", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"))
+                   for name, rs in rows[mode].items() if rs and name not in out["failures"]}
+        d = targets.get("direct")
+        for row in targets.values():
+            if d:
+                row["added_p50_ms"] = round(row["p50_ms"] - d["p50_ms"], 3)
+                row["added_p99_ms"] = round(row["p99_ms"] - d["p99_ms"], 3)
+        out["modes"][mode] = {"stream": modes[mode], "targets": targets}
     return out
 
 
@@ -630,18 +697,44 @@ def machine() -> dict:
                                        capture_output=True, text=True, timeout=30).stdout.strip() or None
         except (OSError, subprocess.TimeoutExpired):
             vers[pkg] = None
-    return {"nproc": NCPU, "cpu": cpu, "kernel": platform.release(),
-            "pinning": "taskset: load generator core 0, servers core 1" if PIN else "none (fewer than 2 cores)",
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        commit = None
+    vers["wrk"] = _wrk_version()
+    return {"nproc": NCPU, "cpu": cpu, "kernel": platform.release(), "commit": commit, "loadavg_start": _loadavg(),
+            "pinning": ("taskset: load generator and bench backend core 0, each proxy core 1 (routing and "
+                        "failover phases: every server core 1)") if PIN else "none (fewer than 2 cores)",
             "versions": vers}
+
+
+def _loadavg() -> str | None:
+    """The machine's load (others' work on a shared machine shows here)."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return None
+
+
+def _wrk_version() -> str | None:
+    exe = shutil.which("wrk")
+    if exe is None:
+        return None
+    r = subprocess.run([exe, "-v"], capture_output=True, text=True, timeout=10)
+    first = (r.stdout or r.stderr).strip().splitlines()
+    return first[0] if first else None
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="tiny durations, for development")
-    ap.add_argument("--seconds", type=float, default=3.0, help="per measurement, per round")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved overhead rounds (median reported)")
-    ap.add_argument("--workers", type=int, default=32)
-    ap.add_argument("--rate", type=float, default=500.0)
+    ap.add_argument("--seconds", type=float, default=5.0, help="per throughput measurement, per round (whole s)")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of throughput and latency (medians)")
+    ap.add_argument("--latency-rate", type=int, default=1000, help="fixed arrival rate of the latency phase, req/s")
+    ap.add_argument("--latency-seconds", type=float, default=8.0)
+    ap.add_argument("--latency-connections", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=32, help="concurrent requests in the failover phase")
     ap.add_argument("--max-requests", type=int, default=200_000)
     ap.add_argument("--conversations", type=int, default=192)
     ap.add_argument("--turns", type=int, default=8)
@@ -654,10 +747,14 @@ def main() -> int:
     ap.add_argument("--routing-variants", default="",
                     help="comma list of the routing phase's policies to run (default all), e.g. round-robin,prefix-affinity")
     ap.add_argument("--failover-seconds", type=float, default=6.0)
-    ap.add_argument("--only", default="overhead,routing,failover")
+    ap.add_argument("--only", default="throughput,latency,routing,failover")
     cfg = ap.parse_args()
     if cfg.quick:
         cfg.seconds, cfg.rounds, cfg.conversations, cfg.turns, cfg.failover_seconds = 1.0, 1, 12, 3, 2.0
+        cfg.latency_seconds, cfg.routing_seconds = 2.0, 10.0
+    if {"throughput", "latency"} & set(cfg.only.split(",")) and shutil.which("wrk") is None:
+        print(f"bench: {WRK_MISSING}", file=sys.stderr)
+        return 2
     if PIN:
         os.sched_setaffinity(0, {0})
     try:
@@ -672,8 +769,10 @@ def main() -> int:
            "settings": {k: v for k, v in vars(cfg).items()}}
     only = cfg.only.split(",")
     try:
-        if "overhead" in only:
-            out["overhead"] = asyncio.run(overhead(cfg))
+        if "throughput" in only:
+            out["throughput"] = throughput(cfg)
+        if "latency" in only:
+            out["latency"] = latency(cfg)
         if "routing" in only:
             out["routing"] = asyncio.run(routing(cfg))
         if "failover" in only:
@@ -681,9 +780,8 @@ def main() -> int:
     finally:
         kill_all()
     out["duration_s"] = round(time.time() - t0, 1)
+    out["machine"]["loadavg_end"] = _loadavg()
     (RESULTS / "results.json").write_text(json.dumps(out, indent=1) + "\n")
-    from report import write_markdown  # bench/report.py
-
     write_markdown(out, RESULTS / "results.md")
     plotter = BENCH_VENV / "python"
     if plotter.exists():

@@ -1,5 +1,6 @@
-"""The benchmark's verdicts: each goal of issue 11 judged met / not met with its margin, from the
-recorded results — so a report can never claim a goal its numbers do not support."""
+"""The benchmark's verdicts: each target of issues 11 and 18 judged met / not met with its margin,
+or refused when the numbers cannot support a verdict (load generator the limit, a peer missing,
+a fixed rate not held) — so a report can never claim a goal its numbers do not support."""
 
 from __future__ import annotations
 
@@ -18,18 +19,29 @@ _spec.loader.exec_module(report)
 NV = "NVIDIA-only fleet (3x H100, fleet_router prefix-affinity)"
 
 
+RR, PA = "fleet_router round-robin", "fleet_router prefix-affinity"
+VRR, VCA = "vllm-router round_robin", "vllm-router cache_aware"
+
+
 def _results(**over) -> dict:
-    def target(rps, p50, p99, sp50, sp99):
-        return {"closed": {"rps": rps}, "open": {"rate": 500, "p50_ms": p50, "p99_ms": p99},
-                "open_stream": {"p50_ms": sp50, "p99_ms": sp99}}
+    def w(direct, rr, vrr, pa, vca, litellm=None):
+        t = {"direct": {"rps": direct}, RR: {"rps": rr}, VRR: {"rps": vrr}, PA: {"rps": pa}, VCA: {"rps": vca}}
+        if litellm is not None:
+            t["litellm"] = {"rps": litellm}
+        return {"targets": t, "connections": 32, "stream": False}
+
+    def lat(d99, rr99, pa99, rate=1000.0):
+        t = {"direct": (0.3, d99), RR: (0.6, rr99), PA: (0.7, pa99)}
+        return {"targets": {n: {"achieved_rps": rate, "p50_ms": p50, "p99_ms": p99} for n, (p50, p99) in t.items()}}
 
     out = {
-        "overhead": {"targets": {
-            "direct": target(5000, 1.0, 3.0, 1.2, 3.5),
-            "fleet_router": target(2000, 1.5, 6.0, 1.9, 9.5),
-            "vllm-router": target(3000, 1.2, 3.5, 1.5, 4.0),
-            "litellm": target(80, 900, 9000, 1500, 15000),
-        }},
+        "throughput": {"workloads": {
+            "short": w(40000, 7000, 6000, 6500, 4000, litellm=100),
+            "short-stream": w(38000, 6000, 6000, 5000, 3500),
+            "long": w(9000, 1500, 1200, 1400, 900),
+        }, "failures": {}},
+        "latency": {"rate": 1000, "modes": {"non-streaming": lat(1.0, 2.5, 3.5), "streaming": lat(1.2, 4.0, 7.2)},
+                    "failures": {}},
         "routing": {"rows": {
             "fleet_router round-robin": {"hit_rate": 0.80, "hit_rate_vs_best": 0.87, "ttft_p95_ms": 45.0,
                                          "sla_compliance": 0.98, "usd_per_mtok": 0.0122},
@@ -48,11 +60,11 @@ def _results(**over) -> dict:
         for p in parents:
             node = node[p]
         node[leaf] = value
-    for row in out["overhead"]["targets"].values():  # as bench/run.py derives them
-        for k in ("open", "open_stream"):
-            d = out["overhead"]["targets"]["direct"][k]
-            row[k]["added_p50_ms"] = round(row[k]["p50_ms"] - d["p50_ms"], 3)
-            row[k]["added_p99_ms"] = round(row[k]["p99_ms"] - d["p99_ms"], 3)
+    for mode in out["latency"]["modes"].values():  # as bench/run.py derives them
+        d = mode["targets"]["direct"]
+        for row in mode["targets"].values():
+            row["added_p50_ms"] = round(row["p50_ms"] - d["p50_ms"], 3)
+            row["added_p99_ms"] = round(row["p99_ms"] - d["p99_ms"], 3)
     return out
 
 
@@ -60,31 +72,90 @@ def _verdicts(out) -> dict[str, tuple[str, bool | None, str]]:
     return {name: (measured, met, margin) for name, measured, met, margin in report.goals(out)}
 
 
-def test_every_goal_of_issue_11_is_judged():
+SHORT_RR = "short chat: fleet_router round-robin req/s >= 1x vllm-router round_robin"
+SHORT_PA = "short chat: fleet_router prefix-affinity req/s >= 1.5x vllm-router cache_aware"
+STREAM_RR = "short chat, streaming: fleet_router round-robin req/s >= 1x vllm-router round_robin"
+LONG_PA = "100 KB shared context + distinct question: fleet_router prefix-affinity req/s >= 1.5x vllm-router cache_aware"
+LONG_RR = "100 KB shared context + distinct question: fleet_router round-robin req/s >= 1x vllm-router round_robin"
+LITELLM = "short chat: fleet_router round-robin req/s >= 20x litellm"
+
+
+def test_every_target_of_issues_11_and_18_is_judged():
     v = _verdicts(_results())
-    assert len(v) == 10
-    assert v["throughput >= 20x litellm"][1] is True  # 2000 / 80 = 25x
-    assert v["throughput >= 0.5x vllm-router"][:2] == ("0.67x", True)
-    assert v["added latency p50 <= 1 ms at 500 req/s (non-streaming)"][1] is True  # 0.5 ms
-    assert v["added latency p99 <= 5 ms at 500 req/s (streaming)"][1] is False  # 6 ms
-    assert v["added latency p99 <= 5 ms at 500 req/s (streaming)"][2] == "+1.000 ms vs goal"
-    assert v["TTFT p95 >= 2x better than round-robin (prefix-affinity)"][:2] == ("2.50x", True)
+    assert len(v) == 7 + 4 + 4  # throughput pairs, added p99 (2 modes x 2 policies), routing + failover
+    assert v[SHORT_RR][:2] == ("1.17x", True)  # 7000 / 6000
+    assert v[SHORT_PA][:2] == ("1.62x", True)  # 6500 / 4000
+    assert v[STREAM_RR][:2] == ("1.00x", True)  # equal counts as at least as many
+    assert v[LONG_PA][:2] == ("1.56x", True)  # 1400 / 900
+    assert v[LITELLM][:2] == ("70.00x", True)
+    assert v["added p99 <= 2 ms at 1000 req/s, non-streaming (fleet_router round-robin)"][:2] == ("1.500 ms", True)
+    assert v["added p99 <= 5 ms at 1000 req/s, streaming (fleet_router round-robin)"][:2] == ("2.800 ms", True)
     assert v["0 requests lost on a backend kill"][1] is True
 
 
-def test_missed_goals_say_by_how_much():
+def test_missed_targets_say_by_how_much():
     out = _results(failover__lost=3)
-    out["overhead"]["targets"]["fleet_router"]["closed"]["rps"] = 1200  # 0.4x vllm-router
+    out["throughput"]["workloads"]["short"]["targets"][PA]["rps"] = 3000  # 0.75x cache_aware
     v = _verdicts(out)
-    assert v["throughput >= 0.5x vllm-router"] == ("0.40x", False, "-20% vs goal")
+    assert v[SHORT_PA] == ("0.75x", False, "-50% vs goal")
+    assert v["added p99 <= 2 ms at 1000 req/s, non-streaming (fleet_router prefix-affinity)"] == (
+        "2.500 ms", False, "+0.500 ms vs goal")
+    assert v["added p99 <= 5 ms at 1000 req/s, streaming (fleet_router prefix-affinity)"] == (
+        "6.000 ms", False, "+1.000 ms vs goal")
     assert v["0 requests lost on a backend kill"][:2] == ("3 lost of 10000", False)
 
 
-def test_a_peer_at_the_load_generators_ceiling_makes_the_ratio_an_upper_bound():
+def test_no_ratio_when_the_load_generator_may_be_the_limit():
+    """Direct under 5x the fastest proxy of a workload: that workload's ratios are refused (n/a),
+    never judged met or not met; the other workloads are still judged."""
     out = _results()
-    out["overhead"]["targets"]["vllm-router"]["closed"]["rps"] = 4900  # ~ direct's 5000
-    measured, met, margin = _verdicts(out)["throughput >= 0.5x vllm-router"]
-    assert "upper bound" in margin
+    out["throughput"]["workloads"]["long"]["targets"]["direct"]["rps"] = 7400  # 4.9x the fastest (1500)
+    v = _verdicts(out)
+    for name in (LONG_PA, LONG_RR):
+        measured, met, why = v[name]
+        assert (measured, met) == ("no ratio", None)
+        assert "4.9x the fastest proxy" in why and "needs 5x" in why
+    assert v[SHORT_RR][1] is True
+    out["throughput"]["workloads"]["long"]["targets"]["direct"]["rps"] = 7500  # exactly 5x: reported
+    assert _verdicts(out)[LONG_PA][:2] == ("1.56x", True)
+
+
+def test_a_peer_that_did_not_run_is_not_measured_not_a_pass():
+    out = _results()
+    del out["throughput"]["workloads"]["short"]["targets"]["litellm"]
+    out["throughput"]["failures"]["litellm"] = "RuntimeError: litellm not installed"
+    measured, met, why = _verdicts(out)[LITELLM]
+    assert met is None and "litellm not installed" in why
+
+
+def test_a_target_that_cannot_hold_the_fixed_rate_fails_the_latency_target():
+    """Its latency would be a growing backlog, not added latency: not met, whatever the p99."""
+    out = _results()
+    out["latency"]["modes"]["non-streaming"]["targets"][RR].update(achieved_rps=900.0, p99_ms=1.5)
+    measured, met, why = _verdicts(out)["added p99 <= 2 ms at 1000 req/s, non-streaming (fleet_router round-robin)"]
+    assert met is False and "900" in measured
+    slow_generator = _results()
+    slow_generator["latency"]["modes"]["streaming"]["targets"]["direct"]["achieved_rps"] = 800.0
+    v = _verdicts(slow_generator)
+    assert v["added p99 <= 5 ms at 1000 req/s, streaming (fleet_router round-robin)"][1] is None
+
+
+def test_the_markdown_shows_the_ratios_and_cpu_cost(tmp_path):
+    out = _results()
+    del out["routing"], out["failover"]  # their sections need full rows; their verdicts are tested above
+    out["throughput"]["workloads"]["short"]["targets"][RR]["cpu_us_per_request"] = 123.4
+    out.update(started="2026-12-01T08:00:00Z", duration_s=1.0, settings={}, machine={
+        "nproc": 2, "cpu": "x", "kernel": "k", "pinning": "p", "versions": {}})
+    out["throughput"].update(rounds=3, seconds=5)
+    out["latency"].update(connections=16, seconds=8, rounds=3)
+    for mode in out["latency"]["modes"].values():
+        for row in mode["targets"].values():
+            row.update(p90_ms=1.0, p999_ms=9.0, errors=0)
+    report.write_markdown(out, tmp_path / "r.md")
+    md = (tmp_path / "r.md").read_text()
+    assert "| short chat | fleet_router round-robin | vllm-router round_robin | 7000.0 | 6000.0 | 1.17x | >= 1x | 123.4 |" in md
+    for name, measured, met, _ in report.goals(out):
+        assert f"| {name} | {measured} |" in md
 
 
 def test_cheap_but_slower_fleet_does_not_pass_the_cost_goal():
@@ -106,11 +177,13 @@ def test_the_committed_results_are_a_complete_run():
     if not path.exists():
         pytest.fail("bench/results/results.json is missing: run `make bench` and commit the results")
     out = json.loads(path.read_text())
-    assert {"overhead", "routing", "failover"} <= set(out)
-    assert {"direct", "fleet_router", "vllm-router", "litellm"} <= set(out["overhead"]["targets"])
+    assert {"throughput", "latency", "routing", "failover"} <= set(out)
+    short = out["throughput"]["workloads"]["short"]["targets"]
+    assert {"direct", RR, PA, VRR, VCA, "litellm"} <= set(short)
+    assert set(out["throughput"]["workloads"]) == {"short", "short-stream", "long"}
     assert len(out["routing"]["rows"]) == 7
     md = (ROOT / "bench" / "results" / "results.md").read_text()
     for name, measured, met, _ in report.goals(out):
         assert f"| {name} | {measured} |" in md
-    for png in ("overhead.png", "routing.png", "failover.png"):
+    for png in ("throughput.png", "latency.png", "routing.png", "failover.png"):
         assert (ROOT / "bench" / "results" / png).stat().st_size > 10_000
