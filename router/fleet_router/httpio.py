@@ -702,8 +702,16 @@ class Site:
     def __init__(self, routes: Iterable[tuple[str, str, Handler]], make_error: ErrorFactory, limits: _Limits,
                  trusted: Callable[[str], bool], access_log_on: bool):
         self.routes: dict[str, dict[str, Handler]] = {}
+        self.prefixes: list[tuple[str, dict[str, Handler]]] = []  # ("/v1/models/", methods), longest first
         for method, path, handler in routes:
-            methods = self.routes.setdefault(path, {})
+            if path.endswith("/*"):
+                methods = next((m for p, m in self.prefixes if p == path[:-1]), None)
+                if methods is None:
+                    methods = {}
+                    self.prefixes.append((path[:-1], methods))
+                    self.prefixes.sort(key=lambda pm: -len(pm[0]))
+            else:
+                methods = self.routes.setdefault(path, {})
             methods[method] = handler
             if method == "GET":
                 methods.setdefault("HEAD", handler)
@@ -719,6 +727,8 @@ class Site:
 
     async def dispatch(self, r: Request):
         methods = self.routes.get(r.path)
+        if methods is None:
+            methods = next((m for p, m in self.prefixes if r.path.startswith(p) and len(r.path) > len(p)), None)
         if methods is None:
             return self.make_error(404, f"{r.method} {r.path}: Not Found.", "not_found")
         handler = methods.get(r.method)
@@ -766,7 +776,8 @@ async def start_site(routes: Iterable[tuple[str, str, Handler]], host: str, port
                      trusted: Callable[[str], bool] = lambda peer: False, access_log: bool = True,
                      backlog: int = 1024, write_buffer_high: int = 256 * 1024) -> Site:
     """Listen on ``host:port`` and serve ``routes`` (``(method, path, handler)``; GET routes answer HEAD
-    too); an unknown path is a 404 and a known path with the wrong method a 405, both through
+    too; a path ending in ``/*`` serves every path below it, the handler reading ``request.path``);
+    an unknown path is a 404 and a known path with the wrong method a 405, both through
     ``make_error``."""
     limits = _Limits(max_body_bytes, max_header_bytes, header_timeout, body_timeout, idle_timeout,
                      max_connections, write_buffer_high)

@@ -56,7 +56,7 @@ class Proxy:
         cfg = self.config
         attempts = decision.attempts[:cfg.failover.max_attempts]
         fwd_headers = forwarding.request_headers(request)
-        fwd_headers.append(("Content-Type", "application/json"))
+        fwd_headers.append(("Content-Type", req.content_type))  # a multipart body keeps its boundary
         last_reason = "no attempt"
         for i, pool_name in enumerate(attempts):
             state = self.states.get(pool_name)

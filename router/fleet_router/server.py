@@ -16,6 +16,7 @@ import random
 import signal
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 import orjson
 
@@ -157,6 +158,17 @@ class Router:
             return denied
         return httpio.json_response(openai_api.model_list(served_models(self.states.values()), int(time.time())))
 
+    async def model(self, request: httpio.Request) -> httpio.Response:
+        """``GET /v1/models/{id}`` (the openai client's ``models.retrieve``); an id may hold slashes."""
+        _, denied = self.admission.authenticate(request.headers)
+        if denied:
+            return denied
+        model_id = unquote(request.path[len(openai_api.MODEL_PREFIX):])
+        if model_id not in served_models(self.states.values()):
+            return error(404, f"The model `{model_id}` does not exist.", "invalid_request_error", "model_not_found",
+                         "model")
+        return httpio.json_response(openai_api.model_card(model_id, int(time.time())))
+
     async def inference(self, request: httpio.Request) -> httpio.StreamResponse:
         started = time.perf_counter()
         endpoint = request.path
@@ -175,7 +187,8 @@ class Router:
         denied = self.admission.rate_limit(key)
         if denied:
             return denied
-        req = await openai_api.read_inference(request, self.config.limits.max_body_bytes)
+        req = await openai_api.read_inference(request, self.config.limits.max_body_bytes,
+                                              lambda: served_models(self.states.values()))
         if not isinstance(req, openai_api.InferenceRequest):
             return req
         routing = self.admission.routing_headers(request.headers)
@@ -199,7 +212,8 @@ class Router:
 
     def api_routes(self) -> list[tuple[str, str, httpio.Handler]]:
         return [*(("POST", path, self.inference) for path in INFERENCE_PATHS),
-                ("GET", "/v1/models", self.models), ("GET", "/healthz", self.healthz), ("GET", "/readyz", self.readyz)]
+                ("GET", "/v1/models", self.models), ("GET", openai_api.MODEL_PREFIX + "*", self.model),
+                ("GET", "/healthz", self.healthz), ("GET", "/readyz", self.readyz)]
 
     def admin_routes(self) -> list[tuple[str, str, httpio.Handler]]:
         return [("GET", "/metrics", self.metrics_page), ("GET", "/healthz", self.healthz),

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import email.parser
+import email.policy
 import hashlib
 import os
 import random
@@ -136,26 +138,36 @@ class Sim:
 
     async def generate(self, request: web.Request):
         self._count()
-        try:
-            body = orjson.loads(await request.read())
-        except orjson.JSONDecodeError:
-            return _err(400, "invalid JSON")
+        raw = await request.read()
+        body = _json_object(raw)
         if not isinstance(body, dict):
-            return _err(400, "body must be an object")
+            return body
         model = body.get("model")
         if model not in self.models:
             return _err(404, f"The model `{model}` does not exist.")
         if self.error_rate and self.rng.random() < self.error_rate:
             return _err(500, "simulated backend failure", 500)
-        text = prompt_text(body, limit=None)
+        text = _input_text(body) if request.path.endswith("/responses") else prompt_text(body, limit=None)
         prompt_tokens = tokens_of(text)
         if request.path.endswith("/embeddings"):
-            return self._embeddings(body, prompt_tokens)
-        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or 16
+            return self._embeddings(body, prompt_tokens, self._digest_header(raw))
+        max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or body.get("max_output_tokens") or 16
         if not isinstance(max_tokens, int) or max_tokens < 1:
             return _err(400, "max_tokens must be a positive integer")
         max_tokens = min(max_tokens, 4096)
         stream = bool(body.get("stream"))
+        responses = request.path.endswith("/responses")
+        n = body.get("n", 1)
+        if not isinstance(n, int) or not 1 <= n <= 16:
+            return _err(400, "n must be an integer from 1 to 16")
+        logprobs = bool(body.get("logprobs"))
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        # Tools: with ``tools`` and a tool_choice other than "none", the sim calls the first tool.
+        tools = body.get("tools") if isinstance(body.get("tools"), list) else []
+        tool_calls = [] if not tools or body.get("tool_choice") == "none" else [{
+            "id": f"call-{self.served}", "type": "function",
+            "function": {"name": (tools[0].get("function") or {}).get("name", ""), "arguments": "{}"}}]
+        finish = "tool_calls" if tool_calls else "length"
         t0 = time.perf_counter()
         self.waiting += 1
         await self.slots.acquire()
@@ -173,47 +185,175 @@ class Sim:
             self.prefill_free_at = start + (prompt_tokens - cached) * p.prefill_ms_per_token / 1000
             await asyncio.sleep(self.delay + self.prefill_free_at - now)
             words = [f"tok{i % 97}" for i in range(max_tokens)]
-            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": max_tokens,
-                     "total_tokens": prompt_tokens + max_tokens,
+            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": max_tokens * n,
+                     "total_tokens": prompt_tokens + max_tokens * n,
                      "prompt_tokens_details": {"cached_tokens": cached}}
             rid = f"cmpl-{self.served}"
             chat = request.path.endswith("/chat/completions")
+            headers = self._digest_header(raw)
+            if responses:
+                return await self._responses(request, body, model, words, usage, stream, t0, headers)
             if stream:
-                resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+                resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                                   **headers})
                 await resp.prepare(request)
                 self._ttft(time.perf_counter() - t0)
                 per = p.ms_per_output_token / 1000
+                obj = "chat.completion.chunk" if chat else "text_completion"
                 for i, w in enumerate(words):
-                    delta = ({"choices": [{"index": 0, "delta": {"content": w + " "}, "finish_reason": None}]}
-                             if chat else {"choices": [{"index": 0, "text": w + " ", "finish_reason": None}]})
-                    await resp.write(b"data: " + orjson.dumps({"id": rid, "object": "chat.completion.chunk"
-                                                               if chat else "text_completion",
-                                                               "created": 0, "model": model, **delta}) + b"\n\n")
+                    for k in range(n):
+                        choice = ({"index": k, "delta": {"content": w + " "}, "finish_reason": None} if chat
+                                  else {"index": k, "text": w + " ", "finish_reason": None})
+                        if logprobs:
+                            choice["logprobs"] = _logprobs([w + " "], chat)
+                        await resp.write(b"data: " + orjson.dumps({"id": rid, "object": obj, "created": 0,
+                                                                   "model": model, "choices": [choice]}) + b"\n\n")
                     if per:
                         await asyncio.sleep(per)
-                final = {"id": rid, "object": "chat.completion.chunk" if chat else "text_completion", "created": 0,
-                         "model": model, "usage": usage,
-                         "choices": [{"index": 0, "delta": {} if chat else None, "text": "" if not chat else None,
-                                      "finish_reason": "length"}]}
-                final["choices"][0] = {k: v for k, v in final["choices"][0].items() if v is not None}
-                await resp.write(b"data: " + orjson.dumps(final) + b"\n\ndata: [DONE]\n\n")
+                for k in range(n):
+                    last = {"index": k, "delta": {}, "finish_reason": finish} if chat else \
+                        {"index": k, "text": "", "finish_reason": finish}
+                    if chat and tool_calls:
+                        last["delta"] = {"tool_calls": [{"index": 0, **tool_calls[0]}]}
+                    await resp.write(b"data: " + orjson.dumps({"id": rid, "object": obj, "created": 0, "model": model,
+                                                               "choices": [last]}) + b"\n\n")
+                if include_usage:  # as vLLM: a last chunk with no choices, only when asked for
+                    await resp.write(b"data: " + orjson.dumps({"id": rid, "object": obj, "created": 0, "model": model,
+                                                               "choices": [], "usage": usage}) + b"\n\n")
+                await resp.write(b"data: [DONE]\n\n")
                 await resp.write_eof()
-                self._done(max_tokens)
+                self._done(max_tokens * n)
                 return resp
             await asyncio.sleep(max_tokens * p.ms_per_output_token / 1000)
             self._ttft(time.perf_counter() - t0)
             content = " ".join(words)
-            choice = ({"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "length"}
-                      if chat else {"index": 0, "text": content, "finish_reason": "length"})
-            self._done(max_tokens)
+            choices = []
+            for k in range(n):
+                if chat:
+                    message = {"role": "assistant", "content": None if tool_calls else content}
+                    if tool_calls:
+                        message["tool_calls"] = tool_calls
+                    choice = {"index": k, "message": message, "finish_reason": finish}
+                else:
+                    choice = {"index": k, "text": content, "finish_reason": finish}
+                if logprobs:
+                    choice["logprobs"] = _logprobs([w + " " for w in words], chat)
+                choices.append(choice)
+            self._done(max_tokens * n)
             return web.Response(body=orjson.dumps({
                 "id": rid, "object": "chat.completion" if chat else "text_completion", "created": 0,
-                "model": model, "choices": [choice], "usage": usage}), content_type="application/json")
+                "model": model, "choices": choices, "usage": usage}), content_type="application/json",
+                headers=headers)
         finally:
             self.running -= 1
             self.slots.release()
 
-    def _embeddings(self, body, prompt_tokens):
+    @staticmethod
+    def _digest_header(raw: bytes) -> dict:
+        """The sha256 of the body as this server received it: a test compares it with what the
+        client sent to prove the router forwarded the body byte for byte."""
+        return {"x-sim-body-sha256": hashlib.sha256(raw).hexdigest()}
+
+    async def _responses(self, request, body, model, words, usage, stream, t0, headers):
+        """The Responses API (``POST /v1/responses``) in the shape vLLM serves it: one assistant
+        message of ``output_text``; streamed as typed server-sent events."""
+        rid = f"resp_{self.served}"
+        text = " ".join(words)
+        u = {"input_tokens": usage["prompt_tokens"], "output_tokens": len(words),
+             "total_tokens": usage["prompt_tokens"] + len(words),
+             "input_tokens_details": {"cached_tokens": usage["prompt_tokens_details"]["cached_tokens"]},
+             "output_tokens_details": {"reasoning_tokens": 0}}
+
+        def response(status: str, output: list, usage_=None) -> dict:
+            return {"id": rid, "object": "response", "created_at": 0, "model": model, "status": status,
+                    "output": output, "usage": usage_, "parallel_tool_calls": True, "tool_choice": "auto",
+                    "tools": []}
+
+        message = {"type": "message", "id": f"msg_{self.served}", "status": "completed", "role": "assistant",
+                   "content": [{"type": "output_text", "text": text, "annotations": []}]}
+        if not stream:
+            await asyncio.sleep(len(words) * self.profile.ms_per_output_token / 1000)
+            self._ttft(time.perf_counter() - t0)
+            self._done(len(words))
+            return web.Response(body=orjson.dumps(response("completed", [message], u)),
+                                content_type="application/json", headers=headers)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **headers})
+        await resp.prepare(request)
+        self._ttft(time.perf_counter() - t0)
+        seq = 0
+
+        async def event(kind: str, **data):
+            nonlocal seq
+            await resp.write(f"event: {kind}\n".encode() + b"data: " +
+                             orjson.dumps({"type": kind, "sequence_number": seq, **data}) + b"\n\n")
+            seq += 1
+
+        await event("response.created", response=response("in_progress", []))
+        for w in words:
+            await event("response.output_text.delta", item_id=message["id"], output_index=0, content_index=0,
+                        delta=w + " ")
+            if self.profile.ms_per_output_token:
+                await asyncio.sleep(self.profile.ms_per_output_token / 1000)
+        await event("response.output_text.done", item_id=message["id"], output_index=0, content_index=0, text=text)
+        await event("response.completed", response=response("completed", [message], u))
+        await resp.write_eof()
+        self._done(len(words))
+        return resp
+
+    async def pooling(self, request: web.Request):
+        """Rerank, score, tokenize and detokenize (vLLM's shapes; ``model`` optional, as in vLLM)."""
+        self._count()
+        raw = await request.read()
+        body = _json_object(raw)
+        if not isinstance(body, dict):
+            return body
+        model = body.get("model") or self.models[0]
+        if model not in self.models:
+            return _err(404, f"The model `{model}` does not exist.")
+        kind = request.path.rsplit("/", 1)[-1]
+        out = {"rerank": _rerank, "score": _score, "tokenize": _tokenize, "detokenize": _detokenize}[kind](body)
+        if isinstance(out, web.Response):
+            return out
+        if kind in ("rerank", "score"):
+            out = {"id": f"{kind}-{self.served}", "model": model, **out}
+        self._done(0)
+        return web.Response(body=orjson.dumps(out), content_type="application/json", headers=self._digest_header(raw))
+
+    async def transcribe(self, request: web.Request):
+        """``POST /v1/audio/transcriptions`` (and translations): ``multipart/form-data`` with the audio
+        in ``file`` (vLLM's TranscriptionRequest); the "transcript" names what was received."""
+        self._count()
+        raw = await request.read()
+        try:
+            fields, files = _parse_form(request.headers.get("Content-Type", ""), raw)
+        except ValueError as e:
+            return _err(400, str(e))
+        if "file" not in files:
+            return _err(400, "a `file` form field with the audio is required")
+        model = fields.get("model") or self.models[0]
+        if model not in self.models:
+            return _err(404, f"The model `{model}` does not exist.")
+        filename, audio = files["file"]
+        text = f"{len(audio)} bytes of audio from {filename}"
+        seconds = max(1, len(audio) // 32000)  # 16 kHz 16-bit mono
+        headers = self._digest_header(raw)
+        self._done(0)
+        if fields.get("stream", "false").lower() == "true":
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", **headers})
+            await resp.prepare(request)
+            for w in text.split(" "):
+                chunk = {"id": f"trsc-{self.served}", "object": "transcription.chunk", "created": 0, "model": model,
+                         "choices": [{"delta": {"content": w + " "}, "finish_reason": None}]}
+                await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+            return resp
+        if fields.get("response_format") == "text":
+            return web.Response(text=text, content_type="text/plain", headers=headers)
+        return web.Response(body=orjson.dumps({"text": text, "usage": {"type": "duration", "seconds": seconds}}),
+                            content_type="application/json", headers=headers)
+
+    def _embeddings(self, body, prompt_tokens, headers):
         inputs = body.get("input")
         inputs = inputs if isinstance(inputs, list) else [inputs]
         data = []
@@ -224,7 +364,7 @@ class Sim:
         return web.Response(body=orjson.dumps({"object": "list", "data": data, "model": body.get("model"),
                                                "usage": {"prompt_tokens": prompt_tokens,
                                                          "total_tokens": prompt_tokens}}),
-                            content_type="application/json")
+                            content_type="application/json", headers=headers)
 
     def _ttft(self, seconds: float) -> None:
         self.ttft_sum += seconds
@@ -239,6 +379,109 @@ class Sim:
 
 
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+def _json_object(raw: bytes) -> dict | web.Response:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _err(400, "invalid JSON")
+    return body if isinstance(body, dict) else _err(400, "body must be an object")
+
+
+def _input_text(body: dict) -> Prompt:
+    """The Responses API's ``input``: a string, or message items (their text, as chat messages)."""
+    inp = body.get("input")
+    if isinstance(inp, list):
+        return prompt_text({"messages": [m for m in inp if isinstance(m, dict)]}, limit=None)
+    return prompt_text(body, limit=None)
+
+
+def _logprobs(tokens: list[str], chat: bool) -> dict:
+    if chat:
+        return {"content": [{"token": t, "logprob": -0.5, "bytes": list(t.encode()), "top_logprobs": []}
+                            for t in tokens]}
+    return {"tokens": tokens, "token_logprobs": [-0.5] * len(tokens), "top_logprobs": None,
+            "text_offset": list(range(len(tokens)))}
+
+
+def _overlap(a: str, b: str) -> float:
+    """A deterministic relevance in [0, 1]: the share of ``a``'s words found in ``b``."""
+    wa, wb = set(a.lower().split()), set(b.lower().split())
+    return round(len(wa & wb) / len(wa), 4) if wa else 0.0
+
+
+def _rerank(body: dict):
+    query, docs = body.get("query"), body.get("documents")
+    if not isinstance(query, str) or not isinstance(docs, list) or not all(isinstance(d, str) for d in docs):
+        return _err(400, "`query` (a string) and `documents` (a list of strings) are required")
+    ranked = sorted(range(len(docs)), key=lambda i: (-_overlap(query, docs[i]), i))
+    top_n = body.get("top_n") or len(docs)
+    return {"usage": {"total_tokens": sum(tokens_of(d) + tokens_of(query) for d in docs)},
+            "results": [{"index": i, "document": {"text": docs[i]}, "relevance_score": _overlap(query, docs[i])}
+                        for i in ranked[:top_n]]}
+
+
+def _score(body: dict):
+    t1, t2 = body.get("text_1"), body.get("text_2")
+    t1 = [t1] if isinstance(t1, str) else t1
+    t2 = [t2] if isinstance(t2, str) else t2
+    if not isinstance(t1, list) or not isinstance(t2, list) or not t2 or len(t1) not in (1, len(t2)):
+        return _err(400, "`text_1` and `text_2` are required (a string, or lists: one-to-many or pairwise)")
+    pairs = [(t1[0] if len(t1) == 1 else t1[i], b) for i, b in enumerate(t2)]
+    tokens = sum(tokens_of(a) + tokens_of(b) for a, b in pairs)
+    return {"object": "list", "created": 0,
+            "data": [{"index": i, "object": "score", "score": _overlap(a, b)} for i, (a, b) in enumerate(pairs)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
+MAX_MODEL_LEN = 8192
+
+
+def _tokenize(body: dict):
+    """Tokens of the sim: each 4 bytes of the UTF-8 text packed into one integer (so a token is
+    ~4 characters, as in the latency model, and detokenize inverts tokenize exactly)."""
+    if "messages" in body:
+        data = prompt_text(body, limit=None).data
+    elif isinstance(body.get("prompt"), str):
+        data = body["prompt"].encode()
+    else:
+        return _err(400, "`prompt` (a string) or `messages` is required")
+    tokens = [int.from_bytes(data[i:i + 4], "little") for i in range(0, len(data), 4)]
+    out = {"count": len(tokens), "max_model_len": MAX_MODEL_LEN, "tokens": tokens}
+    if body.get("return_token_strs"):
+        out["token_strs"] = [data[i:i + 4].decode("utf-8", "replace") for i in range(0, len(data), 4)]
+    return out
+
+
+def _detokenize(body: dict):
+    tokens = body.get("tokens")
+    if not isinstance(tokens, list) or not all(isinstance(t, int) and 0 <= t < 2 ** 32 for t in tokens):
+        return _err(400, "`tokens` must be a list of token ids")
+    data = b"".join(t.to_bytes(4, "little").rstrip(b"\0") for t in tokens)
+    return {"prompt": data.decode("utf-8", "replace")}
+
+
+def _parse_form(content_type: str, raw: bytes) -> tuple[dict[str, str], dict[str, tuple[str, bytes]]]:
+    """A ``multipart/form-data`` body with the standard library's MIME parser (not the router's:
+    the sim checks what the router forwards with an independent reading)."""
+    if not content_type.lower().startswith("multipart/form-data"):
+        raise ValueError("send multipart/form-data")
+    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + raw)
+    if not msg.is_multipart():
+        raise ValueError("not a multipart body")
+    fields, files = {}, {}
+    for part in msg.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not name:
+            continue
+        payload = part.get_payload(decode=True) or b""
+        if part.get_filename() is not None:
+            files[name] = (part.get_filename(), payload)
+        else:
+            fields[name] = payload.decode()
+    return fields, files
 
 
 def _err(status: int, message: str, code=None):
@@ -261,8 +504,13 @@ def _api_key_middleware(sim: Sim):
 
 def build_app(sim: Sim) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[_api_key_middleware(sim)])
-    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"):
         app.router.add_post(path, sim.generate)
+    # vLLM's paths (vllm/entrypoints/pooling/score/api_router.py and the tokenize router).
+    for path in ("/v1/rerank", "/rerank", "/v2/rerank", "/v1/score", "/score", "/tokenize", "/detokenize"):
+        app.router.add_post(path, sim.pooling)
+    for path in ("/v1/audio/transcriptions", "/v1/audio/translations"):
+        app.router.add_post(path, sim.transcribe)
     app.router.add_get("/v1/models", sim.list_models)
     app.router.add_get("/health", sim.health)
     app.router.add_get("/metrics", sim.metrics)
