@@ -37,28 +37,60 @@ OURS = ("fleet_router round-robin", "fleet_router prefix-affinity")
 SUSTAINED = 0.95
 
 
-def direct_headroom(workload: dict) -> float | None:
-    """Direct req/s over the fastest proxy's req/s in one workload."""
-    t = workload.get("targets", {})
-    direct = t.get("direct", {}).get("rps")
-    fastest = max((r.get("rps") or 0 for n, r in t.items() if n != "direct"), default=0)
-    return direct / fastest if direct and fastest else None
+# A target that used less of its core than this while measured was starved by other work on the
+# (shared) machine: its req/s says how much CPU it was given, not what it costs. Ratios are then
+# taken per core-second of CPU (1e6 / CPU µs per request: the req/s it would serve on a core of
+# its own), which the other work does not change.
+FULL_CORE = 0.8
+
+
+def core_used(row: dict) -> float | None:
+    """The share of one core a target's process tree used while measured: req/s x CPU per request."""
+    if not row.get("rps") or row.get("cpu_us_per_request") is None:
+        return None
+    return row["rps"] * row["cpu_us_per_request"] / 1e6
+
+
+def per_core(row: dict) -> float | None:
+    """Req/s per core-second: what the target would serve with one core to itself."""
+    cpu = row.get("cpu_us_per_request")
+    return 1e6 / cpu if cpu else None
+
+
+def _direct_per_core(direct: dict) -> float | None:
+    """Load generator + backend per core-second (both share core 0)."""
+    cpu, gen = direct.get("cpu_us_per_request"), direct.get("generator_cpu_us_per_request")
+    return 1e6 / (cpu + gen) if cpu and gen else None
 
 
 def pair_ratio(out: dict, wname: str, ours: str, peer: str) -> tuple[float | None, str]:
-    """Our req/s over the peer's, or None and why no ratio is reported."""
+    """Our throughput over the peer's, or None and why no ratio is reported. Measured req/s when
+    both had their core (>= FULL_CORE of it), else req/s per core-second; the margin text says which.
+    Refused unless direct (generator + backend) is MIN_DIRECT_RATIO x the faster of the two, in the
+    same unit: the generator then was not what limited either."""
     tp = out.get("throughput") or {}
     w = tp.get("workloads", {}).get(wname)
     if w is None:
         return None, "workload not measured"
+    t = w["targets"]
     for name in (ours, peer):
-        if not (w["targets"].get(name) or {}).get("rps"):
+        if not (t.get(name) or {}).get("rps"):
             return None, f"{name} not measured" + (f": {tp['failures'][name]}" if name in tp.get("failures", {}) else "")
-    h = direct_headroom(w)
-    if h is None or h < MIN_DIRECT_RATIO:
-        return None, (f"not reported: direct is only {_f(h)}x the fastest proxy (needs {MIN_DIRECT_RATIO:g}x), "
-                      "so the load generator may be the limit")
-    return w["targets"][ours]["rps"] / w["targets"][peer]["rps"], ""
+    a, b, d = t[ours], t[peer], t.get("direct", {})
+    shares = [core_used(a), core_used(b)]
+    measured = all(x is not None and x >= FULL_CORE for x in shares)
+    if measured:
+        ra, rb, rd, unit = a["rps"], b["rps"], d.get("rps"), "req/s"
+    else:
+        ra, rb, rd, unit = per_core(a), per_core(b), _direct_per_core(d), "req/s per core-second"
+        if ra is None or rb is None:
+            return None, "no CPU figures"
+    if not rd or rd < MIN_DIRECT_RATIO * max(ra, rb):
+        return None, (f"not reported: direct is only {_f(rd / max(ra, rb) if rd else None)}x the faster of the two "
+                      f"({unit}; needs {MIN_DIRECT_RATIO:g}x), so the load generator may be the limit")
+    return ra / rb, ("measured req/s" if measured else
+                     f"per core-second (cores starved: {ours} used {shares[0] * 100:.0f}%, {peer} "
+                     f"{shares[1] * 100:.0f}% of theirs)")
 
 
 def goals(out: dict) -> list[tuple[str, str, bool | None, str]]:
@@ -70,7 +102,7 @@ def goals(out: dict) -> list[tuple[str, str, bool | None, str]]:
             if r is None:
                 g.append((name, "no ratio", None, why))
             else:
-                g.append((name, f"{r:.2f}x", r >= want, f"{r / want * 100 - 100:+.0f}% vs goal"))
+                g.append((name, f"{r:.2f}x", r >= want, f"{r / want * 100 - 100:+.0f}% vs goal; {why}"))
     lat = out.get("latency")
     if lat:
         rate = lat["rate"]
@@ -85,7 +117,10 @@ def goals(out: dict) -> list[tuple[str, str, bool | None, str]]:
                 elif d["achieved_rps"] < SUSTAINED * rate:
                     g.append((name, "no figure", None, f"the generator sustained only {d['achieved_rps']:g} req/s direct"))
                 elif row["achieved_rps"] < SUSTAINED * rate:
-                    g.append((name, f"sustained {row['achieved_rps']:g} req/s", False, "could not hold the rate"))
+                    cu = row.get("core_used")
+                    g.append((name, f"sustained {row['achieved_rps']:g} req/s", False, "could not hold the rate" + (
+                        f" (it got {cu * 100:.0f}% of its core: starved by other work)" if cu is not None and
+                        cu < FULL_CORE else "")))
                 else:
                     v = row["added_p99_ms"]
                     g.append((name, f"{v:.3f} ms", v <= lim, f"{v - lim:+.3f} ms vs goal"))
@@ -128,28 +163,36 @@ def _throughput_md(out: dict, tp: dict) -> list[str]:
          "httptools, canned answers, two ports = two pools); each proxy alone on core 1. "
          f"{tp['rounds']} interleaved rounds of {tp['seconds']:g} s per target; each figure the median over rounds "
          "(per-round figures in results.json). *CPU µs/req*: the target's process tree (for direct: the backend), "
-         "user + system from /proc over the run, per completed request. A ratio is reported only when direct is "
-         f"at least {MIN_DIRECT_RATIO:g}x the fastest proxy of the workload.", ""]
+         "user + system from /proc over the run, per completed request (*wrk CPU µs/req*: the generator's, from "
+         "getrusage). *Core used* = req/s x CPU per request; a proxy that used under "
+         f"{FULL_CORE * 100:.0f}% of its core was starved by other work on this shared machine, and then the judged "
+         "ratio is per core-second (1e6 / CPU µs per request: what each would serve on a core of its own), "
+         "else measured req/s. A ratio is refused unless direct (wrk + backend on core 0, same unit) is at "
+         f"least {MIN_DIRECT_RATIO:g}x the faster of the two compared.", ""]
     for wname, w in tp["workloads"].items():
-        h = direct_headroom(w)
         L += [f"### {WORKLOAD_LABELS.get(wname, wname)} ({w['connections']} connections"
-              f"{', streaming' if w['stream'] else ''}); direct ÷ fastest proxy: {_f(h)}x"
-              f"{'' if h is not None and h >= MIN_DIRECT_RATIO else ' — generator-bound, no ratios'}", "",
-              "| target | req/s | CPU µs/req | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|"]
+              f"{', streaming' if w['stream'] else ''})", "",
+              "| target | req/s | CPU µs/req | core used | req/s per core-second | wrk CPU µs/req | p50 ms | p99 ms | "
+              "errors |", "|---|---|---|---|---|---|---|---|---|"]
         for name, r in w["targets"].items():
-            L.append(f"| {name} | {_f(r.get('rps'))} | {_f(r.get('cpu_us_per_request'))} | {_f(r.get('p50_ms'), 3)} | "
-                     f"{_f(r.get('p99_ms'), 3)} | {r.get('errors', 0)} |")
+            cu = core_used(r)
+            pc = _direct_per_core(r) if name == "direct" else per_core(r)
+            L.append(f"| {name} | {_f(r.get('rps'))} | {_f(r.get('cpu_us_per_request'))} | "
+                     f"{'n/a' if cu is None else f'{cu * 100:.0f}%'} | {_f(pc, 0)}{' (wrk + backend)' if name == 'direct' else ''} | "
+                     f"{_f(r.get('generator_cpu_us_per_request'))} | {_f(r.get('p50_ms'), 3)} | {_f(r.get('p99_ms'), 3)} | "
+                     f"{r.get('errors', 0)} |")
         L.append("")
     L += ["### Side by side", "",
-          "| workload | ours | peer | ours req/s | peer req/s | ratio | goal | ours CPU µs/req | peer CPU µs/req |",
-          "|---|---|---|---|---|---|---|---|---|"]
+          "| workload | ours | peer | ours req/s | peer req/s | measured ratio | ours CPU µs/req | peer CPU µs/req | "
+          "per-core ratio | judged ratio | goal |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for wname, ours, peer, want in PAIRS:
         t = tp["workloads"].get(wname, {}).get("targets", {})
         a, b = t.get(ours, {}), t.get(peer, {})
         r, why = pair_ratio(out, wname, ours, peer)
         L.append(f"| {WORKLOAD_LABELS[wname]} | {ours} | {peer} | {_f(a.get('rps'))} | {_f(b.get('rps'))} | "
-                 f"{_f(r, 2) + 'x' if r is not None else 'n/a (' + why + ')'} | >= {want:g}x | "
-                 f"{_f(a.get('cpu_us_per_request'))} | {_f(b.get('cpu_us_per_request'))} |")
+                 f"{_f(_ratio(a.get('rps'), b.get('rps')), 2)}x | {_f(a.get('cpu_us_per_request'))} | "
+                 f"{_f(b.get('cpu_us_per_request'))} | {_f(_ratio(per_core(a), per_core(b)), 2)}x | "
+                 f"{_f(r, 2) + 'x (' + why + ')' if r is not None else 'n/a (' + why + ')'} | >= {want:g}x |")
     return L + _not_measured(tp)
 
 
@@ -161,10 +204,12 @@ def _latency_md(lat: dict) -> list[str]:
          f"{lat['rounds']} interleaved rounds of {lat['seconds']:g} s; medians. *Added* = target minus direct, "
          "same percentile. Streaming latency is to the last byte.", ""]
     for mode, m in lat["modes"].items():
-        L += [f"### {mode}", "", "| target | achieved req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | added p50 | "
-              "added p99 | errors |", "|---|---|---|---|---|---|---|---|---|"]
+        L += [f"### {mode}", "", "| target | achieved req/s | core used | p50 ms | p90 ms | p99 ms | p99.9 ms | "
+              "added p50 | added p99 | errors |", "|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in m["targets"].items():
-            L.append(f"| {name} | {_f(r['achieved_rps'])} | {_f(r['p50_ms'], 3)} | {_f(r['p90_ms'], 3)} | "
+            cu = r.get("core_used")
+            L.append(f"| {name} | {_f(r['achieved_rps'])} | {'n/a' if cu is None else f'{cu * 100:.0f}%'} | "
+                     f"{_f(r['p50_ms'], 3)} | {_f(r['p90_ms'], 3)} | "
                      f"{_f(r['p99_ms'], 3)} | {_f(r['p999_ms'], 3)} | {_f(r.get('added_p50_ms'), 3)} | "
                      f"{_f(r.get('added_p99_ms'), 3)} | {r['errors']} |")
         L.append("")
@@ -188,7 +233,7 @@ def write_markdown(out: dict, path: Path) -> None:
         L += _latency_md(lat)
     rq = out.get("routing")
     if rq:
-        L += ["## 2. Routing quality (three vendor sims, shared system prompts + multi-turn, mixed tiers)", "",
+        L += ["## 3. Routing quality (three vendor sims, shared system prompts + multi-turn, mixed tiers)", "",
               f"{rq['requests']} streaming requests; best possible prefix-cache hit rate for this workload "
               f"(one infinite cache): **{rq['best_possible_hit_rate'] * 100:.1f}%**. TTFT targets per tier (ms): "
               f"{rq['tier_ttft_targets_ms']}. Cost = generated tokens per pool (sim counters) x the pool's "
@@ -207,7 +252,7 @@ def write_markdown(out: dict, path: Path) -> None:
         L += _not_measured(rq)
     f = out.get("failover")
     if f:
-        L += ["## 3. Failover (two `fast` sims behind fleet_router, one SIGKILLed mid-run)", "",
+        L += ["## 4. Failover (two `fast` sims behind fleet_router, one SIGKILLed mid-run)", "",
               "| requests | lost | lost as | kill at s | p99 before ms | p99 kill..kill+1s ms | p99 all ms |",
               "|---|---|---|---|---|---|---|",
               f"| {f['requests']} | {f['lost']} | {', '.join(f['lost_detail']) or '-'} | {f['kill_at_s']} | "

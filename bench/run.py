@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -279,16 +280,23 @@ def run_wrk(url: str, script: str, args: list[str], threads: int, conns: int, se
 
 def closed_wrk(url: str, pid: int, kind: str, stream: bool, conns: int, seconds: float) -> dict:
     """Closed loop, ``conns`` connections on one wrk thread; CPU per request of ``pid``'s tree."""
-    cpu0 = cpu_seconds(pid)
+    cpu0, gen0 = cpu_seconds(pid), _children_cpu()
     w = run_wrk(url, "load.lua", [kind, "1" if stream else "0", KEY], 1, conns, seconds)
-    cpu1 = cpu_seconds(pid)
+    cpu1, gen1 = cpu_seconds(pid), _children_cpu()
     errors = w["connect_errors"] + w["read_errors"] + w["write_errors"] + w["status_errors"] + w["timeouts"]
     ok = max(0, w["requests"] - w["status_errors"])
     wall = w["duration_us"] / 1e6
     return {"requests": w["requests"], "ok": ok, "errors": errors, "wall_s": round(wall, 3),
             "rps": round(ok / wall, 1) if wall else 0.0, "p50_ms": round(w["p50_us"] / 1000, 3),
             "p99_ms": round(w["p99_us"] / 1000, 3),
-            "cpu_us_per_request": round((cpu1 - cpu0) / ok * 1e6, 1) if ok and cpu0 is not None else None}
+            "cpu_us_per_request": round((cpu1 - cpu0) / ok * 1e6, 1) if ok and cpu0 is not None else None,
+            "generator_cpu_us_per_request": round((gen1 - gen0) / ok * 1e6, 1) if ok else None}
+
+
+def _children_cpu() -> float:
+    """User + system CPU of this process's finished, waited-for children: around one wrk run, wrk's."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def start_backend() -> tuple[list[str], subprocess.Popen]:
@@ -385,7 +393,8 @@ def throughput(cfg) -> dict:
                 stop(proc)
         stop(backend)
     for wname, (kind, stream, conns, _) in WORKLOADS.items():
-        targets = {name: _median_rows(rs, ("rps", "cpu_us_per_request", "p50_ms", "p99_ms"))
+        targets = {name: _median_rows(rs, ("rps", "cpu_us_per_request", "generator_cpu_us_per_request", "p50_ms",
+                                           "p99_ms"))
                    for name, rs in rows[wname].items() if rs and name not in out["failures"]}
         out["workloads"][wname] = {"kind": kind, "stream": stream, "connections": conns, "targets": targets}
     return out
@@ -410,9 +419,12 @@ def latency(cfg) -> dict:
                 for name in order:
                     if name not in live or name in out["failures"]:
                         continue
+                    pid = (live[name][1] or backend).pid
                     try:
+                        cpu0 = cpu_seconds(pid)
                         w = run_wrk(live[name][0], "rate.lua", [str(cfg.latency_rate), "1" if stream else "0", KEY,
                                                                 str(n)], n, n, cfg.latency_seconds)
+                        cpu1 = cpu_seconds(pid)
                     except Exception as e:  # noqa: BLE001
                         out["failures"][name] = f"{type(e).__name__}: {e}"
                         print(f"[latency] {name}: failed: {e}", flush=True)
@@ -420,6 +432,7 @@ def latency(cfg) -> dict:
                     wall = w["duration_us"] / 1e6
                     row = {"requests": w["requests"], "errors": w["non200"] + w["socket_errors"] + w["timeouts"],
                            "achieved_rps": round(w["requests"] / wall, 1) if wall else 0.0,
+                           "core_used": round((cpu1 - cpu0) / wall, 3) if wall and cpu0 is not None else None,
                            **{f"{q}_ms": round(w[f"{q}_us"] / 1000, 3) for q in ("p50", "p90", "p99", "p999", "max")}}
                     rows[mode][name].append(row)
                     print(f"[latency] round {k + 1} {mode} {name}: p50/p99 {row['p50_ms']}/{row['p99_ms']} ms at "
@@ -430,7 +443,8 @@ def latency(cfg) -> dict:
                 stop(proc)
         stop(backend)
     for mode in modes:
-        targets = {name: _median_rows(rs, ("achieved_rps", "p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms"))
+        targets = {name: _median_rows(rs, ("achieved_rps", "core_used", "p50_ms", "p90_ms", "p99_ms", "p999_ms",
+                                           "max_ms"))
                    for name, rs in rows[mode].items() if rs and name not in out["failures"]}
         d = targets.get("direct")
         for row in targets.values():

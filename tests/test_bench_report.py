@@ -25,9 +25,11 @@ VRR, VCA = "vllm-router round_robin", "vllm-router cache_aware"
 
 def _results(**over) -> dict:
     def w(direct, rr, vrr, pa, vca, litellm=None):
-        t = {"direct": {"rps": direct}, RR: {"rps": rr}, VRR: {"rps": vrr}, PA: {"rps": pa}, VCA: {"rps": vca}}
-        if litellm is not None:
-            t["litellm"] = {"rps": litellm}
+        # Each proxy used 90% of its core (CPU per request = 0.9 s / req/s): measured req/s are judged.
+        t = {name: {"rps": rps, "cpu_us_per_request": 0.9e6 / rps}
+             for name, rps in ((RR, rr), (VRR, vrr), (PA, pa), (VCA, vca), ("litellm", litellm)) if rps}
+        # Direct: generator + backend on core 0, their CPU per request splitting its second.
+        t["direct"] = {"rps": direct, "cpu_us_per_request": 0.4e6 / direct, "generator_cpu_us_per_request": 0.6e6 / direct}
         return {"targets": t, "connections": 32, "stream": False}
 
     def lat(d99, rr99, pa99, rate=1000.0):
@@ -95,9 +97,9 @@ def test_every_target_of_issues_11_and_18_is_judged():
 
 def test_missed_targets_say_by_how_much():
     out = _results(failover__lost=3)
-    out["throughput"]["workloads"]["short"]["targets"][PA]["rps"] = 3000  # 0.75x cache_aware
+    out["throughput"]["workloads"]["short"]["targets"][PA].update(rps=3000, cpu_us_per_request=300)  # 0.75x
     v = _verdicts(out)
-    assert v[SHORT_PA] == ("0.75x", False, "-50% vs goal")
+    assert v[SHORT_PA] == ("0.75x", False, "-50% vs goal; measured req/s")
     assert v["added p99 <= 2 ms at 1000 req/s, non-streaming (fleet_router prefix-affinity)"] == (
         "2.500 ms", False, "+0.500 ms vs goal")
     assert v["added p99 <= 5 ms at 1000 req/s, streaming (fleet_router prefix-affinity)"] == (
@@ -106,18 +108,36 @@ def test_missed_targets_say_by_how_much():
 
 
 def test_no_ratio_when_the_load_generator_may_be_the_limit():
-    """Direct under 5x the fastest proxy of a workload: that workload's ratios are refused (n/a),
-    never judged met or not met; the other workloads are still judged."""
+    """Direct under 5x the faster of the two compared: that ratio is refused (n/a), never judged met
+    or not met; the other pairs are still judged."""
     out = _results()
-    out["throughput"]["workloads"]["long"]["targets"]["direct"]["rps"] = 7400  # 4.9x the fastest (1500)
+    long = out["throughput"]["workloads"]["long"]["targets"]
+    long["direct"]["rps"] = 6900  # 4.9x prefix-affinity's 1400, 4.6x round-robin's 1500
     v = _verdicts(out)
     for name in (LONG_PA, LONG_RR):
         measured, met, why = v[name]
         assert (measured, met) == ("no ratio", None)
-        assert "4.9x the fastest proxy" in why and "needs 5x" in why
+        assert "the faster of the two" in why and "needs 5x" in why
     assert v[SHORT_RR][1] is True
-    out["throughput"]["workloads"]["long"]["targets"]["direct"]["rps"] = 7500  # exactly 5x: reported
-    assert _verdicts(out)[LONG_PA][:2] == ("1.56x", True)
+    long["direct"]["rps"] = 7500  # exactly 5x round-robin's 1500: reported
+    assert _verdicts(out)[LONG_RR][:2] == ("1.25x", True)
+
+
+def test_a_starved_proxy_is_judged_per_core_second():
+    """On a busy shared machine a proxy gets a slice of its core: req/s then measure the slice. The
+    ratio is taken per core-second (1e6 / CPU µs per request), which the slice does not change."""
+    out = _results()
+    t = out["throughput"]["workloads"]["short"]["targets"]
+    t[RR].update(rps=1000, cpu_us_per_request=300)  # 30% of a core: ~3,333 req/s on a core of its own
+    t[VRR].update(rps=2500, cpu_us_per_request=100)  # 25% of a core: 10,000 req/s on its own
+    t["direct"].update(cpu_us_per_request=5, generator_cpu_us_per_request=5)  # core 0: 100,000 per core-second
+    measured, met, why = _verdicts(out)[SHORT_RR]
+    assert (measured, met) == ("0.33x", False) and "per core-second" in why and "30%" in why
+    t[RR]["cpu_us_per_request"] = 90  # cheaper per request than the peer, though fewer req/s measured
+    assert _verdicts(out)[SHORT_RR][:2] == ("1.11x", True)
+    # Direct per core-second: 1e6 / (backend 10 + wrk 10 µs) = 50,000, under 5x the peer's 11,111.
+    t["direct"].update(cpu_us_per_request=10, generator_cpu_us_per_request=10)
+    assert _verdicts(out)[SHORT_RR][:2] == ("no ratio", None)
 
 
 def test_a_peer_that_did_not_run_is_not_measured_not_a_pass():
@@ -143,7 +163,7 @@ def test_a_target_that_cannot_hold_the_fixed_rate_fails_the_latency_target():
 def test_the_markdown_shows_the_ratios_and_cpu_cost(tmp_path):
     out = _results()
     del out["routing"], out["failover"]  # their sections need full rows; their verdicts are tested above
-    out["throughput"]["workloads"]["short"]["targets"][RR]["cpu_us_per_request"] = 123.4
+    out["throughput"]["workloads"]["short"]["targets"][RR]["cpu_us_per_request"] = 123.4  # 86% of its core
     out.update(started="2026-12-01T08:00:00Z", duration_s=1.0, settings={}, machine={
         "nproc": 2, "cpu": "x", "kernel": "k", "pinning": "p", "versions": {}})
     out["throughput"].update(rounds=3, seconds=5)
@@ -153,7 +173,8 @@ def test_the_markdown_shows_the_ratios_and_cpu_cost(tmp_path):
             row.update(p90_ms=1.0, p999_ms=9.0, errors=0)
     report.write_markdown(out, tmp_path / "r.md")
     md = (tmp_path / "r.md").read_text()
-    assert "| short chat | fleet_router round-robin | vllm-router round_robin | 7000.0 | 6000.0 | 1.17x | >= 1x | 123.4 |" in md
+    assert ("| short chat | fleet_router round-robin | vllm-router round_robin | 7000.0 | 6000.0 | 1.17x | 123.4 | "
+            "150.0 | 1.22x | 1.17x (measured req/s) | >= 1x |") in md
     for name, measured, met, _ in report.goals(out):
         assert f"| {name} | {measured} |" in md
 
