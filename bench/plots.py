@@ -37,6 +37,7 @@ def throughput(out: dict, path: Path) -> None:
         peers = [n for n in names if n != "direct"]
         _bar(axes[1][i], peers, [w["targets"][n].get("cpu_us_per_request") for n in peers],
              f"CPU µs per request, {label}", "µs")
+        axes[1][i].set_yscale("log")  # LiteLLM costs ~100x the others
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
