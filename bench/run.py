@@ -126,7 +126,9 @@ def start_router(pools: list[dict], tiers: list[dict] | None = None, policy: str
     cfg = {"listen": {"host": HOST, "port": port, "admin_port": admin}, "policy": policy,
            "auth": {"api_key_hashes": [hashlib.sha256(KEY.encode()).hexdigest()]},
            "limits": {"rate_limit_rps": 1_000_000, "rate_limit_burst": 1_000_000},
-           "discovery": {"models_refresh_s": 5, "metrics_scrape_s": 1}, "pools": pools, **extra}
+           "discovery": {"models_refresh_s": 5, "metrics_scrape_s": 1}, "pools": pools,
+           # No log line per request, as vllm-router runs here (--log-level warning).
+           "server": {"access_log": False}, **extra}
     if tiers:
         cfg["tiers"] = tiers
     path = LOG / f"router-{port}.yaml"
