@@ -136,3 +136,30 @@ class RouterMetrics:
                                        ("endpoint",)))
         self.overhead = r.add(Histogram("fleet_router_added_latency_seconds",
                                         "Time the router adds before the backend request is sent.", ()))
+        self.stream_errors = r.add(Counter("fleet_router_stream_errors_total",
+                                           "Streams cut after their head (backend silent or gone), ended with an "
+                                           "SSE error event.", ("pool", "reason")))
+        self.ejected = r.add(Gauge("fleet_router_pool_ejected",
+                                   "1 while a pool is out of rotation (failures, or its Retry-After).", ("pool",)))
+
+    # Metrics whose labels name a pool, and the position of that label.
+    def _pool_series(self):
+        for metric in self.registry.metrics:
+            for i, name in enumerate(metric.label_names):
+                if name in ("pool", "backend_pool", "from_pool"):
+                    yield metric, i
+
+    def observe_pools(self, states, now: float) -> None:
+        """Gauges read at scrape time (nothing on the hot path): load, in-flight, ejected."""
+        for s in states:
+            self.utilization.set(s.name, s.pool.vendor, value=round(s.load(), 4))
+            self.pool_in_flight.set(s.name, value=s.in_flight)
+            self.ejected.set(s.name, value=0 if s.available(now) else 1)
+
+    def drop_pools(self, keep: set[str]) -> None:
+        """Forget every series of pools not in ``keep`` (removed by a reload): a pool that is gone
+        must not go on being exported with its last values."""
+        for metric, i in self._pool_series():
+            table = metric.series if isinstance(metric, Histogram) else metric.values
+            for labels in [k for k in table if k[i] not in keep]:
+                del table[labels]

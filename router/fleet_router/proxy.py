@@ -1,9 +1,34 @@
-"""Proxying a routed request: attempts in the core's order, failover before the first byte,
-streaming pass-through, and accounting (metrics, the core's state hooks)."""
+"""Proxying a routed request: attempts in the core's order, failover, streaming pass-through, and
+accounting (metrics, the core's state hooks).
+
+What is retried — only what another pool can fix, each pool at most once per request:
+
+* the pool could not be reached (connect error or connect timeout), or the connection broke before
+  any response byte (the request reached no model server, or one that died with it);
+* ``502`` / ``503`` / ``504``: a gateway or a server that is down, overloaded or restarting;
+* ``429``: that pool is full — the next pool is asked, and the pool is skipped for its
+  ``Retry-After`` (capped at :data:`RETRY_AFTER_CAP_S`); not counted as a failure;
+* ``500``: once. A ``500`` is often caused by the request itself (vLLM answers a request its engine
+  chokes on with 500), so the same request failing on a second pool stops there and the client
+  gets that answer; the first pool's ``500`` counts as its failure only if another pool then
+  served the request.
+
+Never retried: any other 4xx (the client's error: passed through as the backend said it), a
+timeout once the request was sent (the backend may be working on it; a copy doubles the cost), an
+answer over ``max_response_bytes``, anything after bytes reached the client. Between attempts a
+jittered exponential backoff. When every attempt failed, the answer lists each pool's reason with
+the backend's own message.
+
+A stream cut after its head (the backend went silent past ``stream_idle_s``, or died) ends with an
+SSE ``data:`` event holding an error in OpenAI's shape, so clients see an error, not a short answer.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
+import re
 import time
 
 import orjson
@@ -12,23 +37,80 @@ from fleet_router import core, forwarding, httpio
 from fleet_router.config import ConfigError, RouterConfig
 from fleet_router.metrics import RouterMetrics
 from fleet_router.openai_api import InferenceRequest, error
-from fleet_router.upstream import Deadlines, UpstreamError, UpstreamPool
+from fleet_router.upstream import (Deadlines, Response, UpstreamError, UpstreamPool, UpstreamTimeout,
+                                   UpstreamTooLarge)
 
 log = logging.getLogger("fleet_router")
 
-HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host",
-               "content-length", "authorization", "proxy-authorization"}
+# Response headers a backend may pass to clients; everything else (Set-Cookie, Server, a gateway's
+# or mesh's internal headers, hop-by-hop ones) stays inside. Content-Length and framing are the
+# router's own, and so is X-Request-Id (the edge sets the request's own on every response).
+RESPONSE_HEADERS = frozenset({"content-type", "content-encoding", "cache-control", "retry-after"})
+RETRYABLE_STATUS = frozenset({502, 503, 504})
+RETRY_AFTER_CAP_S = 60.0
+_COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 
 
-class _Retryable(Exception):
-    def __init__(self, reason: str):
-        super().__init__(reason)
-        self.reason = reason
+class ClientGone(Exception):
+    """The client left mid-stream; ``response`` is the prepared stream (the edge ends it quietly)."""
+
+    def __init__(self, response):
+        super().__init__("client disconnected")
+        self.response = response
+
+
+class _Failed(Exception):
+    """One attempt that did not serve the request.
+
+    ``retry``: another pool may. ``pool_fault``: counts toward ejecting the pool. ``answer``: the
+    backend's own answer (status, body, headers) to pass on if this is where the request stops."""
+
+    def __init__(self, reason: str, message: str, *, retry: bool, pool_fault: bool, status: int = 502,
+                 answer: tuple[int, bytes, dict] | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.reason, self.message, self.retry, self.pool_fault = reason, message, retry, pool_fault
+        self.status, self.answer, self.retry_after = status, answer, retry_after
+
+
+def _backend_message(body: bytes) -> str:
+    """The backend's error message: OpenAI's ``error.message``, vLLM's ``message`` / ``detail``, or text."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return err["message"][:300]
+        for k in ("message", "detail"):
+            if isinstance(data.get(k), str):
+                return data[k][:300]
+        if isinstance(err, str):
+            return err[:300]
+    return body[:300].decode(errors="replace").strip() or "(empty body)"
+
+
+def _retry_after(headers: list[tuple[str, str]]) -> float | None:
+    for k, v in headers:
+        if k.lower() == "retry-after":
+            try:
+                return min(RETRY_AFTER_CAP_S, max(0.0, float(v)))
+            except ValueError:
+                return None  # an HTTP-date: not worth parsing for a backend hint
+    return None
+
+
+def sse_error(message: str, code: str) -> bytes:
+    """An SSE event carrying an error in OpenAI's shape (the openai client raises on it)."""
+    return b"data: " + orjson.dumps({"error": {"message": message, "type": "server_error", "param": None,
+                                               "code": code}}) + b"\n\n"
 
 
 class Proxy:
-    def __init__(self, metrics: RouterMetrics, config: RouterConfig, states: dict[str, core.PoolState]):
+    def __init__(self, metrics: RouterMetrics, config: RouterConfig, states: dict[str, core.PoolState],
+                 rng: random.Random | None = None):
         self.metrics = metrics
+        self.rng = rng or random.Random()
         self.upstream: UpstreamPool | None = None
         self.apply_config(config, states)
 
@@ -53,88 +135,196 @@ class Proxy:
 
     async def forward(self, request: httpio.Request, req: InferenceRequest,
                       decision: core.Decision) -> httpio.StreamResponse:
-        cfg = self.config
-        attempts = decision.attempts[:cfg.failover.max_attempts]
+        cfg = self.config.failover
+        attempts = list(dict.fromkeys(decision.attempts))[:cfg.max_attempts]  # never one pool twice
         fwd_headers = forwarding.request_headers(request)
         fwd_headers.append(("Content-Type", req.content_type))  # a multipart body keeps its boundary
-        last_reason = "no attempt"
+        failed: list[tuple[str, _Failed]] = []
+        first_500: core.PoolState | None = None  # its 500 is its fault only if another pool serves
         for i, pool_name in enumerate(attempts):
             state = self.states.get(pool_name)
             if state is None:
                 continue
-            if i > 0:
-                self.metrics.retries.inc(attempts[i - 1], last_reason)
+            if failed:
+                self.metrics.retries.inc(failed[-1][0], failed[-1][1].reason)
+                pause = min(cfg.backoff_max_s, cfg.backoff_s * 2 ** (len(failed) - 1))
+                if pause > 0:
+                    await asyncio.sleep(self.rng.uniform(0, pause))
             try:
-                return await self._attempt(request, req, decision, state, fwd_headers)
-            except _Retryable as e:
-                last_reason = e.reason
-                if core.record_failure(state, time.monotonic(), cfg.failover.eject_after_failures,
-                                       cfg.failover.eject_seconds):
-                    self.metrics.ejections.inc(state.name)
-                log.warning(orjson.dumps({"event": "attempt_failed", "pool": state.name, "reason": e.reason}).decode())
-        return error(502, f"No pool could serve the request ({last_reason}).", "server_error", "upstream_failed")
+                response = await self._attempt(request, req, decision, state, fwd_headers)
+            except _Failed as f:
+                failed.append((state.name, f))
+                now = time.monotonic()
+                if f.retry_after:
+                    state.ejected_until = max(state.ejected_until, now + f.retry_after)  # "busy", not broken
+                if f.pool_fault:
+                    self._pool_failed(state, now)
+                log.warning(orjson.dumps({"event": "attempt_failed", "pool": state.name, "reason": f.reason,
+                                          "message": f.message}).decode())
+                if f.reason == "http_500":
+                    if first_500 is not None:
+                        # The same request failing on two pools: it is the request. Stop, and
+                        # answer what the backend said; neither pool is at fault.
+                        return self._pass_on(f)
+                    first_500 = state
+                if not f.retry:
+                    break
+                continue
+            if first_500 is not None and response.status < 500:
+                self._pool_failed(first_500, time.monotonic())
+            return response
+        return self._all_failed(failed)
+
+    def _pool_failed(self, state: core.PoolState, now: float) -> None:
+        cfg = self.config.failover
+        if core.record_failure(state, now, cfg.eject_after_failures, cfg.eject_seconds):
+            self.metrics.ejections.inc(state.name)
+
+    def _all_failed(self, failed: list[tuple[str, _Failed]]) -> httpio.Response:
+        if not failed:
+            return error(503, "No pool could take the request.", "server_error", "no_backend")
+        last = failed[-1][1]
+        if last.answer is not None and (not last.retry or all(f.reason == "http_500" for _, f in failed)):
+            return self._pass_on(last)  # the backend's own answer: a 4xx, or a 500 nobody else was asked
+        detail = "; ".join(f"{pool}: {f.reason}: {f.message}" for pool, f in failed)
+        if all(f.reason == "http_429" for _, f in failed):
+            wait = min((f.retry_after for _, f in failed if f.retry_after), default=1.0)
+            return error(429, f"Every pool is at capacity ({detail}).", "rate_limit_error", "pools_busy",
+                         headers={"Retry-After": str(max(1, round(wait)))})
+        status = 504 if last.status == 504 else 502
+        return error(status, f"No pool could serve the request ({detail}).", "server_error",
+                     "upstream_timeout" if status == 504 else "upstream_failed")
+
+    @staticmethod
+    def _pass_on(f: _Failed) -> httpio.Response:
+        status, body, headers = f.answer
+        return httpio.Response(status=status, body=body, headers=headers)
+
+    def _headers(self, upstream: Response, state: core.PoolState, decision: core.Decision) -> dict:
+        headers = {k: v for k, v in upstream.headers if k.lower() in RESPONSE_HEADERS}
+        headers["x-fleet-pool"] = state.name
+        headers["x-fleet-vendor"] = state.pool.vendor
+        headers["x-fleet-tier"] = decision.tier
+        return headers
 
     async def _attempt(self, request: httpio.Request, req: InferenceRequest, decision: core.Decision,
                        state: core.PoolState, fwd_headers) -> httpio.StreamResponse:
         t0 = time.perf_counter()
         attempt = core.on_dispatch(state, decision)  # in flight, its prefill queued, its blocks remembered
         upstream = None
+        t = state.pool.timeouts
         try:
             try:
-                t = state.pool.timeouts
                 deadlines = (Deadlines(t.connect_s, t.stream_head_s, t.stream_idle_s) if req.stream
                              else Deadlines(t.connect_s, t.response_s, None, t.response_s))
                 auth = self._pool_auth.get(state.name)
                 upstream = await self.upstream.request(self.upstream.origin(state.pool.url), req.target,
                                                        fwd_headers + auth if auth else fwd_headers, req.raw,
                                                        deadlines)
-                if upstream.status >= 500:
-                    raise _Retryable(f"http_{upstream.status}")
-                first = await upstream.read()
-                # A whole (non-streaming) answer is read before anything reaches the client, so a
-                # backend failing mid-body is still failed over.
-                whole = None if req.stream else first + await upstream.read_all()
+                status = upstream.status
+                if status >= 400 or not req.stream:
+                    # Answers that are not streams are read whole before anything reaches the client.
+                    whole = await upstream.read_all(self.config.limits.max_response_bytes)
+            except UpstreamTooLarge as e:
+                raise _Failed("too_large", str(e), retry=False, pool_fault=False) from None
+            except UpstreamTimeout as e:
+                connect = e.phase == "connect"
+                raise _Failed("connect_timeout" if connect else "timeout", str(e), retry=connect, pool_fault=True,
+                              status=502 if connect else 504) from None
             except UpstreamError as e:
-                raise _Retryable(type(e).__name__) from None
-            ttft = time.perf_counter() - t0
-            core.on_first_byte(attempt, ttft, time.monotonic())
-            headers = {k: v for k, v in upstream.headers if k.lower() not in HOP_HEADERS}
-            headers["x-fleet-pool"] = state.name
-            headers["x-fleet-vendor"] = state.pool.vendor
-            headers["x-fleet-tier"] = decision.tier
-            if whole is not None:
-                self._account(decision, state, req.model, ttft, whole, upstream.status)
-                return httpio.Response(status=upstream.status, body=whole, headers=headers)
-            # From here bytes reach the client: never retried again.
-            resp = httpio.StreamResponse(status=upstream.status, headers=headers)
-            await resp.prepare(request)
-            chunk = first
-            while chunk:
-                await resp.write(chunk)
-                chunk = await upstream.read()  # a backend dying mid-stream aborts the client's stream
-            await resp.write_eof()
-            self._account(decision, state, req.model, ttft, None, upstream.status)
-            return resp
+                # Before any response byte: the request reached no server, or one that died with it.
+                raise _Failed("connect" if e.phase == "connect" else "reset" if e.phase == "head" else "broken",
+                              str(e), retry=e.phase in ("connect", "head"), pool_fault=True) from None
+            if status >= 400:
+                self._refuse(upstream, state, decision, status, whole)
+            headers = self._headers(upstream, state, decision)
+            if not req.stream:
+                # vLLM reports no time to first token in a non-streaming answer: none is recorded
+                # (the whole latency is not a TTFT, and must not feed SLOs or the cost policy).
+                core.on_first_byte(attempt, None, time.monotonic())
+                self._account(decision, state, req.model, None, _completion_tokens(whole), status)
+                return httpio.Response(status=status, body=whole, headers=headers)
+            return await self._stream(request, req, decision, attempt, upstream, headers, t0)
         finally:
             if upstream is not None:
-                upstream.release()
+                upstream.release()  # incomplete (cut, or the client left): closed, so vLLM aborts it
             core.on_done(attempt)
 
-    def _account(self, decision: core.Decision, state: core.PoolState, model: str, ttft: float,
-                 whole: bytes | None, status: int) -> None:
+    def _refuse(self, upstream: Response, state: core.PoolState, decision: core.Decision, status: int,
+                body: bytes) -> None:
+        """A 4xx/5xx answer: raise how it counts (see the module's docstring)."""
+        message = _backend_message(body)
+        answer = (status, body, self._headers(upstream, state, decision))
+        if status == 429:
+            raise _Failed("http_429", message, retry=True, pool_fault=False, status=429, answer=answer,
+                          retry_after=_retry_after(upstream.headers))
+        if status in RETRYABLE_STATUS:
+            raise _Failed(f"http_{status}", message, retry=True, pool_fault=True, status=status, answer=answer,
+                          retry_after=_retry_after(upstream.headers) if status == 503 else None)
+        if status == 500:
+            raise _Failed("http_500", message, retry=True, pool_fault=False, status=500, answer=answer)
+        raise _Failed(f"http_{status}", message, retry=False, pool_fault=False, status=status, answer=answer)
+
+    async def _stream(self, request: httpio.Request, req: InferenceRequest, decision: core.Decision,
+                      attempt: core.Dispatch, upstream: Response, headers: dict, t0: float) -> httpio.StreamResponse:
+        # From here bytes reach the client: never retried again.
+        state = attempt.state
+        resp = httpio.StreamResponse(status=upstream.status, headers=headers)
+        await resp.prepare(request)
+        events = 0
+        tokens = None  # from the backend's usage, when it sends one
+        ttft = None
+        try:
+            while chunk := await upstream.read():
+                if ttft is None:  # the first token: prefill is done (vLLM sent the head before it)
+                    ttft = time.perf_counter() - t0
+                    core.on_first_byte(attempt, ttft, time.monotonic())
+                events += chunk.count(b"\n\n")
+                if b'"usage"' in chunk:
+                    m = _COMPLETION_TOKENS.findall(chunk)
+                    if m:
+                        tokens = int(m[-1])
+                try:
+                    await resp.write(chunk)
+                except ConnectionError:  # the client left: release() below closes the backend's stream
+                    raise ClientGone(resp) from None
+        except UpstreamError as e:
+            reason = "timeout" if isinstance(e, UpstreamTimeout) else "broken"
+            self.metrics.stream_errors.inc(state.name, reason)
+            self._pool_failed(state, time.monotonic())  # a stream that stalls or dies is the pool's failure
+            log.warning(orjson.dumps({"event": "stream_cut", "pool": state.name, "reason": reason,
+                                      "error": str(e)}).decode())
+            try:
+                await resp.write(sse_error(f"The backend stream was cut: {e}.", f"upstream_{reason}"))
+            except ConnectionError:
+                raise ClientGone(resp) from None
+        else:
+            if tokens is None:
+                tokens = max(0, events - 1)  # one event per token, less `data: [DONE]`: vLLM's default
+        try:
+            await resp.write_eof()
+        except ConnectionError:
+            raise ClientGone(resp) from None
+        self._account(decision, state, req.model, ttft, tokens or 0, upstream.status)
+        return resp
+
+    def _account(self, decision: core.Decision, state: core.PoolState, model: str, ttft: float | None,
+                 tokens: int, status: int) -> None:
         m, p = self.metrics, state.pool
         m.decisions.inc(decision.tier, p.name, p.vendor, decision.policy, decision.reason.split(" ")[0])
-        m.ttft.observe(p.name, value=ttft)
-        tier = next((t for t in self.config.tiers if t.name == decision.tier), None)
-        if tier is not None and tier.ttft_slo_ms is not None and status < 400:
-            (m.sla_ok if ttft * 1000 <= tier.ttft_slo_ms else m.sla_bad).inc(tier.name, p.name, p.name, p.vendor)
-        tokens = 0
-        if whole:
-            try:
-                tokens = int(orjson.loads(whole).get("usage", {}).get("completion_tokens") or 0)
-            except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
-                tokens = 0
+        if ttft is not None:
+            m.ttft.observe(p.name, value=ttft)
+            tier = next((t for t in self.config.tiers if t.name == decision.tier), None)
+            if tier is not None and tier.ttft_slo_ms is not None and status < 400:
+                (m.sla_ok if ttft * 1000 <= tier.ttft_slo_ms else m.sla_bad).inc(tier.name, p.name, p.name, p.vendor)
         if tokens:
             m.tokens.inc(p.name, p.vendor, amount=tokens)
             pair, saved = core.cost_savings(self.states, model, p.name, tokens)
             m.cost_savings.inc(pair, amount=saved)
+
+
+def _completion_tokens(whole: bytes) -> int:
+    try:
+        return int(orjson.loads(whole).get("usage", {}).get("completion_tokens") or 0)
+    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return 0

@@ -27,7 +27,7 @@ from fleet_router.discovery import Discovery, served_models
 from fleet_router.forwarding import TrustedProxies
 from fleet_router.metrics import RouterMetrics
 from fleet_router.openai_api import INFERENCE_PATHS, error
-from fleet_router.proxy import Proxy
+from fleet_router.proxy import ClientGone, Proxy
 
 log = logging.getLogger("fleet_router")
 
@@ -67,6 +67,7 @@ class Router:
             self.metrics.pool_info.set(p.name, p.vendor, p.cloud, p.cluster, p.accelerator, value=1)
         self.config = config
         self.states = states
+        self.metrics.drop_pools(set(states))
         self.admission.apply_config(config)
         self.proxy.apply_config(config, states)
         if self.config_path:
@@ -144,9 +145,7 @@ class Router:
         return httpio.json_response({"status": "ready", "pools": len(self.states)})
 
     async def metrics_page(self, request: httpio.Request) -> httpio.Response:
-        for s in self.states.values():
-            self.metrics.utilization.set(s.name, s.pool.vendor, value=round(s.load(), 4))
-            self.metrics.pool_in_flight.set(s.name, value=s.in_flight)
+        self.metrics.observe_pools(self.states.values(), time.monotonic())
         return httpio.Response(text=self.metrics.registry.render(), content_type="text/plain", charset="utf-8",
                                headers={"X-Content-Type-Options": "nosniff"})
 
@@ -172,10 +171,20 @@ class Router:
     async def inference(self, request: httpio.Request) -> httpio.StreamResponse:
         started = time.perf_counter()
         endpoint = request.path
-        response = await self._inference(request, started)
-        self.metrics.requests.inc(endpoint, str(response.status))
-        self.metrics.latency.observe(endpoint, value=time.perf_counter() - started)
-        return response
+        status = "500"
+        try:
+            response = await self._inference(request, started)
+            status = str(response.status)
+            return response
+        except ClientGone as e:  # counted however the request ends (issue 23 item 7); 499 as nginx logs it
+            status = "499"
+            return e.response
+        except asyncio.CancelledError:  # the client left before an answer (the edge cancels the handler)
+            status = "499"
+            raise
+        finally:
+            self.metrics.requests.inc(endpoint, status)
+            self.metrics.latency.observe(endpoint, value=time.perf_counter() - started)
 
     async def _inference(self, request: httpio.Request, started: float) -> httpio.StreamResponse:
         if self.draining:

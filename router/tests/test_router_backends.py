@@ -37,3 +37,326 @@ def test_a_missing_backend_key_file_is_a_one_line_error_at_start(fleet, tmp_path
     p = subprocess.run([sys.executable, "-m", "fleet_router", "--config", str(path)], capture_output=True, text=True,
                        timeout=30)
     assert p.returncode == 2 and "api_key_file" in p.stderr and "Traceback" not in p.stderr
+
+
+# --- misbehaving backends (scripted on loopback) -------------------------------------------------
+
+import asyncio  # noqa: E402
+import http.client  # noqa: E402
+import json  # noqa: E402
+import socket  # noqa: E402
+import time  # noqa: E402
+
+import pytest  # noqa: E402
+
+from scripted import SSE_HEAD, Backend, completion, reply, sse_chunk, sse_end, vllm_error  # noqa: E402
+
+FAST = {"connect_s": 1, "stream_head_s": 0.5, "stream_idle_s": 0.5, "response_s": 5}
+
+
+@pytest.fixture
+def backends():
+    started: list[Backend] = []
+
+    def start(script, models=None) -> tuple[Backend, str]:
+        b = Backend(script, models)
+        url = b.start()
+        started.append(b)
+        return b, url
+
+    try:
+        yield start
+    finally:
+        for b in started:
+            b.stop()
+
+
+def _router(fleet, pools: list[dict], **extra) -> None:
+    fleet.start_router({"pools": pools, "policy": "round-robin",
+                        "failover": {"backoff_s": 0.01, **extra.pop("failover", {})}, **extra})
+
+
+def _post(fleet, body: dict, path: str = "/v1/chat/completions", headers: dict | None = None, timeout: float = 20):
+    conn = http.client.HTTPConnection(HOST, fleet.port, timeout=timeout)
+    conn.request("POST", path, body=json.dumps(body), headers={
+        "Authorization": f"Bearer {KEY}", "Content-Type": "application/json", **(headers or {})})
+    r = conn.getresponse()
+    data = r.read()
+    conn.close()
+    return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+
+
+def _metrics(fleet) -> str:
+    return urllib.request.urlopen(f"http://{HOST}:{fleet.admin_port}/metrics", timeout=5).read().decode()
+
+
+def _metric(text: str, name: str, **labels) -> float | None:
+    want = [f'{k}="{v}"' for k, v in labels.items()]
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            if all(w in line for w in want):
+                return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+CHAT = {"model": "m1", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+
+
+def test_a_non_streaming_answer_longer_than_a_streams_head_bound_is_served_once(fleet, backends):
+    # Issue 23 item 2: vLLM sends a non-streaming answer's head with the whole answer; a first-byte
+    # timeout killed long generations and resent them to every pool. Now the bound is response_s.
+    async def slow(seen, n, w):
+        await asyncio.sleep(1.2)  # > stream_head_s and stream_idle_s
+        return completion("long answer", 7)
+
+    a, url_a = backends(slow)
+    b, url_b = backends(slow)
+    _router(fleet, [pool("a", url_a, "nvidia", 1.0, timeouts=FAST), pool("b", url_b, "amd", 1.0, timeouts=FAST)])
+    status, _, data = _post(fleet, CHAT)
+    assert status == 200 and json.loads(data)["choices"][0]["message"]["content"] == "long answer"
+    assert len(a.requests()) + len(b.requests()) == 1
+
+
+def test_a_non_streaming_answer_past_its_bound_is_504_and_not_resent(fleet, backends):
+    async def silent(seen, n, w):
+        return None
+
+    a, url_a = backends(silent)
+    b, url_b = backends(silent)
+    short = {**FAST, "response_s": 0.6}
+    _router(fleet, [pool("a", url_a, "nvidia", 1.0, timeouts=short), pool("b", url_b, "amd", 1.0, timeouts=short)])
+    status, _, data = _post(fleet, CHAT)
+    assert status == 504 and "0.6" in json.loads(data)["error"]["message"]
+    sent = a.requests() + b.requests()
+    assert len(sent) == 1  # never resent: the backend may have been generating
+    assert (a if a.requests() else b).wait_closed(sent[0], 3)  # and it was told to stop
+
+
+def test_a_stream_that_keeps_producing_has_no_total_cap(fleet, backends):
+    # Issue 23 item 4: a stream longer than the total timeout was cut without an error event.
+    async def steady(seen, n, w):
+        w.write(SSE_HEAD)
+        for i in range(15):
+            w.write(sse_chunk(i))
+            await w.drain()
+            await asyncio.sleep(0.1)  # 1.5 s in all: longer than response_s below
+        return sse_end()
+
+    _, url = backends(steady)
+    _router(fleet, [pool("a", url, "nvidia", 1.0, timeouts={**FAST, "response_s": 1.0})])
+    chunks = list(fleet.client().chat.completions.create(stream=True, **CHAT))
+    assert "".join(c.choices[0].delta.content for c in chunks).split() == [f"t{i}" for i in range(15)]
+
+
+def test_a_stalled_stream_ends_with_an_error_event_in_openais_shape(fleet, backends):
+    async def stalls(seen, n, w):
+        w.write(SSE_HEAD + sse_chunk(0) + sse_chunk(1))
+        await w.drain()
+        return None  # then silence
+
+    b, url = backends(stalls)
+    _router(fleet, [pool("a", url, "nvidia", 1.0, timeouts=FAST)])
+    got = []
+    t0 = time.monotonic()
+    with pytest.raises(openai.APIError) as e:
+        for c in fleet.client().chat.completions.create(stream=True, **CHAT):
+            got.append(c.choices[0].delta.content)
+    assert got == ["t0 ", "t1 "] and "0.5" in str(e.value)
+    assert time.monotonic() - t0 < 5  # cut at the idle bound, not after minutes
+    assert b.wait_closed(b.requests()[0], 3)  # the backend was told to stop
+    text = _metrics(fleet)
+    assert _metric(text, "fleet_router_stream_errors_total", pool="a", reason="timeout") == 1
+    assert _metric(text, "fleet_router_requests_total", endpoint="/v1/chat/completions", status="200") == 1
+
+
+@pytest.mark.parametrize("stream,head_first", [(False, False), (True, False), (True, True)],
+                         ids=["non-streaming", "stream-before-head", "stream-in-prefill"])
+def test_a_client_leaving_cancels_the_backend_request_at_once(fleet, backends, stream, head_first):
+    # Issue 23 item 5: a client leaving during prefill or a non-streaming request was not passed
+    # on: the backend kept generating for nobody.
+    async def busy(seen, n, w):
+        if head_first:
+            w.write(SSE_HEAD)  # vLLM sends a stream's head, then prefills
+            await w.drain()
+        return None
+
+    b, url = backends(busy)
+    _router(fleet, [pool("a", url, "nvidia", 1.0)])  # default timeouts: minutes
+    body = json.dumps({**CHAT, "stream": stream}).encode()
+    s = socket.create_connection((HOST, fleet.port), timeout=10)
+    s.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body)
+    deadline = time.monotonic() + 5
+    while not b.requests() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    left = time.monotonic()
+    s.close()
+    closed = b.wait_closed(b.requests()[0], 3)
+    assert closed is not None and closed - left < 1.5
+    deadline = time.monotonic() + 5
+    while _metric(_metrics(fleet), "fleet_router_requests_total", status="499") != 1:
+        assert time.monotonic() < deadline, _metrics(fleet)  # counted, however it ended
+        time.sleep(0.05)
+
+
+def _answer(*, status=200, message="", headers=None, body=None):
+    async def script(seen, n, w):
+        if status == 200:
+            return completion("served", 2) if body is None else body
+        return vllm_error(status, message) if headers is None else reply(
+            status, {"error": {"message": message, "type": "x", "param": None, "code": status}}, headers)
+    return script
+
+
+def test_a_4xx_is_passed_through_and_never_retried(fleet, backends):
+    # Issue 23 item 6: never retry what the client got wrong; the backend's message reaches it.
+    a, url_a = backends(_answer(status=400, message="This model's maximum context length is 4096 tokens."))
+    b, url_b = backends(_answer())
+    _router(fleet, [pool("a", url_a, "nvidia", 0.1), pool("b", url_b, "amd", 5.0)], policy="cost-aware")
+    status, _, data = _post(fleet, CHAT)
+    assert status == 400 and "maximum context length" in json.loads(data)["error"]["message"]
+    assert len(a.requests()) == 1 and not b.requests()
+
+
+def test_a_500_the_request_causes_stops_at_the_second_pool_and_ejects_nobody(fleet, backends):
+    # Issue 23 item 6: every 5xx was retried on every pool and counted against it, so three bad
+    # requests ejected the whole fleet.
+    pools, started = [], []
+    for name in ("a", "b", "c"):
+        b, url = backends(_answer(status=500, message="engine error: bad logits_processors"))
+        started.append(b)
+        pools.append(pool(name, url, name, 1.0))
+    _router(fleet, pools, failover={"eject_after_failures": 2})
+    for _ in range(4):
+        status, _, data = _post(fleet, CHAT)
+        assert status == 500 and "bad logits_processors" in json.loads(data)["error"]["message"]
+    assert sum(len(b.requests()) for b in started) == 8  # two pools per request, never the third
+    text = _metrics(fleet)
+    assert _metric(text, "fleet_router_ejections_total") is None
+    assert all(_metric(text, "fleet_router_pool_ejected", pool=n) == 0 for n in "abc")
+
+
+def test_a_503_fails_over_and_counts_against_that_pool(fleet, backends):
+    a, url_a = backends(_answer(status=503, message="restarting"))
+    b, url_b = backends(_answer())
+    _router(fleet, [pool("a", url_a, "nvidia", 0.1), pool("b", url_b, "amd", 5.0)], policy="cost-aware",
+            failover={"eject_after_failures": 1, "eject_seconds": 30})
+    status, headers, _ = _post(fleet, CHAT)
+    assert status == 200 and headers["x-fleet-pool"] == "b"
+    text = _metrics(fleet)
+    assert _metric(text, "fleet_router_ejections_total", pool="a") == 1
+    assert _metric(text, "fleet_router_pool_ejected", pool="a") == 1
+    assert _metric(text, "fleet_router_pool_ejected", pool="b") == 0
+
+
+def test_a_429_goes_to_another_pool_and_the_busy_pool_is_left_alone_for_its_retry_after(fleet, backends):
+    a, url_a = backends(_answer(status=429, message="queue full", headers={"Retry-After": "30"}))
+    b, url_b = backends(_answer())
+    _router(fleet, [pool("a", url_a, "nvidia", 0.1), pool("b", url_b, "amd", 5.0)], policy="cost-aware")
+    for _ in range(3):
+        status, headers, _ = _post(fleet, CHAT)
+        assert status == 200 and headers["x-fleet-pool"] == "b"
+    assert len(a.requests()) == 1  # asked once; then left alone for 30 s
+    assert _metric(_metrics(fleet), "fleet_router_ejections_total") is None  # busy is not broken
+
+
+def test_a_reset_before_any_byte_fails_over(fleet, backends):
+    async def reset(seen, n, w):
+        return b"RESET"
+
+    a, url_a = backends(reset)
+    b, url_b = backends(_answer())
+    _router(fleet, [pool("a", url_a, "nvidia", 0.1), pool("b", url_b, "amd", 5.0)], policy="cost-aware")
+    status, headers, _ = _post(fleet, CHAT)
+    assert status == 200 and headers["x-fleet-pool"] == "b"
+    assert len(a.requests()) == 1  # the reused-connection resend never hits the same pool twice
+
+
+def test_when_every_pool_fails_the_answer_carries_each_backends_message(fleet, backends):
+    a, url_a = backends(_answer(status=503, message="engine overloaded on a"))
+    dead = f"http://{HOST}:{_free_port()}"
+    _router(fleet, [pool("a", url_a, "nvidia", 0.1), pool("dead", dead, "amd", 5.0)], policy="cost-aware")
+    status, _, data = _post(fleet, CHAT)
+    message = json.loads(data)["error"]["message"]
+    assert status == 502 and "engine overloaded on a" in message and "dead: connect" in message
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def test_backend_response_headers_are_filtered_to_an_allow_list(fleet, backends):
+    # Issue 23 item 8: Set-Cookie, Server and internal headers of backends reached clients.
+    body = completion("served", 2)
+    head, _, payload = body.partition(b"\r\n\r\n")
+    leaky = (head + b"\r\nSet-Cookie: session=abc\r\nServer: uvicorn\r\nX-Envoy-Upstream-Service-Time: 3"
+             b"\r\nX-Internal-Node: gpu-17\r\nX-Request-Id: req-42\r\nConnection: keep-alive, X-Foo"
+             b"\r\nX-Foo: hop\r\n\r\n" + payload)
+    _, url = backends(_answer(body=leaky))
+    _router(fleet, [pool("a", url, "nvidia", 1.0)])
+    status, headers, _ = _post(fleet, CHAT)
+    assert status == 200 and headers["x-fleet-pool"] == "a" and headers["content-type"] == "application/json"
+    assert headers["x-request-id"] != "req-42"  # the router's own request id, not the backend's
+    for leaked in ("set-cookie", "x-envoy-upstream-service-time", "x-internal-node", "x-foo"):
+        assert leaked not in headers
+    assert headers.get("server", "") != "uvicorn"
+
+
+def test_streams_count_their_tokens_and_non_streaming_answers_report_no_ttft(fleet, backends):
+    # Issue 23 item 7: streamed tokens were not counted; a non-streaming request's whole latency
+    # was recorded as its TTFT and fed SLOs and the cost-aware policy.
+    async def script(seen, n, w):
+        if not seen.body.get("stream"):
+            return completion("served", 4)
+        w.write(SSE_HEAD)
+        for i in range(6):
+            w.write(sse_chunk(i))
+        return sse_end()
+
+    _, url = backends(script)
+    _router(fleet, [pool("a", url, "nvidia", 1.0)])
+    c = fleet.client()
+    c.chat.completions.create(**CHAT)
+    assert _metric(_metrics(fleet), "fleet_router_ttft_seconds_count", pool="a") is None
+    assert _metric(_metrics(fleet), "fleet_router_tokens_total", pool="a") == 4
+    list(c.chat.completions.create(stream=True, **CHAT))
+    text = _metrics(fleet)
+    assert _metric(text, "fleet_router_ttft_seconds_count", pool="a") == 1
+    assert _metric(text, "fleet_router_tokens_total", pool="a") == 4 + 6
+
+
+def test_in_flight_gauge_and_series_of_pools_removed_by_reload(fleet, backends, tmp_path):
+    import signal
+
+    import yaml
+
+    async def slow(seen, n, w):
+        await asyncio.sleep(1.0)
+        return completion()
+
+    _, url_a = backends(slow)
+    _, url_b = backends(_answer())
+    _router(fleet, [pool("a", url_a, "nvidia", 1.0, models=("m1", "only-a")), pool("gone", url_b, "amd", 1.0)])
+    import threading
+
+    t = threading.Thread(target=_post, args=(fleet, {**CHAT, "model": "only-a"}))
+    t.start()
+    deadline = time.monotonic() + 5
+    while _metric(_metrics(fleet), "fleet_router_pool_in_flight", pool="a") != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    t.join(10)
+    assert _metric(_metrics(fleet), "fleet_router_pool_in_flight", pool="a") == 0
+    assert _metric(_metrics(fleet), "fleet_router_pool_cost_per_hour", pool="gone") == 1.0
+    cfg_path = tmp_path / "router.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["pools"] = [p for p in cfg["pools"] if p["name"] != "gone"]
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    fleet.router.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while 'pool="gone"' in _metrics(fleet):
+        assert time.monotonic() < deadline, "series of a removed pool are still exported"
+        time.sleep(0.05)

@@ -145,6 +145,9 @@ def test_metrics_carry_seed_000_names_and_decisions(three_vendor_fleet):
     c = three_vendor_fleet.client()
     c.chat.completions.create(model="llama", messages=[{"role": "user", "content": "m"}], max_tokens=2,
                               extra_headers={"X-Priority": "high"})
+    # TTFT (and so SLO compliance) is measured on streams: a non-streaming answer reports none.
+    list(c.chat.completions.create(model="llama", messages=[{"role": "user", "content": "m"}], max_tokens=2,
+                                   extra_headers={"X-Priority": "high"}, stream=True))
     text = urllib.request.urlopen(f"http://{HOST}:{three_vendor_fleet.admin_port}/metrics").read().decode()
     for name in ("ig_wva_routing_decisions_total{", "ig_wva_sla_compliance_total{", "ig_wva_pool_utilization{",
                  "ig_wva_cost_savings_total{", "fleet_router_ttft_seconds_bucket{"):

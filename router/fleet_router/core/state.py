@@ -122,12 +122,14 @@ def on_dispatch(state: PoolState, decision: Decision) -> Dispatch:
     return Dispatch(state, uncached)
 
 
-def on_first_byte(d: Dispatch, ttft_s: float, now: float) -> None:
-    """The pool answered: its prefill of this prompt is done, and it is healthy."""
+def on_first_byte(d: Dispatch, ttft_s: float | None, now: float) -> None:
+    """The pool answered: its prefill of this prompt is done, and it is healthy. ``ttft_s`` None: the
+    answer came whole (non-streaming), so it tells nothing of the time to the first token."""
     d.state.backlog -= d.uncached
     d.uncached = 0
     record_success(d.state)
-    record_ttft(d.state, ttft_s, now)
+    if ttft_s is not None:
+        record_ttft(d.state, ttft_s, now)
 
 
 def on_failure(d: Dispatch, now: float, failover: "Failover") -> bool:
