@@ -32,6 +32,8 @@ class Limits(_Strict):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024,
                                     description="a non-streaming answer is buffered whole: over this it is a 502")
+    pass_response_headers: tuple[str, ...] = Field((), description="backend response headers passed to clients "
+                                                                   "besides the built-in allow-list")
 
 
 class Server(_Strict):

@@ -125,6 +125,7 @@ class Proxy:
             if key is not None:
                 keys[p.name] = [("Authorization", f"Bearer {key}")]
         self.config, self.states, self._pool_auth = config, states, keys
+        self._pass = RESPONSE_HEADERS | {h.lower() for h in config.limits.pass_response_headers}
 
     async def start(self) -> None:
         self.upstream = UpstreamPool()
@@ -201,7 +202,7 @@ class Proxy:
         return httpio.Response(status=status, body=body, headers=headers)
 
     def _headers(self, upstream: Response, state: core.PoolState, decision: core.Decision) -> dict:
-        headers = {k: v for k, v in upstream.headers if k.lower() in RESPONSE_HEADERS}
+        headers = {k: v for k, v in upstream.headers if k.lower() in self._pass}
         headers["x-fleet-pool"] = state.name
         headers["x-fleet-vendor"] = state.pool.vendor
         headers["x-fleet-tier"] = decision.tier

@@ -140,7 +140,8 @@ def three_vendor_fleet(tmp_path_factory):
                 {"name": "default", "backends": [{"pool": "nvidia", "weight": 50}, {"pool": "amd", "weight": 50}],
                  "policy": "prefix-affinity"},
             ],
-            "limits": {"rate_limit_rps": 10000},
+            # the sim's hash of the body it received, which test_api_surface compares
+            "limits": {"rate_limit_rps": 10000, "pass_response_headers": ["x-sim-body-sha256"]},
         })
         yield f
     finally:
