@@ -1,6 +1,7 @@
-"""``python -m fleet``: run the fleet offline — plan, diff, cost, demo — and watch a running router (top, load).
+"""``python -m fleet``: run the fleet offline — plan, verify, diff, cost, demo — and watch a running router (top, load).
 
-Exit codes: 0 ok, 1 mandatory policy violations, 2 bad input (config, arguments).
+Exit codes: 0 ok, 1 mandatory policy violations (plan) or findings (verify), 2 bad input (config,
+arguments, an unreadable plan directory).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from fleet.spec import SpecError
 
 EXIT_OK, EXIT_POLICY, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_FINDINGS = 1
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
@@ -28,6 +30,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     print(f"\nwrote {out / 'plan.json'}, {out / 'policy.json'} and {len(plan.manifests)} manifests under "
           f"{out / 'manifests'}")
     print(policy_eval.summary_line(violations))
+    from fleetctl import verify
+
+    findings = verify.verify_dir(out)
+    (out / "verify.json").write_text(verify.to_json(findings, plan.stack))
+    print(verify.summary_line(findings) + (f" (python -m fleet verify --plan-dir {out})" if findings else ""))
     mandatory = [v for v in violations if v.level == policy_eval.MANDATORY]
     for v in mandatory:
         print(f"policy violation [{v.policy}] {v.name or '(stack)'} ({v.urn or plan.stack}): {v.message}\n"
@@ -37,6 +44,32 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     if args.strict and plan.missing_secrets:
         return EXIT_POLICY
     return EXIT_POLICY if mandatory else EXIT_OK
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from fleetctl import verify
+
+    if args.plan_dir:
+        plan_dir = Path(args.plan_dir)
+    else:
+        from fleetctl.plan import ROOT, run_plan, write_plan
+
+        plan = run_plan(args.stack, args.config_file)
+        plan_dir = Path(args.out) if args.out else ROOT / "build" / "plan" / args.stack
+        write_plan(plan, plan_dir)
+    try:
+        topo = verify.load(plan_dir)
+    except verify.VerifyInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    findings = verify.verify(topo)
+    if args.json:
+        print(verify.to_json(findings, topo.stack), end="")
+    else:
+        for f in findings:
+            print(f.line())
+        print(verify.summary_line(findings))
+    return EXIT_FINDINGS if findings else EXIT_OK
 
 
 def _cmd_cost(args: argparse.Namespace) -> int:
@@ -106,6 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--strict", action="store_true",
                       help="exit 1 when a secret the stack cannot be deployed without is not set")
     plan.set_defaults(func=_cmd_plan)
+
+    verify = sub.add_parser("verify", help="check offline that the planned topology would serve: scheduling, "
+                            "admission, identity, routing, flows, trust, autoscaling")
+    where = verify.add_mutually_exclusive_group(required=True)
+    where.add_argument("--stack", help="plan this stack first (reads Pulumi.<stack>.yaml), then verify it")
+    where.add_argument("--plan-dir", help="a directory written by `fleet plan --out DIR` (plan.json, manifests/)")
+    verify.add_argument("--config-file", help="with --stack: a stack file to read instead of Pulumi.<stack>.yaml")
+    verify.add_argument("--out", help="with --stack: where the plan goes (default build/plan/<stack>)")
+    verify.add_argument("--json", action="store_true", help="print every finding as JSON")
+    verify.set_defaults(func=_cmd_verify)
 
     diff = sub.add_parser("diff", help="plan the stack at a git ref and at the working tree; print a Markdown review")
     diff.add_argument("--stack", required=True, help="stack name: reads Pulumi.<stack>.yaml on both sides")

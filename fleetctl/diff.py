@@ -110,6 +110,8 @@ class Side:
     policy_available: bool = False
     cost: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    verify: dict[str, Any] | None = None
+    """verify.json beside the plan (``fleet verify``'s findings), when this tree writes one."""
 
 
 def _git(repo: Path, *args: str, binary: bool = False) -> Any:
@@ -160,6 +162,9 @@ def _plan_tree(tree: Path, stack: str, out: Path, label: str) -> Side:
     policy_file = out / "policy.json"
     if policy_file.exists():
         side.policy = json.loads(policy_file.read_text())
+    verify_file = out / "verify.json"
+    if verify_file.exists():
+        side.verify = json.loads(verify_file.read_text())
     side.cost = _cost_of(tree, stack)
     return side
 
@@ -318,6 +323,7 @@ class DiffResult:
     head: Side
     cost_delta: dict[str, Any] | None
     policy: dict[str, Any]
+    verify: dict[str, Any] = field(default_factory=dict)
 
     def count(self, action: str) -> int:
         return sum(1 for c in self.changes if c.action == action)
@@ -429,6 +435,21 @@ def _policy_summary(base: Side, head: Side) -> dict[str, Any]:
     }
 
 
+def _verify_summary(base: Side, head: Side) -> dict[str, Any]:
+    """``fleet verify`` at the working tree, with what is new and what is resolved against the base."""
+    if head.verify is None:
+        return {"evaluated": False, "reason": "the plan wrote no verify.json"}
+
+    def key(f: Mapping[str, str]) -> tuple[str, ...]:
+        return f["check"], f["cluster"], f["object"], f["problem"]
+
+    now = list(head.verify.get("findings") or [])
+    before = list(base.verify.get("findings") or []) if base.verify is not None else []
+    before_keys, now_keys = {key(f) for f in before}, {key(f) for f in now}
+    return {"evaluated": True, "findings": now, "new": [f for f in now if key(f) not in before_keys],
+            "resolved": [f for f in before if key(f) not in now_keys], "base_evaluated": base.verify is not None}
+
+
 # --- the whole diff -----------------------------------------------------------------------------------
 
 def diff_stack(stack: str, base_ref: str, repo: Path | None = None) -> DiffResult:
@@ -449,7 +470,8 @@ def diff_stack(stack: str, base_ref: str, repo: Path | None = None) -> DiffResul
         cost_delta = _cost_delta(base.cost, head.cost)
     return DiffResult(stack=stack, base_ref=base_ref, base_sha=sha, head_label="working tree",
                       changes=changes, unchanged=unchanged, base=base, head=head,
-                      cost_delta=cost_delta, policy=_policy_summary(base, head))
+                      cost_delta=cost_delta, policy=_policy_summary(base, head),
+                      verify=_verify_summary(base, head))
 
 
 def _cost_delta(base: Mapping[str, Any] | None, head: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -548,6 +570,25 @@ def render_markdown(result: DiffResult) -> str:
                   "| secret | why | set it |", "|---|---|---|"]
         lines += [f"| `{m['key']}` | {m['why']} | `{m['command']}` |" for m in missing]
 
+    lines += ["", "#### Verify (would it serve?)", ""]
+    ver = result.verify
+    if not ver.get("evaluated"):
+        lines.append(f"Not verified: {ver.get('reason', 'no result')}.")
+    else:
+        f_all = ver["findings"]
+        lines.append(f"{len(f_all)} finding(s) at the working tree; {len(ver['new'])} new, {len(ver['resolved'])} "
+                     "resolved" + ("" if ver["base_evaluated"] else " (the base was not verified)") + ".")
+        if f_all:
+            new_keys = {(x["check"], x["cluster"], x["object"], x["problem"]) for x in ver["new"]}
+            lines += ["", "| check | object | problem | fix |", "|---|---|---|---|"]
+            for x in f_all[:50]:
+                flag = " (new)" if (x["check"], x["cluster"], x["object"], x["problem"]) in new_keys else ""
+                cell = lambda t: str(t).replace("|", "\\|").replace("\n", " ")[:240]  # noqa: E731
+                lines.append(f"| {x['check']}{flag} | `{x['object']}` ({x['cluster']}) | {cell(x['problem'])} "
+                             f"| {cell(x['fix'])} |")
+            if len(f_all) > 50:
+                lines.append(f"\n… and {len(f_all) - 50} more (verify.json beside the plan)")
+
     lines += ["", "#### Cost (USD per month, 730 h)", ""]
     d = result.cost_delta
     if d is None:
@@ -588,5 +629,5 @@ def to_json(result: DiffResult) -> dict[str, Any]:
                      "properties": [{"path": p.path, "old": p.old, "new": p.new,
                                      "forces_replace": p.forces_replace} for p in ch.properties]}
                     for ch in result.changes],
-        "cost": result.cost_delta, "policy": result.policy,
+        "cost": result.cost_delta, "policy": result.policy, "verify": result.verify,
     }

@@ -315,3 +315,34 @@ def test_policy_results_mark_what_the_change_breaks_and_fixes():
     assert [v["rule"] for v in pol["resolved"]] == ["router-highly-available"]
     no_eval = _policy_summary(_side([]), Side(label="x", tree=Path("."), plan={}))
     assert no_eval["evaluated"] is False and "policy_eval" in no_eval["reason"]
+
+
+def test_verify_section_lists_the_working_trees_findings(repo):
+    # An edit the verifier sees: the endpoint picker's Role loses the pods grant in the PR.
+    src = repo / "components" / "inference_data.py"
+    text = src.read_text()
+    assert '"pods"' in text
+    src.write_text(text.replace('"pods"', '"podz"', 1))
+    result = diff_stack("dev", "main", repo=repo)
+    ver = result.verify
+    assert ver["evaluated"] and ver["base_evaluated"], ver.get("reason")
+    new = [f for f in ver["new"] if f["check"] == "identity" and "pods.core" in f["problem"]]
+    assert new, ver["new"]
+    md = render_markdown(result)
+    section = md.split("#### Verify", 1)[1].split("####", 1)[0]
+    assert f"{len(ver['findings'])} finding(s) at the working tree; {len(ver['new'])} new" in section
+    assert any("identity (new)" in ln and new[0]["object"] in ln for ln in section.splitlines())
+
+
+def test_verify_summary_marks_new_and_resolved_findings():
+    from fleetctl.diff import Side, _verify_summary
+
+    def side(findings):
+        return Side(label="x", tree=Path("."), plan={}, verify={"findings": findings})
+
+    a = {"check": "routing", "cluster": "c", "object": "HTTPRoute/ns/a", "problem": "p", "fix": "f", "file": "x"}
+    b = {**a, "object": "HTTPRoute/ns/b"}
+    c = {**a, "check": "flows"}
+    v = _verify_summary(side([a, b]), side([a, c]))
+    assert v["new"] == [c] and v["resolved"] == [b]
+    assert _verify_summary(side([]), Side(label="x", tree=Path("."), plan={}))["evaluated"] is False

@@ -1,0 +1,34 @@
+"""``fleet verify``: prove offline that a planned topology would serve a request.
+
+Reads a plan directory (``plan.json`` + ``manifests/``) and checks the whole, one module per family:
+scheduling, admission, identity, routing, flows, trust, autoscaling. Each finding names the object
+(``kind/namespace/name`` and its file), what is wrong and the fix. No cluster, no network.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fleetctl.verify import identity, scheduling
+from fleetctl.verify.findings import CHECKS, Finding, summary_line, to_json
+from fleetctl.verify.topology import Topology, VerifyInputError, load
+
+FAMILIES = {
+    "scheduling": scheduling.check,
+    "identity": identity.check,
+}
+
+__all__ = ["CHECKS", "Finding", "Topology", "VerifyInputError", "load", "summary_line", "to_json", "verify",
+           "verify_dir"]
+
+
+def verify(topo: Topology) -> list[Finding]:
+    findings: list[Finding] = []
+    for name in CHECKS:
+        if name in FAMILIES:
+            findings += FAMILIES[name](topo)
+    return sorted(set(findings), key=lambda f: (CHECKS.index(f.check), f.cluster, f.object, f.problem))
+
+
+def verify_dir(plan_dir: str | Path) -> list[Finding]:
+    return verify(load(plan_dir))
