@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fleetctl.verify import identity, scheduling
+from fleetctl.verify import admission, identity, routing, scheduling
 from fleetctl.verify.findings import CHECKS, Finding, summary_line, to_json
 from fleetctl.verify.topology import Topology, VerifyInputError, load
 
 FAMILIES = {
     "scheduling": scheduling.check,
+    "admission": admission.check,
     "identity": identity.check,
+    "routing": routing.check,
 }
 
 __all__ = ["CHECKS", "Finding", "Topology", "VerifyInputError", "load", "summary_line", "to_json", "verify",
