@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fleetctl.verify import admission, identity, routing, scheduling
+from fleetctl.verify import admission, autoscaling, flows, identity, routing, scheduling, trust
 from fleetctl.verify.findings import CHECKS, Finding, summary_line, to_json
 from fleetctl.verify.topology import Topology, VerifyInputError, load
 
@@ -18,6 +18,9 @@ FAMILIES = {
     "admission": admission.check,
     "identity": identity.check,
     "routing": routing.check,
+    "flows": flows.check,
+    "trust": trust.check,
+    "autoscaling": autoscaling.check,
 }
 
 __all__ = ["CHECKS", "Finding", "Topology", "VerifyInputError", "load", "summary_line", "to_json", "verify",

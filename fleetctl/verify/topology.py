@@ -13,6 +13,7 @@ and memory from ``fleet.catalog``.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -133,18 +134,30 @@ class Cluster:
     """Helm releases declared on this cluster (plan.json resources)."""
     cloud_resources: list[dict[str, Any]] = field(default_factory=list)
     """Every cloud resource under the cluster component (cluster, pools, add-ons, firewalls)."""
+    cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def _by_kind(self) -> dict[str, list[Obj]]:
+        if "by_kind" not in self.cache:
+            idx: dict[str, list[Obj]] = {}
+            for o in self.objects:
+                idx.setdefault(o.kind, []).append(o)
+            self.cache["by_kind"] = idx
+        return self.cache["by_kind"]
 
     def of_kind(self, *kinds: str) -> list[Obj]:
-        return [o for o in self.objects if o.kind in kinds]
+        idx = self._by_kind()
+        return [o for k in kinds for o in idx.get(k, [])]
 
     def get(self, kind: str, namespace: str, name: str) -> Obj | None:
-        for o in self.objects:
-            if o.kind == kind and o.name == name and (o.namespace == namespace or not namespace):
+        for o in self._by_kind().get(kind, []):
+            if o.name == name and (o.namespace == namespace or not namespace):
                 return o
         return None
 
     def namespace_labels(self) -> dict[str, dict[str, str]]:
-        out = {o.name: {"kubernetes.io/metadata.name": o.name, **o.labels()} for o in self.of_kind("Namespace")}
+        if "ns_labels" in self.cache:
+            return self.cache["ns_labels"]
+        out = self.cache["ns_labels"] = {o.name: {"kubernetes.io/metadata.name": o.name, **o.labels()} for o in self.of_kind("Namespace")}
         for ns in ("kube-system", "default"):
             out.setdefault(ns, {"kubernetes.io/metadata.name": ns})
         return out
@@ -311,9 +324,19 @@ def _pools_of(cloud: str, resources: list[dict[str, Any]]) -> list[NodePool]:
     return pools
 
 
+_CRD_HEAD = re.compile(r"\Aapiversion: apiextensions\.k8s\.io/\S+\nkind: CustomResourceDefinition\nmetadata:\n"
+                       r"(?:  .*\n)*?  name: (\S+)\n", re.IGNORECASE)
+
+
 def _read_yaml_docs(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text()
+    m = _CRD_HEAD.match(text)
+    if m and "\n---" not in text:
+        # A CRD (charts ship megabytes of them): no check reads past its name, so skip the schema.
+        return [{"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                 "metadata": {"name": m.group(1).strip("'\"")}}]
     try:
-        docs = list(yaml.load_all(path.read_text(), Loader=_LOADER))
+        docs = list(yaml.load_all(text, Loader=_LOADER))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise VerifyInputError(f"{path}: not valid YAML: {e}".replace("\n", " ")) from None
     out = []
@@ -404,7 +427,9 @@ WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job")
 
 
 def workload_templates(cluster: Cluster) -> list[PodTemplate]:
-    out = []
+    if "workloads" in cluster.cache:
+        return cluster.cache["workloads"]
+    out = cluster.cache["workloads"] = []
     for o in cluster.of_kind(*WORKLOAD_KINDS, "CronJob"):
         spec = o.spec
         if o.kind == "CronJob":
