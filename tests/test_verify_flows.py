@@ -118,3 +118,17 @@ def test_gke_private_control_plane_needs_a_firewall_rule_for_webhook_ports(tmp_p
                                    "allows": [{"protocol": "tcp", "ports": ["6443", "9443", "15017"]}]}})
     (d / "plan.json").write_text(json.dumps(plan))
     assert not [f for f in findings_for(d, "flows") if "GKE private control plane cannot reach" in f.problem]
+
+
+@needs_charts
+def test_pod_monitor_that_selects_no_exporter_pod(tmp_path):
+    # dcgm-exporter chart 4.6.0 labels its pods app.kubernetes.io/name: dcgm-exporter.
+    d = plan_copy("aws", tmp_path)
+    name = "PodMonitor/monitoring/dcgm-exporter"
+    edit(d, "aws-east-k8s", "PodMonitor", "monitoring", "dcgm-exporter",
+         lambda doc: doc["spec"].update(selector={"matchLabels": {"app.kubernetes.io/name": "dcgm-exporter"}}))
+    assert not findings_for(d, "flows", name)
+    edit(d, "aws-east-k8s", "PodMonitor", "monitoring", "dcgm-exporter",
+         lambda doc: doc["spec"].update(selector={"matchLabels": {"app": "nvidia-dcgm-exporter"}}))
+    got = findings_for(d, "flows", name)
+    assert got and "scrapes nothing" in got[0].problem

@@ -106,3 +106,32 @@ def test_router_pool_listing_a_model_its_servers_do_not_serve(tmp_path):
     edit(d, GCP, "ConfigMap", "fleet-router", "fleet-router-config", ghost)
     new = [f for f in findings_for(d, "routing", name) if f not in before]
     assert len(new) == 1 and "lists model ghost-model-7b" in new[0].problem
+
+
+def test_model_header_route_needs_a_body_based_router(tmp_path):
+    d = plan_copy("gcp", tmp_path, charts=False)
+    name = "HTTPRoute/fleet-inference/model-llama-3-1-8b"
+    got = [f for f in findings_for(d, "routing", name) if "body-based router" in f.problem]
+    assert got and "never matches" in got[0].problem
+    add(d, GCP, {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "bbr", "namespace": "fleet-gateway"},
+                 "spec": {"selector": {"matchLabels": {"app": "bbr"}}, "template": {
+                     "metadata": {"labels": {"app": "bbr"}},
+                     "spec": {"containers": [{"name": "bbr",
+                                              "image": "registry.k8s.io/gateway-api-inference-extension/bbr:v1.5.0"}]}}}})
+    assert not [f for f in findings_for(d, "routing", name) if "body-based router" in f.problem]
+
+
+def test_rule_split_across_pools_serving_different_models(tmp_path):
+    d = plan_copy("gcp", tmp_path, charts=False)
+    name = "HTTPRoute/fleet-inference/tier-default"
+
+    def backends(*pools):
+        def change(doc):
+            doc["spec"]["rules"][0]["backendRefs"] = [
+                {"group": "inference.networking.k8s.io", "kind": "InferencePool", "name": p, "weight": 50} for p in pools]
+        return change
+    edit(d, GCP, "HTTPRoute", "fleet-inference", "tier-default", backends("nvidia-t4"))
+    assert not [f for f in findings_for(d, "routing", name) if "rule 0 splits" in f.problem]
+    edit(d, GCP, "HTTPRoute", "fleet-inference", "tier-default", backends("nvidia-t4", "tpu-v6e"))
+    got = [f for f in findings_for(d, "routing", name) if "rule 0 splits" in f.problem]
+    assert got and any("weighted to tpu-v6e" in f.problem for f in got)

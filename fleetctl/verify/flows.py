@@ -407,11 +407,11 @@ def _scrapes(ctx: _Ctx, prom: Pod) -> list[Finding]:
                         out += _flow(ctx, f"Prometheus scrape ({mon.kind} {mon.name})", prom, dst, num,
                                      f"allow ingress from Prometheus to {t.owner.name} on {num}")
             continue
-        for t, pod in ctx.pods:
-            if (allowed_ns is not None and t.namespace not in allowed_ns) or not _match(sel, t.labels):
-                continue
+        selected = [(t, pod) for t, pod in ctx.pods
+                    if (allowed_ns is None or t.namespace in allowed_ns) and _match(sel, t.labels)]
+        for t, pod in selected:
             for ep in endpoints:
-                num = _ports_named(t).get(str(ep.get("port"))) if ep.get("port") else None
+                num = _ports_named(t).get(str(ep.get("port"))) if ep.get("port") else ep.get("portNumber")
                 if num is None and str(ep.get("targetPort", "")).isdigit():
                     num = int(ep["targetPort"])
                 if num:
@@ -428,8 +428,26 @@ def _match(sel: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     return _selects(sel, labels)
 
 
+def _monitors_without_targets(cluster: Cluster) -> list[Finding]:
+    """A PodMonitor whose selector matches no pod: Prometheus has nothing to scrape for it."""
+    out = []
+    if cluster.release("kube-prometheus-stack") is None and not cluster.of_kind("Prometheus"):
+        return out
+    templates = workload_templates(cluster)
+    for mon in cluster.of_kind("PodMonitor"):
+        nss = mon.spec.get("namespaceSelector") or {}
+        allowed = nss.get("matchNames") or ([mon.namespace] if not nss.get("any") else None)
+        if not any((allowed is None or t.namespace in allowed) and _match(mon.spec.get("selector") or {}, t.labels)
+                   for t in templates):
+            out.append(Finding("flows", cluster.name, mon.ref, mon.file,
+                               "Prometheus scrapes nothing for it: its selector matches no pod of the cluster",
+                               "select the labels the exporter's pods carry (read them from its chart at the "
+                               "pinned version)"))
+    return out
+
+
 def check(topo: Topology) -> list[Finding]:
     out: list[Finding] = []
     for cluster in topo.clusters.values():
-        out += _check_cluster(topo, cluster)
+        out += _check_cluster(topo, cluster) + _monitors_without_targets(cluster)
     return out

@@ -427,8 +427,62 @@ def _check_router(topo: Topology) -> list[Finding]:
     return out
 
 
+# The Inference Extension's body-based router copies the request body's "model" into this header
+# so routes can match it (body-based-routing chart v1.5.0, image gateway-api-inference-extension/bbr);
+# nothing else sets it.
+MODEL_HEADER = "x-gateway-model-name"
+BBR_IMAGE = "gateway-api-inference-extension/bbr"
+
+
+def _pool_models(cluster: Cluster, ns: str, name: str) -> set[str] | None:
+    pods = _pods_behind(cluster, {"kind": "InferencePool", "name": name, "namespace": ns}, ns)
+    return set().union(*(served_models(t.spec) for t in pods)) if pods else None
+
+
+def _check_models_per_rule(cluster: Cluster) -> list[Finding]:
+    """Rules that send a model's requests to pools that do not serve it, or match a header no one sets."""
+    out = []
+    bbr = any(BBR_IMAGE in str(c.get("image", "")) for t in workload_templates(cluster)
+              for c in t.spec.get("containers") or [])
+    for route in cluster.of_kind("HTTPRoute"):
+        for i, rule in enumerate(route.spec.get("rules") or []):
+            pools = [b for b in rule.get("backendRefs") or [] if b.get("kind") == "InferencePool"]
+            if not pools:
+                continue
+            wanted = {h.get("value") for m in rule.get("matches") or [] for h in m.get("headers") or []
+                      if str(h.get("name", "")).lower() == MODEL_HEADER}
+            if wanted and not bbr:
+                out.append(Finding("routing", cluster.name, route.ref, route.file,
+                                   f"rule {i} matches the {MODEL_HEADER} header, which only a body-based router sets, "
+                                   "and none is deployed: the rule never matches",
+                                   "deploy the body-based-routing chart (v1.5.0) for this gateway, or route on the "
+                                   "path/headers clients send"))
+            models = {b.get("name"): _pool_models(cluster, b.get("namespace") or route.namespace, b.get("name", ""))
+                      for b in pools}
+            known = {k: v for k, v in models.items() if v is not None}
+            for m in sorted(x for x in wanted if x):
+                for pool, served in known.items():
+                    if m not in served:
+                        out.append(Finding("routing", cluster.name, route.ref, route.file,
+                                           f"rule {i} sends requests for model {m} to InferencePool {pool}, whose "
+                                           f"servers serve only {', '.join(sorted(served)) or 'nothing'}",
+                                           "send each model's rule only to pools that serve it"))
+            if not wanted and len(known) > 1 and len({frozenset(v) for v in known.values()}) > 1:
+                every = set.intersection(*known.values())
+                for pool, served in sorted(known.items()):
+                    missing = sorted(set().union(*known.values()) - served)
+                    if missing:
+                        out.append(Finding("routing", cluster.name, route.ref, route.file,
+                                           f"rule {i} splits traffic across pools that serve different models: "
+                                           f"requests for {', '.join(missing)} weighted to {pool} fail there "
+                                           f"(models common to all: {', '.join(sorted(every)) or 'none'})",
+                                           "split a rule only across pools that serve the same models (one rule "
+                                           "per model, matched on the model)"))
+    return out
+
+
 def check(topo: Topology) -> list[Finding]:
     out: list[Finding] = []
     for cluster in topo.clusters.values():
-        out += _check_routes(cluster) + _check_pools(cluster)
+        out += _check_routes(cluster) + _check_pools(cluster) + _check_models_per_rule(cluster)
     return out + _check_router(topo)

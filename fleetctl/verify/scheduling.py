@@ -211,12 +211,21 @@ def _fit(t: PodTemplate, pool: NodePool, plugins: list[_Plugin]) -> list[str]:
     return problems
 
 
+# Labels a node labeller sets at run time only on nodes configured for a feature: a DaemonSet that
+# requires one is meant to land nowhere until then. nvidia-device-plugin 0.18.0
+# templates/daemonset-mps-control-daemon.yml selects nvidia.com/mps.capable=true, which GPU feature
+# discovery sets only when MPS sharing is configured.
+_RUNTIME_FEATURE_LABELS = ("nvidia.com/mps.capable",)
+
+
 def _accelerator_intent(t: PodTemplate, plugin_templates: set[int]) -> bool:
     """A DaemonSet meant for accelerator nodes: a device plugin, or one aimed at our pool labels."""
     if id(t) in plugin_templates:
         return True
     spec = t.spec
     keys = set((spec.get("nodeSelector") or {}))
+    if keys & set(_RUNTIME_FEATURE_LABELS):
+        return False
     for term in ((((spec.get("affinity") or {}).get("nodeAffinity") or {})
                   .get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms") or []):
         keys |= {e.get("key", "") for e in term.get("matchExpressions") or []}
