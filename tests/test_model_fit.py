@@ -52,7 +52,10 @@ def test_quantized_mistral_7b_fits_a_t4():
 
 
 def test_tensor_parallel_across_four_t4s_fits_mistral_7b():
-    load_spec(fleet_with(MISTRAL_7B | {"tensor_parallel": 4}, accelerators_per_node=4))
+    # Refused on one T4 (above); with the weights split four ways it fits, with room for its KV cache.
+    spec = load_spec(fleet_with(MISTRAL_7B | {"tensor_parallel": 4}, accelerators_per_node=4))
+    fit = spec.fit(spec.models[0], spec.pools[0])
+    assert fit.fits and fit.needed_gib < fit.available_gib
 
 
 def test_70b_needs_tensor_parallel_on_h100():
@@ -60,7 +63,9 @@ def test_70b_needs_tensor_parallel_on_h100():
                "dtype": "bf16", "max_context": 8192}
     with pytest.raises(SpecError, match="does not fit"):
         load_spec(fleet_with(llama70, "h100"))
-    load_spec(fleet_with(llama70 | {"tensor_parallel": 4}, "h100"))
+    # bf16 weights, 70.6e9 x 2 bytes = 131.5 GiB, exceed one H100's 80 GB; over four they fit.
+    spec = load_spec(fleet_with(llama70 | {"tensor_parallel": 4}, "h100"))
+    assert spec.fit(spec.models[0], spec.pools[0]).fits
 
 
 def test_longer_context_and_concurrency_need_more_kv_cache():

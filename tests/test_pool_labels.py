@@ -4,11 +4,14 @@ cloud's limits."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
-from conftest import plan_of
+from conftest import ROOT, plan_of
 from fleet import catalog, naming
 
 CLOUD_STACKS = ("gcp", "aws", "azure")
@@ -72,7 +75,12 @@ def test_long_pool_names_are_shortened_to_valid_unique_stable_names(cloud, patte
     fitted = [naming.pool_name(cloud, n) for n in names]
     assert all(re.fullmatch(pattern, f) for f in fitted), fitted
     assert fitted[0] != fitted[1]
-    assert fitted == [naming.pool_name(cloud, n) for n in names]
+    # Stable means the same in the next `pulumi up`, a new process with another hash seed: a name
+    # that changed there would replace the node pool.
+    code = f"from fleet import naming; print(*[naming.pool_name({cloud!r}, n) for n in {names!r}])"
+    again = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": "12345"}, timeout=60).stdout.split()
+    assert again == fitted
     assert naming.pool_name(cloud, "gpu") == "gpu"  # a valid short name is kept as is
 
 
