@@ -7,8 +7,10 @@ The IaC (``fleet/routerconfig.py``) builds the same model from the fleet spec an
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections import Counter
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -26,9 +28,27 @@ class Listen(_Strict):
     admin_port: int = Field(9091, ge=1, le=65535, description="/metrics, /healthz, /readyz")
 
 
+SHA256_HEX = r"^[0-9a-f]{64}$"
+
+
+class KeyLimits(_Strict):
+    """One key's own limits (``limits.keys``); a field left out falls back to the default in ``limits``."""
+
+    rate_limit_rps: float | None = Field(None, gt=0)
+    rate_limit_burst: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+    budget_usd: float | None = Field(None, gt=0)
+
+
 class Limits(_Strict):
-    rate_limit_rps: float = Field(50.0, gt=0, description="per API key, token bucket refill rate")
-    rate_limit_burst: int | None = Field(None, ge=1, description="bucket size (default: 2 x rate)")
+    # No limit unless the config sets one: a newcomer's burst is not a wall of 429s.
+    rate_limit_rps: float | None = Field(None, gt=0, description="per API key requests/s (none: no limit)")
+    rate_limit_burst: int | None = Field(None, ge=1, description="requests allowed at once (default: 2 x rate)")
+    tokens_per_minute: int | None = Field(None, ge=1, description="per API key prompt + completion tokens/min")
+    budget_usd: float | None = Field(None, gt=0, description="per API key spend per budget_period, USD")
+    budget_period: Literal["day", "month", "total"] = Field("month", description="UTC day, UTC month or never")
+    keys: dict[str, KeyLimits] = Field(default_factory=dict,
+                                       description="sha256 hex of a key -> that key's own limits")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     max_response_bytes: int = Field(64 * 1024 * 1024, ge=1024,
                                     description="a non-streaming answer is buffered whole: over this it is a 502")
@@ -79,6 +99,22 @@ class Auth(_Strict):
             text = Path(self.api_key_hashes_file).read_text()
             hashes |= {line.strip().lower() for line in text.splitlines() if line.strip()}
         return frozenset(hashes)
+
+
+class Store(_Strict):
+    """The shared store (Redis) that makes per-key limits hold for the fleet, not per replica."""
+
+    url: str = Field(pattern=r"^rediss?://", description="redis://host:port/db")
+    password_file: str | None = Field(None, description="a mounted file holding the password")
+    timeout_s: float = Field(0.25, gt=0, le=10, description="per call; slower counts as unreachable")
+    retry_s: float = Field(1.0, gt=0, le=60, description="how often an unreachable store is tried again")
+    on_unavailable: Literal["open", "closed"] = Field(
+        "open", description="open: per-replica limits until the store is back; closed: 503 for limited keys")
+
+    def load_password(self) -> str | None:
+        if not self.password_file:
+            return None
+        return Path(self.password_file).read_text().strip() or None
 
 
 class Failover(_Strict):
@@ -177,6 +213,7 @@ class RouterConfig(_Strict):
     listen: Listen = Listen()
     policy: str = Field("prefix-affinity", description="a built-in policy or one of `profiles`")
     limits: Limits = Limits()
+    store: Store | None = Field(None, description="shared limits (none: each replica keeps its own)")
     auth: Auth = Auth()
     failover: Failover = Failover()
     discovery: Discovery = Discovery()
@@ -207,6 +244,9 @@ class RouterConfig(_Strict):
                     raise ValueError(f"tier {t.name!r} names pool {ref!r}, which is not in pools")
         if sum(1 for t in self.tiers if not t.match) > 1:
             raise ValueError("only one tier may have no match (the default tier)")
+        for digest in self.limits.keys:
+            if not re.match(SHA256_HEX, digest):
+                raise ValueError(f"limits.keys: {digest!r} is not the sha256 hex digest of a key")
         return self
 
     def to_yaml(self) -> str:

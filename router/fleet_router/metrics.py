@@ -142,6 +142,16 @@ class RouterMetrics:
         self.ejected = r.add(Gauge("fleet_router_pool_ejected",
                                    "1 while a pool is out of rotation (failures, or its Retry-After).", ("pool",)))
 
+        # Per-key limits (fleet_router.limits): this replica's own counts, so sum() over replicas is the fleet's.
+        self.rate_limited = r.add(Counter("fleet_router_rate_limited_total",
+                                          "Requests refused by a per-key limit, by the limit that refused them.",
+                                          ("reason",)))
+        self.limits_degraded = r.add(Gauge("fleet_router_limits_degraded",
+                                           "1 while the shared limit store is unreachable and this replica "
+                                           "enforces per-replica limits (or refuses limited keys).", ()))
+        self.limits_store_errors = r.add(Counter("fleet_router_limits_store_errors_total",
+                                                 "Failed calls to the shared limit store.", ("error",)))
+
     # Metrics whose labels name a pool, and the position of that label.
     def _pool_series(self):
         for metric in self.registry.metrics:
