@@ -9,10 +9,12 @@
   the config on the pod template, so a config change (and only that) rolls the pods; hardened pod
   (non-root, read-only root filesystem, no capabilities, seccomp RuntimeDefault, no service-account
   token), requests and limits, startup/readiness/liveness probes, spread over zones and nodes.
+* **RouterStore** (components/router_store.py): the Redis the replicas share per-key limits through;
+  its password Secret is mounted as a file and the config's ``store`` points at its Service.
 * **Service** (API + admin ports), **PodDisruptionBudget**, **HorizontalPodAutoscaler**,
   **NetworkPolicy** (API only from the gateway, admin only from Prometheus; egress to DNS, the
-  in-cluster pools and other clusters' gateways), and an **HTTPRoute** on the cluster Gateway, which
-  terminates TLS with the certificate the inference layer requests.
+  in-cluster pools, the limit store and other clusters' gateways), and an **HTTPRoute** on the
+  cluster Gateway, which terminates TLS with the certificate the inference layer requests.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import yaml
 from components.namespaces import Namespaces
 from components.platform import Platform
 from components.router_image import RouterImage
+from components.router_store import RouterStore, RouterStoreArgs
 from fleet import layout
 from fleet.routerconfig import ROUTER_DRAIN_SLACK_S, router_termination_grace_s
 from fleet.spec import ClusterSpec, FleetSpec
@@ -37,6 +40,7 @@ CONFIG_DIR = "/etc/fleet-router"
 CONFIG_FILE = "config.yaml"
 KEYS_DIR = "/etc/fleet-router/keys"
 KEYS_FILE = "api-key-hashes"
+STORE_DIR = "/etc/fleet-router/store"
 CHECKSUM_ANNOTATION = "inference-fleet.io/config-checksum"
 RUN_AS = 10001
 """The image's non-root user (router/Dockerfile); a high UID no host account shares."""
@@ -75,12 +79,13 @@ def hash_api_keys(keys: str) -> str:
     return "".join(f"{h}\n" for h in hashes)
 
 
-def _render_config(spec: FleetSpec, endpoints: dict[str, str], keys_file: str | None) -> str:
+def _render_config(spec: FleetSpec, endpoints: dict[str, str], keys_file: str | None, store_password_file: str) -> str:
     # Interim until the router package (fleet_router.config) lands: the generator's plain data as
     # YAML; tests/test_router_deploy.py loads it with the router's schema once it exists.
     from fleet.routerconfig import router_config_data
 
-    return yaml.safe_dump(router_config_data(spec, endpoints, api_key_hashes_file=keys_file), sort_keys=False)
+    return yaml.safe_dump(router_config_data(spec, endpoints, api_key_hashes_file=keys_file, store=True,
+                                             store_password_file=store_password_file), sort_keys=False)
 
 
 @dataclass
@@ -118,10 +123,14 @@ class Router(pulumi.ComponentResource):
                 opts=child,
             )
 
+        # --- the shared limit store beside the router -------------------------------------------
+        self.store = RouterStore(f"{name}-store", RouterStoreArgs(namespace=ns, router_selector=selector), child)
+        store_password_file = f"{STORE_DIR}/{self.store.password_key}"
+
         # --- config ------------------------------------------------------------------------------
         endpoints = dict(sorted(args.pool_endpoints.items()))
         config_yaml = pulumi.Output.all(**endpoints).apply(
-            lambda eps: _render_config(spec, dict(eps), keys_file))
+            lambda eps: _render_config(spec, dict(eps), keys_file, store_password_file))
         self.config_map = k8s.core.v1.ConfigMap(
             f"{name}-config",
             metadata=meta(f"{NAME}-config"),
@@ -143,10 +152,14 @@ class Router(pulumi.ComponentResource):
         volumes = [
             {"name": "config", "configMap": {"name": f"{NAME}-config"}},
             {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+            {"name": "store-auth", "secret": {"secretName": self.store.secret_name, "defaultMode": 0o440,
+                                              "items": [{"key": self.store.password_key,
+                                                         "path": self.store.password_key}]}},
         ]
         mounts = [
             {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "store-auth", "mountPath": STORE_DIR, "readOnly": True},
         ]
         if self.api_keys_secret is not None:
             volumes.append({"name": "api-keys", "secret": {"secretName": f"{NAME}-api-keys",
@@ -231,7 +244,7 @@ class Router(pulumi.ComponentResource):
                 },
             },
             # The HPA owns the replica count once the Deployment exists.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[service_account],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[service_account, self.store.auth_secret],
                                         ignore_changes=["spec.replicas"]),
         )
 
@@ -280,6 +293,9 @@ class Router(pulumi.ComponentResource):
             {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": layout.NS_INFERENCE}},
                      "podSelector": {"matchLabels": {layout.COMPONENT: layout.COMPONENT_MODEL_SERVER}}}],
              "ports": [{"protocol": "TCP", "port": layout.VLLM_PORT}]},
+            # The shared limit store beside it (same namespace).
+            {"to": [{"podSelector": {"matchLabels": {layout.COMPONENT: layout.COMPONENT_ROUTER_STORE}}}],
+             "ports": [{"protocol": "TCP", "port": layout.ROUTER_STORE_PORT}]},
         ]
         if remote_pools:
             egress.append(REMOTE_GATEWAY_EGRESS)

@@ -27,6 +27,7 @@ EPP_HEALTH_PORT = 9003  # endpoint picker gRPC health
 EPP_METRICS_PORT = 9090  # endpoint picker /metrics (seed 003)
 ROUTER_PORT = 8080  # router's OpenAI API
 ROUTER_ADMIN_PORT = 9091  # router's /metrics and admin; never reachable from outside monitoring
+ROUTER_STORE_PORT = 6379  # the router's shared limit store (Redis); reachable from the router only
 GATEWAY_HTTPS_PORT = 443
 GATEWAY_HTTP_PORT = 80
 
@@ -49,14 +50,19 @@ COMMON_LABELS = MappingProxyType({PART_OF: PART_OF_VALUE, MANAGED_BY: "pulumi"})
 # endpoint pickers (NS_INFERENCE): APP=epp, COMPONENT=endpoint-picker, POOL_LABEL
 # gateway pods (NS_GATEWAY): GATEWAY_NAME_LABEL=<gateway name> (Istio's deployed gateways carry it)
 # router (NS_ROUTER): APP=fleet-router, COMPONENT=router
+# router's limit store (NS_ROUTER): APP=redis, COMPONENT=router-store
 # prometheus (NS_MONITORING): APP=prometheus
 COMPONENT_MODEL_SERVER = "model-server"
 COMPONENT_EPP = "endpoint-picker"
 COMPONENT_ROUTER = "router"
+COMPONENT_ROUTER_STORE = "router-store"
 APP_VLLM = "vllm"
 APP_SIM = "fleet-sim"
 APP_EPP = "epp"
 APP_ROUTER = "fleet-router"
+APP_REDIS = "redis"
+ROUTER_STORE_NAME = "fleet-router-store"
+"""The store's Service (and StatefulSet): the router config's ``store.url`` names it."""
 APP_PROMETHEUS = "prometheus"
 GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
 GATEWAY_NAME = "inference-gateway"

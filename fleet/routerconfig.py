@@ -89,13 +89,21 @@ def pool_timeouts(spec: FleetSpec, pool: PoolSpec) -> dict[str, float]:
             "stream_idle_s": d.stream_idle_s, "response_s": spec.router.request_timeout_s}
 
 
+def store_url(namespace: str = layout.NS_ROUTER) -> str:
+    """Where the router's replicas share their limits: the store beside them (components/router_store.py)."""
+    return f"redis://{layout.ROUTER_STORE_NAME}.{namespace}.svc.cluster.local:{layout.ROUTER_STORE_PORT}/0"
+
+
 def router_config_data(spec: FleetSpec, endpoints: Mapping[str, str], *,
                        api_key_hashes_file: str | None = None, backend_key_files: Mapping[str, str] | None = None,
                        listen_host: str = "0.0.0.0",
-                       port: int = layout.ROUTER_PORT, admin_port: int = layout.ROUTER_ADMIN_PORT) -> dict[str, Any]:
+                       port: int = layout.ROUTER_PORT, admin_port: int = layout.ROUTER_ADMIN_PORT,
+                       store_password_file: str | None = None, store: bool = False) -> dict[str, Any]:
     """The config as plain data, before the router's model validates it.
 
-    ``backend_key_files``: pool -> a mounted file with the key its servers require (vLLM ``--api-key``)."""
+    ``backend_key_files``: pool -> a mounted file with the key its servers require (vLLM ``--api-key``).
+    ``store``: the replicas share their per-key limits through the store beside them (the cluster);
+    without it (``fleet demo``, one process) each router keeps its own."""
     served = [p for p in spec.pools if spec.models_on(p.name)]
     missing = sorted(p.name for p in served if p.name not in endpoints)
     if missing:
@@ -127,15 +135,28 @@ def router_config_data(spec: FleetSpec, endpoints: Mapping[str, str], *,
         "ttft_slo_ms": t.ttft_slo_ms,
         "policy": t.policy,
     } for t in spec.tiers]
-    return {
+    limits: dict[str, Any] = {"max_body_bytes": r.max_body_bytes}
+    # Only the limits the spec sets: none means none (no default per-key limit).
+    for name in ("rate_limit_rps", "rate_limit_burst", "tokens_per_minute", "budget_usd"):
+        if getattr(r, name) is not None:
+            limits[name] = getattr(r, name)
+    if r.budget_usd is not None or any(k.budget_usd is not None for k in r.key_limits.values()):
+        limits["budget_period"] = r.budget_period
+    if r.key_limits:
+        limits["keys"] = {digest: k.model_dump(exclude_none=True) for digest, k in sorted(r.key_limits.items())}
+    data = {
         "listen": {"host": listen_host, "port": port, "admin_port": admin_port},
         "policy": r.policy,
-        "limits": {"rate_limit_rps": r.rate_limit_rps, "max_body_bytes": r.max_body_bytes},
+        "limits": limits,
         "auth": {"api_key_hashes_file": api_key_hashes_file},
         "shutdown": router_shutdown(r.request_timeout_s),
         "pools": pools,
         "tiers": tiers,
     }
+    if store:
+        data["store"] = {"url": store_url(), "password_file": store_password_file,
+                         "on_unavailable": r.limits_on_store_unavailable}
+    return data
 
 
 def router_config(spec: FleetSpec, endpoints: Mapping[str, str], **kw: Any):

@@ -135,16 +135,43 @@ class TierSpec(_Strict):
         return v
 
 
+class KeyLimitSpec(_Strict):
+    """One API key's own limits; a field left out takes the router-wide default."""
+
+    rate_limit_rps: float | None = Field(None, gt=0)
+    rate_limit_burst: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+    budget_usd: float | None = Field(None, gt=0)
+
+
 class RouterSpec(_Strict):
     enabled: bool = True
     cluster: str | None = Field(None, description="cluster that hosts the router (default: the first)")
     replicas: int = Field(2, ge=1, le=50)
     max_replicas: int = Field(6, ge=1, le=200)
     policy: Policy = "prefix-affinity"
-    rate_limit_rps: float = Field(50.0, gt=0)
+    # Per-key limits, held for the whole fleet through the router's store (components/router_store.py).
+    # None: no limit, so a newcomer's burst is served, not refused.
+    rate_limit_rps: float | None = Field(None, gt=0, description="per API key requests/s")
+    rate_limit_burst: int | None = Field(None, ge=1, description="requests at once (default 2 x rate)")
+    tokens_per_minute: int | None = Field(None, ge=1, description="per API key prompt + completion tokens/min")
+    budget_usd: float | None = Field(None, gt=0, description="per API key spend per budget_period, USD")
+    budget_period: Literal["day", "month", "total"] = "month"
+    key_limits: dict[str, KeyLimitSpec] = Field(default_factory=dict,
+                                                description="sha256 hex of an API key -> that key's own limits")
+    limits_on_store_unavailable: Literal["open", "closed"] = Field(
+        "open", description="open: per-replica limits while the store is down; closed: 503 for limited keys")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     request_timeout_s: float = Field(300.0, gt=0, le=3600)
     hostname: str | None = None
+
+    @field_validator("key_limits")
+    @classmethod
+    def _key_hashes(cls, v: dict[str, KeyLimitSpec]) -> dict[str, KeyLimitSpec]:
+        for digest in v:
+            if not re.fullmatch(r"[0-9a-f]{64}", digest):
+                raise ValueError(f"{digest!r} is not a sha256 hex digest (never put a key itself in a stack file)")
+        return v
 
 
 class PlatformSpec(_Strict):
