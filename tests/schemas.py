@@ -20,7 +20,7 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-from fleet.plan import SECRET
+from fleetctl.plan import SECRET
 
 K8S_VERSION = "1.32.0"
 ROOT = Path(__file__).resolve().parent.parent

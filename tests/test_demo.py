@@ -107,6 +107,42 @@ def test_demo_streams(demo):
     assert len(chunks) >= 2
 
 
+def test_demo_serves_a_burst_of_300_concurrent_requests_from_one_key_without_a_429(demo):
+    """Issue 21's newcomer: the printed key, 300 requests at once. The dev stack sets no per-key
+    limit, so there is none (issue 19: no limit unless the config sets one)."""
+    import asyncio
+
+    import openai
+
+    _, port, _ = demo
+    model = plan_of("dev").spec.models[0].name
+
+    async def burst():
+        client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-test-demo",
+                                    max_retries=0, timeout=60)
+
+        async def one(i):
+            try:
+                raw = await client.chat.completions.with_raw_response.create(
+                    model=model, messages=[{"role": "user", "content": f"burst {i}"}], max_tokens=2)
+                return raw.status_code, raw.headers.get("x-ratelimit-remaining-requests")
+            except openai.APIStatusError as e:
+                return e.status_code, None
+        try:
+            return await asyncio.gather(*(one(i) for i in range(300)))
+        finally:
+            await client.close()
+
+    loop = asyncio.new_event_loop()  # its own loop, never the thread's (see router/tests/test_upstream.py)
+    try:
+        results = loop.run_until_complete(asyncio.wait_for(burst(), 120))
+    finally:
+        loop.close()
+    statuses = sorted({s for s, _ in results})
+    assert statuses == [200], statuses
+    assert all(h is None for _, h in results), "no limit configured, so no rate-limit headers"
+
+
 def test_demo_rejects_a_wrong_key(demo):
     import openai
 

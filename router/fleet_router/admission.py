@@ -1,4 +1,5 @@
-"""Admission: who may call (API keys), how often (rate limits), and which routing headers count.
+"""Admission: who may call (API keys), how often and how much (per-key limits and budgets, shared
+across replicas by :mod:`fleet_router.limits`), and which routing headers count.
 
 Answers are either a value or an OpenAI-shaped error response; no routing and no proxying here.
 """
@@ -6,31 +7,35 @@ Answers are either a value or an OpenAI-shaped error response; no routing and no
 from __future__ import annotations
 
 import hashlib
-import time
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from fleet_router import core, httpio
 from fleet_router.config import RouterConfig
+from fleet_router.limits import Limiter, Verdict
 from fleet_router.openai_api import error
 
 
-@dataclass
-class _Bucket:
-    tokens: float
-    updated: float
+PERIOD_TEXT = {"day": "per UTC day", "month": "per UTC month", "total": "in total"}
 
 
 class Admission:
-    """Per-key state (token buckets, key digests) survives :meth:`apply_config`."""
+    """Per-key state (limit buckets, key digests) survives :meth:`apply_config`."""
 
-    def __init__(self, config: RouterConfig):
-        self.buckets: dict[str, _Bucket] = {}
+    def __init__(self, config: RouterConfig, metrics):
         self._digests: dict[str, str] = {}  # presented key -> sha256, so hashing is once per key
+        self.limiter = Limiter(config.limits, config.store, metrics)
         self.apply_config(config)
+
+    async def start(self) -> None:
+        await self.limiter.start()
+
+    async def close(self) -> None:
+        await self.limiter.close()
 
     def apply_config(self, config: RouterConfig) -> None:
         self.config = config
+        self.limiter.update(config.limits)
         self.key_hashes = config.auth.load_hashes()
         self.tier_headers = core.tier_header_names(config.tiers)
 
@@ -53,29 +58,25 @@ class Admission:
             return None, error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
         return digest, None
 
-    def wait_s(self, key: str) -> float:
-        """0 if allowed; else seconds until a token is available."""
-        limits = self.config.limits
-        rate = limits.rate_limit_rps
-        burst = limits.rate_limit_burst or max(1, int(rate * 2))
-        now = time.monotonic()
-        b = self.buckets.get(key)
-        if b is None:
-            b = self.buckets[key] = _Bucket(tokens=float(burst), updated=now)
-        b.tokens = min(burst, b.tokens + (now - b.updated) * rate)
-        b.updated = now
-        if b.tokens >= 1:
-            b.tokens -= 1
-            return 0.0
-        return (1 - b.tokens) / rate
-
-    def rate_limit(self, key: str) -> httpio.Response | None:
-        """None if ``key`` may send a request now, else a 429 with ``Retry-After``."""
-        wait = self.wait_s(key)
-        if not wait:
-            return None
-        return error(429, f"Rate limit of {self.config.limits.rate_limit_rps:g} requests/s exceeded.",
-                     "rate_limit_error", "rate_limit_exceeded", headers={"Retry-After": str(max(1, round(wait)))})
+    async def rate_limit(self, key: str) -> tuple[Verdict | None, httpio.Response | None]:
+        """``(verdict, None)`` if ``key`` may send a request now (the verdict is None when the key has
+        no limits; else it carries the ``x-ratelimit-*`` headers and what to charge), else ``(verdict,
+        429)`` with ``Retry-After`` — or 503 while a fail-closed store is unreachable."""
+        v = await self.limiter.admit(key)
+        if v is None or v.allowed:
+            return v, None
+        retry = {"Retry-After": str(max(1, math.ceil(v.retry_after))) if math.isfinite(v.retry_after) else "86400"}
+        if v.reason == "store_unavailable":
+            return v, error(503, "The rate-limit store is unavailable and limits fail closed; retry.", "server_error",
+                            "limits_unavailable", headers=retry)
+        p = v.policy
+        if v.reason == "requests":
+            message, code = f"Rate limit of {p.rps:g} requests/s exceeded.", "rate_limit_exceeded"
+        elif v.reason == "tokens":
+            message, code = f"Rate limit of {p.tpm} tokens/min exceeded.", "rate_limit_exceeded"
+        else:
+            message, code = f"Budget of ${p.budget_usd:g} {PERIOD_TEXT[p.period]} spent.", "budget_exceeded"
+        return v, error(429, message, "rate_limit_error", code, headers={**v.headers, **retry})
 
     def routing_headers(self, headers: Mapping[str, str]) -> tuple[dict[str, str], str | None] | httpio.Response:
         """The tier headers (only known values) and the ``x-fleet-policy`` override, or a 400."""

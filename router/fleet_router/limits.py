@@ -261,11 +261,17 @@ class Limiter:
         if self.store_config is None:
             return
         import redis.asyncio as aioredis  # only when a store is configured
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+        from redis.exceptions import ConnectionError as StoreConnectionError
 
         s = self.store_config
+        # One immediate retry on a connection error (a pooled connection the server closed, e.g.
+        # after a restart); none on a timeout: a slow store is the degraded case, and redis-py's
+        # default (3 retries with backoff) would make each request wait 4 x the timeout.
         self.redis = aioredis.Redis.from_url(
             s.url, password=s.load_password(), socket_timeout=s.timeout_s, socket_connect_timeout=s.timeout_s,
-            retry_on_timeout=False, health_check_interval=0)
+            retry=Retry(NoBackoff(), 1, (StoreConnectionError,)), health_check_interval=0)
         self._admit = self.redis.register_script(ADMIT_LUA)
         self._settle = self.redis.register_script(SETTLE_LUA)
         try:
@@ -387,6 +393,8 @@ class Limiter:
         while self.degraded:
             await asyncio.sleep(s.retry_s)
             try:
+                # Connections from before the outage are dead: start the pool afresh.
+                await self.redis.connection_pool.disconnect()
                 await self.redis.ping()
                 # Replay the spend charged while away, so a budget counts every dollar.
                 for (key, period), usd in list(self._pending.items()):

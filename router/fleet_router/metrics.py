@@ -141,7 +141,6 @@ class RouterMetrics:
                                            "SSE error event.", ("pool", "reason")))
         self.ejected = r.add(Gauge("fleet_router_pool_ejected",
                                    "1 while a pool is out of rotation (failures, or its Retry-After).", ("pool",)))
-
         # Per-key limits (fleet_router.limits): this replica's own counts, so sum() over replicas is the fleet's.
         self.rate_limited = r.add(Counter("fleet_router_rate_limited_total",
                                           "Requests refused by a per-key limit, by the limit that refused them.",

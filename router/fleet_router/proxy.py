@@ -30,11 +30,12 @@ import logging
 import random
 import re
 import time
+from collections.abc import Callable, Mapping
 
 import orjson
 
 from fleet_router import core, forwarding, httpio
-from fleet_router.config import ConfigError, RouterConfig
+from fleet_router.config import ConfigError, Pool, RouterConfig
 from fleet_router.metrics import RouterMetrics
 from fleet_router.openai_api import InferenceRequest, error
 from fleet_router.upstream import (Deadlines, Response, UpstreamError, UpstreamPool, UpstreamTimeout,
@@ -134,8 +135,11 @@ class Proxy:
         if self.upstream:
             await self.upstream.close()
 
-    async def forward(self, request: httpio.Request, req: InferenceRequest,
-                      decision: core.Decision) -> httpio.StreamResponse:
+    async def forward(self, request: httpio.Request, req: InferenceRequest, decision: core.Decision,
+                      extra_headers: Mapping[str, str] | None = None,
+                      on_usage: Callable[[Pool, dict], None] | None = None) -> httpio.StreamResponse:
+        """``extra_headers`` go on the answer (the key's ``x-ratelimit-*``); ``on_usage(pool, usage)``
+        gets the answer's OpenAI ``usage`` (per-key token and spend accounting, fleet_router.limits)."""
         cfg = self.config.failover
         attempts = list(dict.fromkeys(decision.attempts))[:cfg.max_attempts]  # never one pool twice
         fwd_headers = forwarding.request_headers(request)
@@ -152,7 +156,7 @@ class Proxy:
                 if pause > 0:
                     await asyncio.sleep(self.rng.uniform(0, pause))
             try:
-                response = await self._attempt(request, req, decision, state, fwd_headers)
+                response = await self._attempt(request, req, decision, state, fwd_headers, extra_headers, on_usage)
             except _Failed as f:
                 failed.append((state.name, f))
                 now = time.monotonic()
@@ -209,7 +213,7 @@ class Proxy:
         return headers
 
     async def _attempt(self, request: httpio.Request, req: InferenceRequest, decision: core.Decision,
-                       state: core.PoolState, fwd_headers) -> httpio.StreamResponse:
+                       state: core.PoolState, fwd_headers, extra_headers=None, on_usage=None) -> httpio.StreamResponse:
         t0 = time.perf_counter()
         attempt = core.on_dispatch(state, decision)  # in flight, its prefill queued, its blocks remembered
         upstream = None
@@ -239,13 +243,17 @@ class Proxy:
             if status >= 400:
                 self._refuse(upstream, state, decision, status, whole)
             headers = self._headers(upstream, state, decision)
+            if extra_headers:
+                headers.update(extra_headers)
             if not req.stream:
                 # vLLM reports no time to first token in a non-streaming answer: none is recorded
                 # (the whole latency is not a TTFT, and must not feed SLOs or the cost policy).
                 core.on_first_byte(attempt, None, time.monotonic())
                 self._account(decision, state, req.model, None, _completion_tokens(whole), status)
+                if on_usage is not None:
+                    on_usage(state.pool, usage_of(whole))
                 return httpio.Response(status=status, body=whole, headers=headers)
-            return await self._stream(request, req, decision, attempt, upstream, headers, t0)
+            return await self._stream(request, req, decision, attempt, upstream, headers, t0, on_usage)
         finally:
             if upstream is not None:
                 upstream.release()  # incomplete (cut, or the client left): closed, so vLLM aborts it
@@ -267,7 +275,8 @@ class Proxy:
         raise _Failed(f"http_{status}", message, retry=False, pool_fault=False, status=status, answer=answer)
 
     async def _stream(self, request: httpio.Request, req: InferenceRequest, decision: core.Decision,
-                      attempt: core.Dispatch, upstream: Response, headers: dict, t0: float) -> httpio.StreamResponse:
+                      attempt: core.Dispatch, upstream: Response, headers: dict, t0: float,
+                      on_usage=None) -> httpio.StreamResponse:
         # From here bytes reach the client: never retried again.
         state = attempt.state
         resp = httpio.StreamResponse(status=upstream.status, headers=headers)
@@ -275,8 +284,11 @@ class Proxy:
         events = 0
         tokens = None  # from the backend's usage, when it sends one
         ttft = None
+        tail = b""  # the stream's end, where the usage event is (per-key accounting)
         try:
             while chunk := await upstream.read():
+                if on_usage is not None:
+                    tail = (tail + chunk)[-8192:]
                 if ttft is None:  # the first token: prefill is done (vLLM sent the head before it)
                     ttft = time.perf_counter() - t0
                     core.on_first_byte(attempt, ttft, time.monotonic())
@@ -307,6 +319,8 @@ class Proxy:
         except ConnectionError:
             raise ClientGone(resp) from None
         self._account(decision, state, req.model, ttft, tokens or 0, upstream.status)
+        if on_usage is not None:
+            on_usage(state.pool, sse_usage(tail) or {"completion_tokens": tokens or 0})
         return resp
 
     def _account(self, decision: core.Decision, state: core.PoolState, model: str, ttft: float | None,
@@ -322,6 +336,27 @@ class Proxy:
             m.tokens.inc(p.name, p.vendor, amount=tokens)
             pair, saved = core.cost_savings(self.states, model, p.name, tokens)
             m.cost_savings.inc(pair, amount=saved)
+
+
+def usage_of(whole: bytes) -> dict:
+    """The ``usage`` of a whole OpenAI answer ({} if it has none)."""
+    try:
+        usage = orjson.loads(whole).get("usage")
+    except (orjson.JSONDecodeError, AttributeError):
+        return {}
+    return usage if isinstance(usage, dict) else {}
+
+
+def sse_usage(tail: bytes) -> dict:
+    """The ``usage`` of the last event of an SSE stream that has one ({} if none: a stream without
+    ``stream_options.include_usage``)."""
+    for event in reversed(tail.split(b"\n\n")):
+        data = event.strip()
+        if data.startswith(b"data:") and b'"usage"' in data:
+            usage = usage_of(data[5:])
+            if usage:
+                return usage
+    return {}
 
 
 def _completion_tokens(whole: bytes) -> int:

@@ -38,7 +38,7 @@ class Router:
         self.metrics = RouterMetrics()
         self.rng = random.Random(seed)
         self.states: dict[str, core.PoolState] = {}
-        self.admission = Admission(config)
+        self.admission = Admission(config, self.metrics)
         self.discovery = Discovery(self.metrics)
         self.proxy = Proxy(self.metrics, config, self.states)
         self.in_flight = 0
@@ -91,6 +91,7 @@ class Router:
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        await self.admission.start()
         await self.discovery.start(self.config.limits)
         await self.proxy.start()
         await self.discovery.refresh(self.states.values())
@@ -107,6 +108,7 @@ class Router:
             t.cancel()
         await self.discovery.close()
         await self.proxy.close()
+        await self.admission.close()
 
     def stop_ready(self) -> None:
         """SIGTERM: /readyz turns 503 so load balancers stop sending; requests are still served."""
@@ -193,7 +195,7 @@ class Router:
         key, denied = self.admission.authenticate(request.headers)
         if denied:
             return denied
-        denied = self.admission.rate_limit(key)
+        verdict, denied = await self.admission.rate_limit(key)
         if denied:
             return denied
         req = await openai_api.read_inference(request, self.config.limits.max_body_bytes,
@@ -213,7 +215,18 @@ class Router:
         self.metrics.overhead.observe(value=time.perf_counter() - started)
         self.in_flight += 1
         try:
-            return await self.proxy.forward(request, req, decision)
+            if verdict is None:
+                return await self.proxy.forward(request, req, decision)
+            limiter = self.admission.limiter
+
+            def charge(pool, usage: dict) -> None:
+                # Tokens: prompt + completion, as OpenAI's tokens/min count them; spend: completion
+                # tokens at the serving pool's $ per million (config.Pool.cost_per_million_tokens).
+                completion = int(usage.get("completion_tokens") or 0)
+                tokens = int(usage.get("prompt_tokens") or 0) + completion
+                limiter.charge(key, verdict.policy, tokens, completion * pool.cost_per_million_tokens / 1e6)
+
+            return await self.proxy.forward(request, req, decision, verdict.headers, charge)
         finally:
             self.in_flight -= 1
 
