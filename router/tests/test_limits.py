@@ -124,7 +124,9 @@ def test_tokens_per_minute_are_charged_after_the_answer_across_replicas(redis_se
         return seen
     seen = run(go())
     assert [v.allowed for v in seen] == [True, True, True, False]
-    assert [v.headers["x-ratelimit-remaining-tokens"] for v in seen[:3]] == ["1000", "600", "200"]
+    # 1000, then 600 and 200 — plus what the bucket refilled (1000/min) in the milliseconds between.
+    remaining = [int(v.headers["x-ratelimit-remaining-tokens"]) for v in seen[:3]]
+    assert remaining[0] == 1000 and 600 <= remaining[1] <= 615 and 200 <= remaining[2] <= 230, remaining
     # 200 tokens of debt at 1000/min: the bucket has room again in ~12 s.
     assert seen[3].reason == "tokens" and 11 < seen[3].retry_after < 13
 
@@ -157,7 +159,7 @@ def test_a_budget_stops_a_key_at_its_dollar_limit_across_replicas(redis_server):
 
 
 def test_store_killed_then_back_degrades_to_per_replica_limits_and_resumes(redis_server, caplog):
-    rate, burst = 20.0, 1
+    rate, burst = 20.0, 3
 
     async def go():
         lims = await replicas(3, Limits(rate_limit_rps=rate, rate_limit_burst=burst, budget_usd=1.0),
@@ -173,7 +175,7 @@ def test_store_killed_then_back_degrades_to_per_replica_limits_and_resumes(redis
                     lims[i % 3].charge(KEY, v.policy, 1, 0.001)
                 i += 1
                 await asyncio.sleep(0.002)
-            return allowed / (time.monotonic() - t0)
+            return (allowed - burst) / (time.monotonic() - t0)  # beyond the full bucket it starts with
 
         shared = await offered(1.5)
         redis_server.kill()
