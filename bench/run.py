@@ -532,13 +532,16 @@ def best_hit_rate(convs) -> float:
     return hit / total
 
 
-async def run_workload(url: str, convs, policy_header: str | None, max_tokens: int, rate: float,
+async def run_workload(url: str | list[str], convs, policy_header: str | None, max_tokens: int, rate: float,
                        think_s: float, deadline_s: float) -> list[dict]:
     """Open loop, the same offered load for every policy: conversations arrive as a Poisson process
     (seeded) at ``rate / turns`` per second; a user sends the next turn ``think_s`` (exponential
-    mean) after the previous answer ends. Bounded by the deadline and the conversation count."""
+    mean) after the previous answer ends. Bounded by the deadline and the conversation count.
+    A list of URLs is a fleet of replicas: each request goes to a random one, as a Service sends it."""
     res: list[dict] = []
     rng = random.Random(11)
+    urls = [url] if isinstance(url, str) else list(url)
+    balancer = random.Random(13)
     turns = max(1, max(len(c) for c in convs))
     starts, t = [], 0.0
     for _ in convs:
@@ -557,7 +560,7 @@ async def run_workload(url: str, convs, policy_header: str | None, max_tokens: i
                 h = dict(TIERS[tier][0])
                 if policy_header:
                     h["x-fleet-policy"] = policy_header
-                r = await one(s, url, {"model": MODEL, "messages": msgs, "max_tokens": max_tokens, "stream": True,
+                r = await one(s, balancer.choice(urls), {"model": MODEL, "messages": msgs, "max_tokens": max_tokens, "stream": True,
                                        "stream_options": {"include_usage": True}}, h, True)
                 r["tier"] = tier
                 res.append(r)
@@ -763,7 +766,9 @@ def main() -> int:
     ap.add_argument("--routing-variants", default="",
                     help="comma list of the routing phase's policies to run (default all), e.g. round-robin,prefix-affinity")
     ap.add_argument("--failover-seconds", type=float, default=6.0)
-    ap.add_argument("--only", default="throughput,latency,routing,failover")
+    ap.add_argument("--replica-conversations", type=int, default=48, help="replicas phase (issue 19's workload)")
+    ap.add_argument("--replica-turns", type=int, default=6)
+    ap.add_argument("--only", default="throughput,latency,routing,failover,replicas")
     cfg = ap.parse_args()
     if cfg.quick:
         cfg.seconds, cfg.rounds, cfg.conversations, cfg.turns, cfg.failover_seconds = 1.0, 1, 12, 3, 2.0
@@ -793,6 +798,10 @@ def main() -> int:
             out["routing"] = asyncio.run(routing(cfg))
         if "failover" in only:
             out["failover"] = asyncio.run(failover(cfg))
+        if "replicas" in only:
+            from replicas import replicas  # bench/replicas.py (issue 19)
+
+            out["replicas"] = asyncio.run(replicas(cfg, sys.modules[__name__]))
     finally:
         kill_all()
     out["duration_s"] = round(time.time() - t0, 1)
