@@ -54,6 +54,17 @@ def demo():
     )
     try:
         banner = _read_until_ready(proc, time.monotonic() + STARTUP_S)
+        # Keep reading what the demo and its router print (the router logs every request): an
+        # unread pipe fills after a few hundred requests and the router blocks on its next log line.
+        import threading
+
+        def drain():
+            try:
+                while os.read(proc.stdout.fileno(), 65536):
+                    pass
+            except OSError:
+                pass
+        threading.Thread(target=drain, daemon=True).start()
         yield proc, port, banner
     finally:
         if proc.poll() is None:
