@@ -58,17 +58,32 @@ VENDOR_SATURATION = {
     },
 }
 
+# Router replicas that lost the shared limit store enforce per-key limits each on its own: a key
+# can get up to (replicas x its limit) until the store is back (fleet_router.limits).
+ROUTER_LIMITS_DEGRADED = {
+    "alert": "RouterLimitsDegraded",
+    "expr": "sum(fleet_router_limits_degraded) > 0",
+    "for": "5m",
+    "labels": {"severity": "warning"},
+    "annotations": {
+        "summary": "Router replicas enforce per-key limits without the shared store",
+        "description": "{{ $value }} router replica(s) cannot reach fleet-router-store: per-key limits and budgets "
+                       "hold per replica, not for the fleet (or limited keys get 503 if limits fail closed).",
+    },
+}
+
 RECORDING_RULES = [
     # Tokens the router saw each pool generate and read, per second.
     {
         "record": "fleet:pool_tokens:rate5m",
         "expr": "sum by (pool, vendor) (rate(fleet_router_tokens_total[5m]))",
     },
-    # What each pool costs per hour (the catalog price the router's config carries, per replica
-    # times the replicas the router sees).
+    # What each pool costs per hour (the catalog price the router's config carries). Every router
+    # replica exports the same configured price, so it is max, not sum: a sum would grow with the
+    # number of router replicas (issue 19: metrics per replica must aggregate correctly).
     {
         "record": "fleet:pool_cost_dollars_per_hour",
-        "expr": "sum by (pool, vendor) (fleet_router_pool_cost_per_hour)",
+        "expr": "max by (pool, vendor) (fleet_router_pool_cost_per_hour)",
     },
     # Cost per million tokens, per pool: $/h over tokens/h.
     {
@@ -88,7 +103,7 @@ RECORDING_RULES = [
 ]
 
 RULE_GROUPS = [
-    {"name": "fleet-router.alerts", "rules": [SLA_VIOLATION, VENDOR_SATURATION]},
+    {"name": "fleet-router.alerts", "rules": [SLA_VIOLATION, VENDOR_SATURATION, ROUTER_LIMITS_DEGRADED]},
     {"name": "fleet-router.cost", "interval": "1m", "rules": RECORDING_RULES},
 ]
 
