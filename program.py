@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pulumi
 
-from fleet.secrets import HF_TOKEN, ROUTER_API_KEYS, RequiredSecret, required_secrets
+from fleet.secrets import HF_TOKEN, ROUTER_API_KEYS, ROUTER_BACKEND_KEYS, RequiredSecret, required_secrets
 from fleet.spec import FleetSpec, SpecError, load_spec
 from stacks import TOPOLOGIES
 from stacks.secrets import FleetSecrets
@@ -54,7 +54,13 @@ def read_secrets(spec: FleetSpec) -> FleetSecrets:
             MISSING_SECRETS.append(required[key])
         return value
 
-    return FleetSecrets(hf_token=read(HF_TOKEN), router_api_keys=read(ROUTER_API_KEYS))
+    backend_keys = read(ROUTER_BACKEND_KEYS)
+    if OFFLINE_PLAN and backend_keys is not None:
+        # The offline plan holds a masked placeholder, not the JSON: planned as "no pool has a key"
+        # (the Secret, the mounts and each pool's key file still appear).
+        backend_keys = backend_keys.apply(lambda v: v if v.lstrip().startswith("{") else "{}")
+    return FleetSecrets(hf_token=read(HF_TOKEN), router_api_keys=read(ROUTER_API_KEYS),
+                        router_backend_keys=backend_keys)
 
 
 def main() -> None:

@@ -5,6 +5,9 @@
   the router validates it with, so the two cannot drift.
 * **Secret** ``fleet-router-api-keys`` from the Pulumi secret ``routerApiKeys`` (comma-separated),
   stored as sha256 hashes: the router compares hashes, a leaked Secret leaks no key.
+* **Secret** ``fleet-router-backend-keys`` (only when the Pulumi secret ``routerBackendKeys`` is set,
+  a JSON object pool -> key): one file per served pool, the key its model servers require (vLLM
+  ``--api-key``; empty: none), mounted read-only; the config names each pool's file.
 * **Deployment**: image by digest from :class:`~components.router_image.RouterImage`; a checksum of
   the config on the pod template, so a config change (and only that) rolls the pods; hardened pod
   (non-root, read-only root filesystem, no capabilities, seccomp RuntimeDefault, no service-account
@@ -20,6 +23,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from types import MappingProxyType
 
@@ -41,6 +45,7 @@ CONFIG_FILE = "config.yaml"
 KEYS_DIR = "/etc/fleet-router/keys"
 KEYS_FILE = "api-key-hashes"
 STORE_DIR = "/etc/fleet-router/store"
+BACKEND_KEYS_DIR = "/etc/fleet-router/backend-keys"
 CHECKSUM_ANNOTATION = "inference-fleet.io/config-checksum"
 RUN_AS = 10001
 """The image's non-root user (router/Dockerfile); a high UID no host account shares."""
@@ -79,13 +84,33 @@ def hash_api_keys(keys: str) -> str:
     return "".join(f"{h}\n" for h in hashes)
 
 
-def _render_config(spec: FleetSpec, endpoints: dict[str, str], keys_file: str | None, store_password_file: str) -> str:
+def backend_key_files(spec: FleetSpec, keys_json: str) -> dict[str, str]:
+    """``routerBackendKeys`` (JSON: pool -> key) as the Secret's data: a file per served pool, empty for
+    pools without a key; a name that is no served pool is an error, not a silently unused key."""
+    try:
+        keys = json.loads(keys_json)
+    except json.JSONDecodeError as e:
+        raise pulumi.RunError(f"routerBackendKeys: not a JSON object of pool -> key: {e.msg}") from None
+    served = [p.name for p in spec.pools if spec.models_on(p.name)]
+    if not isinstance(keys, dict) or not all(isinstance(v, str) for v in keys.values()):
+        raise pulumi.RunError("routerBackendKeys: not a JSON object of pool -> key")
+    unknown = sorted(set(keys) - set(served))
+    if unknown:
+        raise pulumi.RunError(f"routerBackendKeys: no served pool named {', '.join(unknown)}")
+    return {name: keys.get(name, "").strip() for name in served}
+
+
+def _render_config(spec: FleetSpec, endpoints: dict[str, str], keys_file: str | None, store_password_file: str,
+                   backend_keys: bool = False) -> str:
     # Interim until the router package (fleet_router.config) lands: the generator's plain data as
     # YAML; tests/test_router_deploy.py loads it with the router's schema once it exists.
     from fleet.routerconfig import router_config_data
 
+    files = ({p.name: f"{BACKEND_KEYS_DIR}/{p.name}" for p in spec.pools if spec.models_on(p.name)}
+             if backend_keys else None)
     return yaml.safe_dump(router_config_data(spec, endpoints, api_key_hashes_file=keys_file, store=True,
-                                             store_password_file=store_password_file), sort_keys=False)
+                                             store_password_file=store_password_file, backend_key_files=files),
+                          sort_keys=False)
 
 
 @dataclass
@@ -97,6 +122,7 @@ class RouterArgs:
     api_keys: pulumi.Output[str] | None
     namespaces: Namespaces
     platform: Platform
+    backend_keys: pulumi.Output[str] | None = None
 
 
 class Router(pulumi.ComponentResource):
@@ -127,10 +153,21 @@ class Router(pulumi.ComponentResource):
         self.store = RouterStore(f"{name}-store", RouterStoreArgs(namespace=ns, router_selector=selector), child)
         store_password_file = f"{STORE_DIR}/{self.store.password_key}"
 
+        self.backend_keys_secret = None
+        if args.backend_keys is not None:
+            self.backend_keys_secret = k8s.core.v1.Secret(
+                f"{name}-backend-keys",
+                metadata=meta(f"{NAME}-backend-keys"),
+                type="Opaque",
+                string_data=pulumi.Output.secret(args.backend_keys.apply(lambda j: backend_key_files(spec, j))),
+                opts=child,
+            )
+
         # --- config ------------------------------------------------------------------------------
         endpoints = dict(sorted(args.pool_endpoints.items()))
+        with_backend_keys = args.backend_keys is not None
         config_yaml = pulumi.Output.all(**endpoints).apply(
-            lambda eps: _render_config(spec, dict(eps), keys_file, store_password_file))
+            lambda eps: _render_config(spec, dict(eps), keys_file, store_password_file, with_backend_keys))
         self.config_map = k8s.core.v1.ConfigMap(
             f"{name}-config",
             metadata=meta(f"{NAME}-config"),
@@ -165,6 +202,10 @@ class Router(pulumi.ComponentResource):
             volumes.append({"name": "api-keys", "secret": {"secretName": f"{NAME}-api-keys",
                                                            "defaultMode": 0o440}})
             mounts.append({"name": "api-keys", "mountPath": KEYS_DIR, "readOnly": True})
+        if self.backend_keys_secret is not None:
+            volumes.append({"name": "backend-keys", "secret": {"secretName": f"{NAME}-backend-keys",
+                                                               "defaultMode": 0o440}})
+            mounts.append({"name": "backend-keys", "mountPath": BACKEND_KEYS_DIR, "readOnly": True})
 
         def probe(path: str, period: int, failures: int) -> dict:
             return {"httpGet": {"path": path, "port": "admin"}, "periodSeconds": period,

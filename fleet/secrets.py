@@ -31,6 +31,7 @@ class RequiredSecret:
 
 HF_TOKEN = "hfToken"
 ROUTER_API_KEYS = "routerApiKeys"
+ROUTER_BACKEND_KEYS = "routerBackendKeys"  # optional: JSON pool -> key, for pools whose servers run --api-key
 
 
 def model_is_gated(hf_id: str, gated: bool | None) -> bool:

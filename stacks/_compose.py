@@ -81,7 +81,8 @@ def build_router(spec: FleetSpec, stacks: list[ClusterStack], image: RouterImage
     return Router(
         "router",
         RouterArgs(spec=spec, cluster=host.spec, pool_endpoints=pool_endpoints, image=image,
-                   api_keys=secrets.router_api_keys, namespaces=host.namespaces, platform=host.platform),
+                   api_keys=secrets.router_api_keys, namespaces=host.namespaces, platform=host.platform,
+                   backend_keys=secrets.router_backend_keys),
         pulumi.ResourceOptions(provider=host.cluster.provider, depends_on=[host.platform]),
     )
 

@@ -340,3 +340,43 @@ def test_router_drain_fits_the_pods_termination_grace(dev_plan):
     assert shutdown.pre_stop_s > 0
     assert shutdown.pre_stop_s + shutdown.drain_s < grace
     assert shutdown.drain_s >= dev_plan.spec.router.request_timeout_s
+
+
+def test_backend_keys_reach_the_router_as_mounted_files_from_a_secret(tmp_path):
+    # Issue 23 item 8: pools whose vLLM servers run with --api-key need the router to send a key.
+    from components.router import BACKEND_KEYS_DIR
+
+    doc = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    doc["config"]["inference-fleet:routerBackendKeys"] = {"secure": "v1:offline-ciphertext"}
+    stack_file = tmp_path / "Pulumi.dev.yaml"
+    stack_file.write_text(yaml.safe_dump(doc))
+    plan = run_plan("dev", config_file=stack_file)
+    objs = _router_objects(plan)
+    secret = next(o for o in plan.objects() if o["kind"] == "Secret"
+                  and o["metadata"]["name"] == "fleet-router-backend-keys")
+    assert secret["stringData"] == "[secret]", "the keys stay a Pulumi secret"
+    pod = objs["Deployment"]["spec"]["template"]["spec"]
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    vol = next(v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "fleet-router-backend-keys")
+    assert mounts[vol["name"]]["mountPath"] == BACKEND_KEYS_DIR and mounts[vol["name"]]["readOnly"] is True
+    config = yaml.safe_load(objs["ConfigMap"]["data"]["config.yaml"])
+    files = {p["name"]: p.get("api_key_file") for p in config["pools"]}
+    assert files and all(f == f"{BACKEND_KEYS_DIR}/{name}" for name, f in files.items())
+    # without the secret, no pool names a file (and the dev plan stays as it was)
+    plain = yaml.safe_load(_router_objects(plan_of("dev"))["ConfigMap"]["data"]["config.yaml"])
+    assert not any("api_key_file" in p for p in plain["pools"])
+
+
+def test_backend_keys_name_only_served_pools():
+    import pulumi
+
+    from components.router import backend_key_files
+
+    spec = plan_of("dev").spec
+    served = [p.name for p in spec.pools if spec.models_on(p.name)]
+    data = backend_key_files(spec, json.dumps({served[0]: " sk-1 \n"}))
+    assert data == {served[0]: "sk-1", **{n: "" for n in served[1:]}}
+    with pytest.raises(pulumi.RunError, match="no-such-pool"):
+        backend_key_files(spec, json.dumps({"no-such-pool": "k"}))
+    with pytest.raises(pulumi.RunError, match="JSON"):
+        backend_key_files(spec, "k1,k2")

@@ -160,14 +160,18 @@ class Pool(_Strict):
     max_concurrency: int = Field(64, ge=1, description="in-flight requests before the pool counts as saturated")
     timeouts: BackendTimeouts = BackendTimeouts()
     api_key_file: str | None = Field(None, description="a mounted file holding the key the pool's servers require "
-                                                       "(vLLM --api-key), sent as `Authorization: Bearer`")
+                                                       "(vLLM --api-key), sent as `Authorization: Bearer`; "
+                                                       "empty: none")
 
     def load_api_key(self) -> str | None:
-        """The pool's key, or None; a configured file that is missing or empty is an error."""
+        """The pool's key, or None (no file configured, or an empty one); a configured file that is
+        missing, or holds more than one line, is an error."""
         if not self.api_key_file:
             return None
         key = Path(self.api_key_file).read_text().strip()
-        if not key or any(c in key for c in "\r\n"):
+        if not key:
+            return None
+        if any(c in key for c in "\r\n"):
             raise ConfigError(f"pool {self.name!r}: {self.api_key_file} must hold one key on one line")
         return key
 

@@ -360,3 +360,161 @@ def test_in_flight_gauge_and_series_of_pools_removed_by_reload(fleet, backends, 
     while 'pool="gone"' in _metrics(fleet):
         assert time.monotonic() < deadline, "series of a removed pool are still exported"
         time.sleep(0.05)
+
+
+# --- the same misbehaviours through the config the IaC generates ---------------------------------
+
+@pytest.fixture(scope="module")
+def iac_fleet(tmp_path_factory):
+    """The router as the Deployment runs it (`python -m fleet_router --config ...`, the image's
+    entrypoint) with the config `fleet/routerconfig.py` generates for the dev plan — backend
+    timeouts, per-pool key files and all — in front of a scripted backend per pool. Only the listen
+    address (loopback, free ports) and the files' directory differ from the cluster."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from fleet.routerconfig import router_config_data
+    from fleet.spec import load_spec
+    from fleetctl.plan import read_stack_config
+    from fleetproc import free_port, wait_http
+
+    tmp = tmp_path_factory.mktemp("iac")
+    cfg = read_stack_config("dev")
+    spec = load_spec(cfg.fleet_raw(), cfg.source)
+    behaviour = {}
+    backends, urls = {}, {}
+    for p in spec.pools:
+        async def script(seen, n, w, name=p.name):
+            return await behaviour[name](seen, n, w)
+        backends[p.name] = Backend(script)
+        urls[p.name] = backends[p.name].start()
+    key_files = {}
+    for name in urls:
+        key_files[name] = str(tmp / f"key-{name}")
+        (tmp / f"key-{name}").write_text(f"sk-backend-{name}\n")
+    import hashlib
+
+    (tmp / "hashes").write_text(hashlib.sha256(KEY.encode()).hexdigest() + "\n")
+    port, admin = free_port(), free_port()
+    data = router_config_data(spec, urls, api_key_hashes_file=str(tmp / "hashes"), backend_key_files=key_files,
+                              listen_host=HOST, port=port, admin_port=admin)
+    path = tmp / "config.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    proc = subprocess.Popen([sys.executable, "-m", "fleet_router", "--config", str(path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    class F:
+        pass
+
+    f = F()
+    f.port, f.admin_port, f.spec, f.backends, f.behaviour, f.router = port, admin, spec, backends, behaviour, proc
+    try:
+        wait_http(f"http://{HOST}:{admin}/readyz", [proc])
+        yield f
+    finally:
+        proc.kill()  # teardown, not a drain test (the generated shutdown config waits out a pre-stop)
+        proc.wait(10)
+        for b in backends.values():
+            b.stop()
+
+
+def _iac_model(f) -> tuple[str, list[str]]:
+    model = max(f.spec.models, key=lambda m: len(m.pools))  # the model most pools serve
+    return model.name, list(model.pools)
+
+
+def _set(f, **scripts):
+    for b in f.backends.values():
+        b.seen.clear()
+    for name in f.backends:
+        f.behaviour[name] = scripts.get(name, scripts.get("default"))
+
+
+def _iac_sent(f) -> dict[str, int]:
+    return {n: len(b.requests()) for n, b in f.backends.items() if b.requests()}
+
+
+def test_iac_config_fails_over_on_503_with_the_pools_own_key(iac_fleet):
+    f = iac_fleet
+    model, pools = _iac_model(f)
+    good = pools[-1]
+    _set(f, default=_answer(status=503, message="restarting"), **{good: _answer()})
+    status, headers, _ = _post(f, {**CHAT, "model": model})
+    assert status == 200 and headers["x-fleet-pool"] == good
+    for name, b in f.backends.items():
+        for seen in b.requests():
+            assert seen.headers["authorization"] == f"Bearer sk-backend-{name}"  # never the client's key
+
+
+def test_iac_config_passes_a_400_through_and_stops_a_500_at_the_second_pool(iac_fleet):
+    f = iac_fleet
+    model, _ = _iac_model(f)
+    _set(f, default=_answer(status=400, message="prompt too long"))
+    status, _, data = _post(f, {**CHAT, "model": model})
+    assert status == 400 and "prompt too long" in data.decode() and sum(_iac_sent(f).values()) == 1
+    _set(f, default=_answer(status=500, message="engine choked"))
+    status, _, data = _post(f, {**CHAT, "model": model})
+    assert status == 500 and "engine choked" in data.decode() and sum(_iac_sent(f).values()) == 2
+
+
+def test_iac_config_ends_a_stream_cut_mid_way_with_an_error_event(iac_fleet):
+    f = iac_fleet
+
+    async def dies(seen, n, w):
+        w.write(SSE_HEAD + sse_chunk(0))
+        await w.drain()
+        return b"RESET"
+
+    model, _ = _iac_model(f)
+    _set(f, default=dies)
+    c = openai.OpenAI(base_url=f"http://{HOST}:{f.port}/v1", api_key=KEY, max_retries=0, timeout=20)
+    got = []
+    with pytest.raises(openai.APIError):
+        for chunk in c.chat.completions.create(stream=True, **{**CHAT, "model": model}):
+            got.append(chunk.choices[0].delta.content)
+    assert got == ["t0 "]
+
+
+def test_iac_config_a_client_leaving_cancels_the_backend_request(iac_fleet):
+    f = iac_fleet
+
+    async def busy(seen, n, w):
+        return None
+
+    model, _ = _iac_model(f)
+    _set(f, default=busy)
+    body = json.dumps({**CHAT, "model": model}).encode()
+    s = socket.create_connection((HOST, f.port), timeout=10)
+    s.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body)
+    deadline = time.monotonic() + 5
+    while not _iac_sent(f) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (name,) = _iac_sent(f)
+    left = time.monotonic()
+    s.close()
+    closed = f.backends[name].wait_closed(f.backends[name].requests()[0], 3)
+    assert closed is not None and closed - left < 1.5
+
+
+def test_iac_config_filters_backend_response_headers(iac_fleet):
+    f = iac_fleet
+    body = completion("served", 2)
+    head, _, payload = body.partition(b"\r\n\r\n")
+    _set(f, default=_answer(body=head + b"\r\nSet-Cookie: s=1\r\nX-Internal-Node: gpu-3\r\n\r\n" + payload))
+    model, _ = _iac_model(f)
+    status, headers, _ = _post(f, {**CHAT, "model": model})
+    assert status == 200 and "set-cookie" not in headers and "x-internal-node" not in headers
+
+
+def test_a_buffered_answer_over_the_cap_is_a_502_not_router_memory(fleet, backends):
+    # Issue 23 item 10: non-streaming answers were buffered with no size cap.
+    a, url_a = backends(_answer(body=completion("x" * 20000, 1)))
+    b, url_b = backends(_answer(body=completion("x" * 20000, 1)))
+    _router(fleet, [pool("a", url_a, "nvidia", 1.0), pool("b", url_b, "amd", 1.0)],
+            limits={"rate_limit_rps": 1000, "max_response_bytes": 4096})
+    status, _, data = _post(fleet, CHAT)
+    assert status == 502 and "4096 bytes" in json.loads(data)["error"]["message"]
+    assert len(a.requests()) + len(b.requests()) == 1  # the same answer elsewhere would be as large
