@@ -11,8 +11,17 @@ is memory-bound and runs for every sequence at once. The prefix cache holds
 16-token (64-character) blocks, chained so a block names its whole prefix, with LRU eviction;
 ``usage.prompt_tokens_details.cached_tokens`` reports the hit. ``/metrics`` uses vLLM's names.
 
+Output is a function of the request alone: token i of a completion is ``tok{i % 97}`` plus a
+space, whichever server produces it. A request that carries text already generated continues
+the numbering after it, as vLLM continues a partial answer: chat with ``continue_final_message``
+(the last message, an assistant one, is the partial answer; vLLM refuses it together with
+``add_generation_prompt``), or a completions prompt that ends in generated text. So a stream cut
+on one server and resumed on another yields exactly the text of an uninterrupted one.
+
 Faults: ``--error-rate`` (share of requests answered 500), ``--die-after N`` (exit after N
-requests), ``--delay-ms`` (added before the first byte). ``--api-key`` as vLLM's: every ``/v1``
+requests), ``--die-after-tokens K`` (exit, mid-stream, once K tokens were streamed in all),
+``--no-continue`` (a server without ``continue_final_message``: it answers 400, as OpenAI's API
+does to an argument it does not know), ``--delay-ms`` (added before the first byte). ``--api-key`` as vLLM's: every ``/v1``
 path wants ``Authorization: Bearer <key>``, else 401.
 """
 
@@ -65,13 +74,16 @@ def tokens_of(text: str | bytes | Prompt) -> int:
 
 class Sim:
     def __init__(self, profile: str, models: list[str], error_rate: float = 0.0, die_after: int | None = None,
-                 delay_ms: float = 0.0, seed: int = 0, api_key: str | None = None):
+                 delay_ms: float = 0.0, seed: int = 0, api_key: str | None = None,
+                 die_after_tokens: int | None = None, can_continue: bool = True):
         if profile not in PROFILES:
             raise SystemExit(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
         self.name, self.profile, self.models = profile, PROFILES[profile], models
         self.error_rate, self.die_after, self.delay = error_rate, die_after, delay_ms / 1000
         self.rng = random.Random(seed)
         self.api_key = api_key
+        self.die_after_tokens, self.can_continue = die_after_tokens, can_continue
+        self.streamed = 0  # tokens streamed by this server, for --die-after-tokens
         self.cache: OrderedDict[str, None] = OrderedDict()
         self.slots = asyncio.Semaphore(self.profile.max_seqs)
         self.running = self.waiting = self.served = 0
@@ -147,6 +159,15 @@ class Sim:
             return _err(404, f"The model `{model}` does not exist.")
         if self.error_rate and self.rng.random() < self.error_rate:
             return _err(500, "simulated backend failure", 500)
+        chat = request.path.endswith("/chat/completions")
+        if body.get("continue_final_message"):
+            if not self.can_continue:
+                return _err(400, "Unrecognized request argument supplied: continue_final_message")
+            # vLLM's ChatCompletionRequest.check_generation_prompt (protocol.py, v0.11): the two are
+            # exclusive, and add_generation_prompt defaults to true there.
+            if body.get("add_generation_prompt", True):
+                return _err(400, "Cannot set both `continue_final_message` and `add_generation_prompt` to True.")
+        done_before = _generated_before(body, chat)
         text = _input_text(body) if request.path.endswith("/responses") else prompt_text(body, limit=None)
         prompt_tokens = tokens_of(text)
         if request.path.endswith("/embeddings"):
@@ -184,12 +205,11 @@ class Sim:
             start = max(now, self.prefill_free_at)
             self.prefill_free_at = start + (prompt_tokens - cached) * p.prefill_ms_per_token / 1000
             await asyncio.sleep(self.delay + self.prefill_free_at - now)
-            words = [f"tok{i % 97}" for i in range(max_tokens)]
+            words = [f"tok{i % 97}" for i in range(done_before, done_before + max_tokens)]
             usage = {"prompt_tokens": prompt_tokens, "completion_tokens": max_tokens * n,
                      "total_tokens": prompt_tokens + max_tokens * n,
                      "prompt_tokens_details": {"cached_tokens": cached}}
             rid = f"cmpl-{self.served}"
-            chat = request.path.endswith("/chat/completions")
             headers = self._digest_header(raw)
             if responses:
                 return await self._responses(request, body, model, words, usage, stream, t0, headers)
@@ -208,6 +228,9 @@ class Sim:
                             choice["logprobs"] = _logprobs([w + " "], chat)
                         await resp.write(b"data: " + orjson.dumps({"id": rid, "object": obj, "created": 0,
                                                                    "model": model, "choices": [choice]}) + b"\n\n")
+                    self.streamed += 1
+                    if self.die_after_tokens is not None and self.streamed >= self.die_after_tokens:
+                        os._exit(3)  # a spot node vanishing mid-stream: the connection is reset
                     if per:
                         await asyncio.sleep(per)
                 for k in range(n):
@@ -389,6 +412,30 @@ def _json_object(raw: bytes) -> dict | web.Response:
     return body if isinstance(body, dict) else _err(400, "body must be an object")
 
 
+def _generated_before(body: dict, chat: bool) -> int:
+    """How many of the sim's tokens the request already carries as generated text: the partial
+    assistant message of a chat ``continue_final_message``, or the run ``tok0 tok1 ...`` that ends a
+    completions prompt (the first ``tok0 `` from which the rest of the prompt is that run)."""
+    if chat:
+        msgs = body.get("messages")
+        if not body.get("continue_final_message") or not isinstance(msgs, list) or not msgs:
+            return 0
+        last = msgs[-1]
+        if not isinstance(last, dict) or last.get("role") != "assistant" or not isinstance(last.get("content"), str):
+            return 0
+        return len(last["content"].split())
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str):
+        return 0
+    at = prompt.find("tok0 ")
+    while at >= 0:
+        words = prompt[at:].split(" ")
+        if words[-1] == "" and all(w == f"tok{i % 97}" for i, w in enumerate(words[:-1])):
+            return len(words) - 1
+        at = prompt.find("tok0 ", at + 1)
+    return 0
+
+
 def _input_text(body: dict) -> Prompt:
     """The Responses API's ``input``: a string, or message items (their text, as chat messages)."""
     inp = body.get("input")
@@ -525,6 +572,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", action="append", required=True)
     ap.add_argument("--error-rate", type=float, default=0.0)
     ap.add_argument("--die-after", type=int, default=None)
+    ap.add_argument("--die-after-tokens", type=int, default=None,
+                    help="exit mid-stream once this many tokens were streamed (all requests together)")
+    ap.add_argument("--no-continue", action="store_true", help="answer 400 to continue_final_message")
     ap.add_argument("--delay-ms", type=float, default=0.0)
     ap.add_argument("--api-key", default=None, help="as vLLM's: /v1 paths want this bearer key")
     args = ap.parse_args(argv)
@@ -534,7 +584,8 @@ def main(argv: list[str] | None = None) -> int:
         uvloop.install()
     except ImportError:
         pass
-    sim = Sim(args.profile, args.model, args.error_rate, args.die_after, args.delay_ms, api_key=args.api_key)
+    sim = Sim(args.profile, args.model, args.error_rate, args.die_after, args.delay_ms, api_key=args.api_key,
+              die_after_tokens=args.die_after_tokens, can_continue=not args.no_continue)
     web.run_app(build_app(sim), host=args.host, port=args.port, access_log=None, print=None,
                 handle_signals=True, shutdown_timeout=2)
     return 0
