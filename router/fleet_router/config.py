@@ -124,6 +124,9 @@ class Failover(_Strict):
     backoff_s: float = Field(0.05, ge=0, description="before attempt n (n >= 2): a uniform draw in "
                                                      "[0, backoff_s x 2^(n-2)], at most backoff_max_s")
     backoff_max_s: float = Field(1.0, ge=0)
+    max_migrations: int = Field(2, ge=0, le=10, description="a stream cut after its first byte is continued "
+                                                             "on another pool at most this many times "
+                                                             "(fleet_router.migration); 0: never")
 
 
 class Discovery(_Strict):
@@ -159,6 +162,8 @@ class Pool(_Strict):
     tokens_per_second: float = Field(gt=0, description="generated tokens per second per replica")
     max_concurrency: int = Field(64, ge=1, description="in-flight requests before the pool counts as saturated")
     timeouts: BackendTimeouts = BackendTimeouts()
+    resume: bool = Field(True, description="the pool's servers continue a partial answer (vLLM's "
+                                           "continue_final_message): a target for a cut stream's continuation")
     api_key_file: str | None = Field(None, description="a mounted file holding the key the pool's servers require "
                                                        "(vLLM --api-key), sent as `Authorization: Bearer`; "
                                                        "empty: none")

@@ -139,6 +139,18 @@ class RouterMetrics:
         self.stream_errors = r.add(Counter("fleet_router_stream_errors_total",
                                            "Streams cut after their head (backend silent or gone), ended with an "
                                            "SSE error event.", ("pool", "reason")))
+        self.migrations = r.add(Counter("fleet_router_stream_migrations_total",
+                                        "Streams cut after their first byte and continued on another pool.",
+                                        ("reason", "from_vendor", "to_vendor")))
+        self.migration_gap = r.add(Histogram("fleet_router_stream_migration_gap_seconds",
+                                             "The silence a migrated stream's client saw: its last byte before "
+                                             "the cut to its first byte after.", ()))
+        self.migration_recomputed = r.add(Counter("fleet_router_stream_migration_recomputed_tokens_total",
+                                                  "Tokens already sent that the next pool prefilled again.",
+                                                  ("to_vendor",)))
+        self.migrations_failed = r.add(Counter("fleet_router_stream_migrations_failed_total",
+                                               "Cut streams no pool could continue (ended with an SSE error).",
+                                               ("from_vendor",)))
         self.ejected = r.add(Gauge("fleet_router_pool_ejected",
                                    "1 while a pool is out of rotation (failures, or its Retry-After).", ("pool",)))
         # Per-key limits (fleet_router.limits): this replica's own counts, so sum() over replicas is the fleet's.

@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 
 import orjson
 
-from fleet_router import core, forwarding, httpio
+from fleet_router import core, forwarding, httpio, migration
 from fleet_router.config import ConfigError, Pool, RouterConfig
 from fleet_router.metrics import RouterMetrics
 from fleet_router.openai_api import InferenceRequest, error
@@ -113,6 +113,7 @@ class Proxy:
         self.metrics = metrics
         self.rng = rng or random.Random()
         self.upstream: UpstreamPool | None = None
+        self.non_resumable: set[str] = set()  # pools that refused a continuation (400)
         self.apply_config(config, states)
 
     def apply_config(self, config: RouterConfig, states: dict[str, core.PoolState]) -> None:
@@ -253,6 +254,9 @@ class Proxy:
                 if on_usage is not None:
                     on_usage(state.pool, usage_of(whole))
                 return httpio.Response(status=status, body=whole, headers=headers)
+            if migration.applies(req.path, req.body, self.config.failover.max_migrations):
+                return await self._stream_migrating(request, req, decision, attempt, upstream, headers, t0,
+                                                    fwd_headers, on_usage)
             return await self._stream(request, req, decision, attempt, upstream, headers, t0, on_usage)
         finally:
             if upstream is not None:
@@ -321,6 +325,88 @@ class Proxy:
         self._account(decision, state, req.model, ttft, tokens or 0, upstream.status)
         if on_usage is not None:
             on_usage(state.pool, sse_usage(tail) or {"completion_tokens": tokens or 0})
+        return resp
+
+    async def _stream_migrating(self, request: httpio.Request, req: InferenceRequest, decision: core.Decision,
+                                attempt: core.Dispatch, upstream: Response, headers: dict, t0: float,
+                                fwd_headers, on_usage=None) -> httpio.StreamResponse:
+        """A chat or completions stream that a failure after its first byte does not end: it is
+        continued on another pool (``fleet_router.migration``)."""
+        resp = httpio.StreamResponse(status=upstream.status, headers=headers)
+        await resp.prepare(request)
+        ttfts: dict[str, float] = {}
+
+        async def write(data: bytes) -> None:
+            try:
+                await resp.write(data)
+            except ConnectionError:  # the client left: closing the leg tells the backend to stop
+                raise ClientGone(resp) from None
+
+        def first_byte(d: core.Dispatch):
+            def record(ttft: float) -> None:
+                ttfts.setdefault(d.state.name, ttft)
+                core.on_first_byte(d, ttft, time.monotonic())
+            return record
+
+        async def open_leg(state: core.PoolState, body: bytes) -> migration.Leg:
+            d = core.on_dispatch(state, decision)
+            t = state.pool.timeouts
+            auth = self._pool_auth.get(state.name)
+            up = None
+            t1 = time.perf_counter()
+            try:
+                up = await self.upstream.request(self.upstream.origin(state.pool.url), req.target,
+                                                 fwd_headers + auth if auth else fwd_headers, body,
+                                                 Deadlines(t.connect_s, t.stream_head_s, t.stream_idle_s))
+                if up.status != 200:
+                    message = _backend_message(await up.read_all(65536))
+                    if up.status >= 500:
+                        self._pool_failed(state, time.monotonic())
+                    raise migration.Refused(up.status, message)
+            except UpstreamError as e:
+                self._pool_failed(state, time.monotonic())
+                if up is not None:
+                    up.release()
+                core.on_done(d)
+                raise migration.Refused(0, str(e)) from None
+            except BaseException:
+                if up is not None:
+                    up.release()
+                core.on_done(d)
+                raise
+            return migration.Leg(state, up, lambda: (up.release(), core.on_done(d)), first_byte(d), t1)
+
+        def on_cut(state: core.PoolState, reason: str) -> None:
+            self.metrics.stream_errors.inc(state.name, reason)
+            self._pool_failed(state, time.monotonic())
+            log.warning(orjson.dumps({"event": "stream_cut", "pool": state.name, "reason": reason}).decode())
+
+        relay = migration.Relay(req.path, req.body, write)
+        first = migration.Leg(attempt.state, upstream, lambda: None, first_byte(attempt), t0)
+        out = await migration.run(relay, first, open_leg=open_leg, states=self.states, preferred=decision.attempts,
+                                  model=req.model, max_migrations=self.config.failover.max_migrations,
+                                  non_resumable=self.non_resumable, on_cut=on_cut)
+        m = self.metrics
+        for reason, src, dst, gap, recomputed in out.migrations:
+            fv, tv = self.states[src].pool.vendor, self.states[dst].pool.vendor
+            m.migrations.inc(reason, fv, tv)
+            m.migration_gap.observe(value=gap)
+            m.migration_recomputed.inc(tv, amount=recomputed)
+            log.info(orjson.dumps({"event": "stream_migrated", "from": src, "to": dst, "reason": reason,
+                                   "gap_s": round(gap, 4), "recomputed_tokens": recomputed}).decode())
+        if out.error:
+            m.migrations_failed.inc(attempt.state.pool.vendor)
+            await write(sse_error(f"The backend stream was cut and could not be continued: {out.error}.",
+                                  "upstream_broken"))
+        try:
+            await resp.write_eof()
+        except ConnectionError:
+            raise ClientGone(resp) from None
+        for name, tokens in out.tokens.items():
+            self._account(decision, self.states[name], req.model, ttfts.get(name), tokens, upstream.status)
+            if on_usage is not None:  # each pool's share; the prompt once, with the leg that ended it
+                last = name == out.last_pool
+                on_usage(self.states[name].pool, {**(relay.leg_usage if last else {}), "completion_tokens": tokens})
         return resp
 
     def _account(self, decision: core.Decision, state: core.PoolState, model: str, ttft: float | None,

@@ -30,12 +30,14 @@ class Stream:
 
 
 def post_stream(host: str, port: int, path: str, body: dict, headers: dict | None = None,
-                timeout: float = 20) -> Stream:
+                timeout: float = 20, on_head=None, on_event=None) -> Stream:
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json", **(headers or {})})
         r = conn.getresponse()
         hdrs = {k.lower(): v for k, v in r.getheaders()}
+        if on_head is not None:
+            on_head()
         if r.status != 200:
             return Stream(r.status, [json.loads(r.read() or b"null")], False, False, hdrs)
         events, buf, done, cut = [], b"", False, False
@@ -54,6 +56,8 @@ def post_stream(host: str, port: int, path: str, body: dict, headers: dict | Non
                                 done = True
                             else:
                                 events.append(json.loads(payload))
+                                if on_event is not None:
+                                    on_event(len(events), hdrs)
         except (http.client.IncompleteRead, ConnectionError):
             cut = True
         return Stream(r.status, events, done, cut or not done, hdrs)
