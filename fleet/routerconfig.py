@@ -124,6 +124,7 @@ def router_config_data(spec: FleetSpec, endpoints: Mapping[str, str], *,
             "cost_per_hour": round(replica_cost_per_hour(spec, p), 6),
             "tokens_per_second": replica_tokens_per_second(spec, p),
             "timeouts": pool_timeouts(spec, p),
+            "resume": p.resume,  # a target for a cut stream's continuation (fleet_router.migration)
         })
         if backend_key_files and p.name in backend_key_files:
             pools[-1]["api_key_file"] = backend_key_files[p.name]

@@ -64,6 +64,9 @@ class PoolSpec(_Strict):
     max_nodes: int = Field(ge=1, le=1000)
     typical_nodes: float | None = Field(None, ge=0, description="average nodes up, for cost reports")
     spot: bool = True
+    resume: bool = Field(True, description="the router may continue a cut stream on this pool (every pool "
+                                           "runs vLLM, whose chat API has continue_final_message); false "
+                                           "for a server without it")
     reserved_reason: str | None = Field(None, min_length=10,
                                         description="why an on-demand pool keeps nodes up (policy)")
     sim_profile: str | None = Field(None, description="local pools: the simulator profile to run")

@@ -122,3 +122,15 @@ def test_each_pool_gets_backend_timeouts_that_fit_how_vllm_answers():
         connect.setdefault(p["cluster"] == home, set()).add(t["connect_s"])
     assert set(connect) == {True, False}  # the plan has pools on both sides
     assert min(connect[False]) > max(connect[True])
+
+
+def test_pools_are_stream_continuation_targets_unless_the_spec_says_not():
+    # Every pool runs vLLM (continue_final_message): a target by default; a pool the spec marks
+    # resume: false is never sent a cut stream's continuation (fleet_router.migration).
+    spec = _spec_with(**{"pools.0.resume": False})
+    from fleet.routerconfig import router_config
+
+    cfg = router_config(spec, _endpoints(spec))
+    resume = {p.name: p.resume for p in cfg.pools}
+    first = spec.pools[0].name
+    assert resume[first] is False and all(v for n, v in resume.items() if n != first) and len(resume) > 1
