@@ -74,10 +74,10 @@ class Refused(Exception):
 @dataclass
 class Outcome:
     """How a migrated stream went, for the proxy's accounting: tokens per pool, migrations made
-    (reason, from pool, to pool, gap seconds, wasted tokens), and whether it ended in an error."""
+    (reason, from pool, to pool, gap seconds or None, tokens prefilled again), and whether it ended in an error."""
 
     tokens: dict[str, int] = field(default_factory=dict)
-    migrations: list[tuple[str, str, str, float, int]] = field(default_factory=list)
+    migrations: list[tuple[str, str, str, float | None, int]] = field(default_factory=list)
     error: str | None = None
     last_pool: str = ""
 
@@ -156,6 +156,9 @@ class Relay:
                     if data == b"[DONE]":
                         if out:
                             await self._send(b"".join(out), on_first)
+                            on_first = None
+                        if on_first is not None:
+                            on_first(time.perf_counter() - self.last_write)
                         await self._finish()
                         return True, tokens, "done"
                     keep, n = self._event(data, event, index)
@@ -164,7 +167,7 @@ class Relay:
                         out.append(keep)
                 if out:
                     await self._send(b"".join(out), on_first)
-                    on_first = None if tokens else on_first
+                    on_first = None
         except UpstreamTimeout:
             return False, tokens, "timeout"
         except UpstreamError:
@@ -252,11 +255,13 @@ async def run(relay: Relay, first: Leg, *, open_leg: Callable[[core.PoolState, b
     """Relay ``first``, then continue on other pools until the stream is complete or cannot be."""
     out = Outcome()
     leg, index, tried = first, 0, {first.state.name}
-    pending: tuple[str, str, float, int] | None = None  # reason, from pool, cut at, tokens before
+    pending: tuple[str, str, int] | None = None  # the cut being recovered: reason, from pool, tokens sent
 
-    def gap_done(gap: float) -> None:
+    def gap_done(gap: float) -> None:  # the continuation's first bytes reached the client
+        nonlocal pending
         if pending is not None:
-            out.migrations.append((pending[0], pending[1], leg.state.name, gap, pending[3]))
+            out.migrations.append((pending[0], pending[1], leg.state.name, gap, pending[2]))
+            pending = None
 
     while True:
         relay.prior_tokens = relay.sent_tokens
@@ -266,10 +271,11 @@ async def run(relay: Relay, first: Leg, *, open_leg: Callable[[core.PoolState, b
             leg.close()
         out.tokens[leg.state.name] = out.tokens.get(leg.state.name, 0) + n
         out.last_pool = leg.state.name
+        if pending is not None:  # this leg sent nothing before it ended: no gap to tell
+            out.migrations.append((pending[0], pending[1], leg.state.name, None, pending[2]))
+            pending = None
         if complete:
             return out
-        if pending is not None and len(out.migrations) < index:
-            out.migrations.append((pending[0], pending[1], leg.state.name, 0.0, pending[3]))
         on_cut(leg.state, reason)
         failed = leg.state
         body = continuation(relay.path, relay.body, "".join(relay.text), relay.sent_tokens)
@@ -288,11 +294,13 @@ async def run(relay: Relay, first: Leg, *, open_leg: Callable[[core.PoolState, b
                 return out
             target = cands[0]
             tried.add(target.name)
-            index += 1
             try:
                 leg = await open_leg(target, raw)
             except Refused as r:
                 if r.status == 400:
                     non_resumable.add(target.name)  # it does not know continue_final_message
-                    index -= 1  # refused at once: not a continuation made
-        pending = (reason, failed.name, time.perf_counter(), relay.sent_tokens)
+                else:
+                    index += 1  # a continuation tried, and failed before its first byte
+                continue
+            index += 1
+        pending = (reason, failed.name, relay.sent_tokens)

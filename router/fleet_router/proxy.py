@@ -390,10 +390,11 @@ class Proxy:
         for reason, src, dst, gap, recomputed in out.migrations:
             fv, tv = self.states[src].pool.vendor, self.states[dst].pool.vendor
             m.migrations.inc(reason, fv, tv)
-            m.migration_gap.observe(value=gap)
+            if gap is not None:
+                m.migration_gap.observe(value=gap)
             m.migration_recomputed.inc(tv, amount=recomputed)
             log.info(orjson.dumps({"event": "stream_migrated", "from": src, "to": dst, "reason": reason,
-                                   "gap_s": round(gap, 4), "recomputed_tokens": recomputed}).decode())
+                                   "gap_s": None if gap is None else round(gap, 4), "recomputed_tokens": recomputed}).decode())
         if out.error:
             m.migrations_failed.inc(attempt.state.pool.vendor)
             await write(sse_error(f"The backend stream was cut and could not be continued: {out.error}.",

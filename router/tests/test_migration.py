@@ -75,6 +75,9 @@ def _run_with_kill(f, api: str) -> None:
     migrated = _metric(f, "fleet_router_stream_migrations_total{")
     assert migrated >= 1 and _metric(f, 'fleet_router_stream_migrations_total{reason="reset",from_vendor="nvidia"') \
         == migrated
+    # every continuation sent text: each has the gap its client saw, and re-prefilled what was sent
+    assert _metric(f, "fleet_router_stream_migration_gap_seconds_count") == migrated
+    assert _metric(f, "fleet_router_stream_migration_recomputed_tokens_total{") >= 60
 
 
 def test_chat_streams_survive_a_pool_killed_mid_run(fleet):
