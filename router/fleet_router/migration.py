@@ -80,6 +80,7 @@ class Outcome:
     migrations: list[tuple[str, str, str, float | None, int]] = field(default_factory=list)
     error: str | None = None
     last_pool: str = ""
+    reason: str = ""  # of the last cut, when the stream ended in an error
 
 
 def continuation(path: str, body: dict, delivered: str, sent_tokens: int) -> dict | None:
@@ -133,6 +134,7 @@ class Relay:
         self.usage_sent = False
         self.prior_tokens = 0  # completion tokens of the legs before this one
         self.last_write = 0.0
+        self.cut = ""  # why the last leg stopped short, as the upstream said
         self.leg_usage: dict = {}  # the last leg's own usage (before the legs were summed)
 
     async def leg(self, leg: Leg, index: int, on_first: Callable[[float], None] | None = None) -> tuple[bool, int, str]:
@@ -168,13 +170,16 @@ class Relay:
                 if out:
                     await self._send(b"".join(out), on_first)
                     on_first = None
-        except UpstreamTimeout:
+        except UpstreamTimeout as e:
+            self.cut = str(e)
             return False, tokens, "timeout"
-        except UpstreamError:
+        except UpstreamError as e:
+            self.cut = str(e)
             return False, tokens, "reset"
         if self.finished:  # the final chunk came, only [DONE] was lost
             await self._finish()
             return True, tokens, "done"
+        self.cut = "the backend ended the stream without [DONE]"
         return False, tokens, "eof"
 
     def _event(self, data: bytes, event: bytes, index: int) -> tuple[bytes | None, int]:
@@ -286,11 +291,13 @@ async def run(relay: Relay, first: Leg, *, open_leg: Callable[[core.PoolState, b
         leg = None
         while leg is None:
             if index >= max_migrations:
-                out.error = f"the stream was cut ({reason}) and {max_migrations} continuation(s) were used"
+                out.error = f"{relay.cut}; {max_migrations} continuation(s) were used"
+                out.reason = reason
                 return out
             cands = targets(states, preferred, model, tried, failed, non_resumable, time.monotonic())
             if not cands:
-                out.error = f"the stream was cut ({reason}) and no pool can continue it"
+                out.error = f"{relay.cut}; no pool can continue it"
+                out.reason = reason
                 return out
             target = cands[0]
             tried.add(target.name)

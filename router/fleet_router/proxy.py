@@ -398,7 +398,7 @@ class Proxy:
         if out.error:
             m.migrations_failed.inc(attempt.state.pool.vendor)
             await write(sse_error(f"The backend stream was cut and could not be continued: {out.error}.",
-                                  "upstream_broken"))
+                                  "upstream_timeout" if out.reason == "timeout" else "upstream_broken"))
         try:
             await resp.write_eof()
         except ConnectionError:
