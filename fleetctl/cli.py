@@ -69,6 +69,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         for f in findings:
             print(f.line())
         print(verify.summary_line(findings))
+        note = verify.coverage_note(topo)
+        if note:
+            print(note)
     return EXIT_FINDINGS if findings else EXIT_OK
 
 

@@ -71,3 +71,12 @@ def test_plan_prints_and_writes_the_verify_result(tmp_path):
     doc = json.loads((tmp_path / "verify.json").read_text())
     assert doc["stack"] == "dev" and doc["count"] == len(doc["findings"])
     assert f"verify: {doc['count']} findings" in r.stdout
+
+
+def test_unrendered_helm_releases_are_named_in_a_note(tmp_path):
+    bare = plan_copy("dev", tmp_path / "bare", charts=False)
+    r = run("--plan-dir", str(bare))
+    assert "Helm release(s) have no rendered objects" in r.stdout and "local-platform-keda" in r.stdout
+    rendered = plan_copy("dev", tmp_path / "rendered")  # the charts the checks place and connect, rendered
+    r = run("--plan-dir", str(rendered))
+    assert "local-platform-keda" not in r.stdout.split("note:", 1)[-1]

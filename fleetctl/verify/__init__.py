@@ -23,7 +23,7 @@ FAMILIES = {
     "autoscaling": autoscaling.check,
 }
 
-__all__ = ["CHECKS", "Finding", "Topology", "VerifyInputError", "load", "summary_line", "to_json", "verify",
+__all__ = ["coverage_note", "CHECKS", "Finding", "Topology", "VerifyInputError", "load", "summary_line", "to_json", "verify",
            "verify_dir"]
 
 
@@ -33,6 +33,16 @@ def verify(topo: Topology) -> list[Finding]:
         if name in FAMILIES:
             findings += FAMILIES[name](topo)
     return sorted(set(findings), key=lambda f: (CHECKS.index(f.check), f.cluster, f.object, f.problem))
+
+
+def coverage_note(topo: Topology) -> str | None:
+    """Which Helm releases the plan did not render (so their pods were not checked), if any."""
+    missing = sorted(f"{c.name}/{r['name']}" for c in topo.clusters.values() for r in c.unrendered_releases())
+    if not missing:
+        return None
+    return (f"note: {len(missing)} Helm release(s) have no rendered objects under manifests/, so the pods their "
+            "charts create (device plugins, operators, webhooks) were not checked: " + ", ".join(missing[:6])
+            + (" ..." if len(missing) > 6 else ""))
 
 
 def verify_dir(plan_dir: str | Path) -> list[Finding]:

@@ -169,6 +169,14 @@ class Cluster:
                 return r
         return None
 
+    def unrendered_releases(self) -> list[dict[str, Any]]:
+        """Helm releases with no rendered object here (their pods are invisible to the checks)."""
+        seen_dirs = {Path(o.file).parts[2] for o in self.objects if len(Path(o.file).parts) > 3}
+        instances = {o.labels().get("app.kubernetes.io/instance") for o in self.objects}
+        return [r for r in self.releases
+                if r["name"] not in seen_dirs and str(r["inputs"].get("name", r["name"])) not in seen_dirs
+                and str(r["inputs"].get("name", "")) not in instances]
+
     def cloud_resource(self, typ: str) -> list[dict[str, Any]]:
         return [r for r in self.cloud_resources if r["type"] == typ]
 
