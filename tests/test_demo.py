@@ -192,17 +192,20 @@ def test_fleet_top_once_shows_every_pool_serving_during_a_short_load(demo):
     _, port, banner = demo
     admin = re.search(r"python -m fleet top --url (http://127\.0\.0\.1:\d+)", banner).group(1)
     spec = plan_of("dev").spec
-    results = []
+    results, stop = [], threading.Event()
+    # The load lasts until `top` has printed its frame (however long a loaded machine takes to start
+    # it), so its one-second window always falls inside the load.
     loader = threading.Thread(target=lambda: results.append(run_load(
-        f"http://127.0.0.1:{port}", "sk-test-demo", duration=6, rate=60, concurrency=8,
-        tier_headers=tier_headers(spec))))
+        f"http://127.0.0.1:{port}", "sk-test-demo", duration=120, rate=60, concurrency=8,
+        tier_headers=tier_headers(spec), stop=stop)))
     loader.start()
     try:
-        time.sleep(1.5)  # let traffic reach every pool before the one-second window opens
-        top = subprocess.run([sys.executable, "-m", "fleet", "top", "--once", "--url", admin], cwd=ROOT,
-                             capture_output=True, text=True, timeout=30)
+        time.sleep(1.5)  # let traffic reach every pool before the window opens
+        top = subprocess.run([sys.executable, "-m", "fleet", "top", "--once", "--interval", "2", "--url", admin], cwd=ROOT,
+                             capture_output=True, text=True, timeout=90)
     finally:
-        loader.join(timeout=30)
+        stop.set()
+        loader.join(timeout=60)
     assert top.returncode == 0, top.stderr
     rows = {line.split()[0]: line.split() for line in top.stdout.splitlines()[3:] if line.strip()
             and not line.startswith("tier") and line.split()[0] in {p.name for p in spec.pools}}
