@@ -30,6 +30,7 @@ class Backend:
 
     def __init__(self):
         self.seen: list[tuple[str, list[tuple[str, str]]]] = []
+        self.aborted = 0  # requests whose connection the router closed before the answer
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
@@ -54,7 +55,12 @@ class Backend:
                 if head[0].startswith("POST"):
                     self.seen.append((target, headers))
                     delay = next((float(v) for k, v in headers if k.lower() == "x-test-delay"), 0)
-                    await asyncio.sleep(delay)
+                    try:  # "prefill": the router closing the connection shows up as EOF here
+                        if not await asyncio.wait_for(reader.read(1), delay):
+                            self.aborted += 1
+                            return
+                    except TimeoutError:
+                        pass
                     body, status = ANSWER, "200 OK"
                 else:
                     body, status = b"{}", "404 Not Found"
@@ -247,3 +253,17 @@ def test_requests_on_a_kept_alive_connection_during_drain_are_503_with_retry_aft
     assert b"retry-after: 1" in second.lower() and b"connection: close" in second.lower()
     slow.join(timeout=20)
     assert fleet.router.wait(timeout=20) == 0
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_that_leaves_during_prefill_cancels_the_backend_request(fleet, backend, stream):
+    fleet.start_router({"pools": [pool("a", backend.url, "nvidia", 1.0)]})
+    body = json.dumps({"model": "m1", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}).encode()
+    with socket.create_connection((HOST, fleet.port), timeout=10) as s:
+        s.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+                   f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nX-Test-Delay: 20\r\n\r\n"
+                   ).encode() + body)
+        assert wait_for(lambda: len(backend.seen) == 1)
+    t0 = time.monotonic()
+    assert wait_for(lambda: backend.aborted == 1, timeout=5)  # not after the 20 s "generation"
+    assert time.monotonic() - t0 < 5
