@@ -110,7 +110,7 @@ class Request:
     """One request as the handler sees it. The body is read with :func:`read_body`."""
 
     __slots__ = ("method", "path", "query_string", "version", "headers", "peer", "trusted_peer", "request_id",
-                 "content_length", "chunked", "keep_alive", "upgrade", "started", "_conn", "_chunks", "_size",
+                 "content_length", "chunked", "keep_alive", "upgrade", "started", "expect_continue", "_conn", "_chunks", "_size",
                  "_done", "_error", "_waiter", "_disconnected", "_task", "_status", "_sent")
 
     def __init__(self, conn: "_Connection", method: str, path: str, query_string: str, version: str,
@@ -125,6 +125,7 @@ class Request:
         self.chunked = False
         self.keep_alive = True
         self.upgrade = False
+        self.expect_continue = False
         self.started = time.perf_counter()
         self._chunks: list[bytes] = []
         self._size = 0
@@ -171,7 +172,14 @@ class Request:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, however the network split it, up to ``limit + 1`` bytes (one more than allowed,
-    so the caller can tell "too large" from "exactly the limit"; the rest is never read)."""
+    so the caller can tell "too large" from "exactly the limit"; the rest is never read).
+
+    A client that sent ``Expect: 100-continue`` (curl does for bodies over 1 KB) is told to go on
+    now, when the body is wanted: an answer sent without reading it (401, 429) spares the upload."""
+    if request.expect_continue:
+        request.expect_continue = False
+        if not request._done and not request._conn.closed:
+            request._conn.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     while not request._done and request._size <= limit:
         request._waiter = asyncio.get_running_loop().create_future()
         try:
@@ -436,6 +444,9 @@ class _Connection(asyncio.Protocol):
         cl = headers.get("content-length")
         r.content_length = int(cl) if cl is not None else None  # llhttp allows digits only
         r.chunked = "transfer-encoding" in headers
+        if (r.content_length or r.chunked) and r.version == "1.1":
+            expect = headers.get("expect")
+            r.expect_continue = expect is not None and expect.lower() == "100-continue"
         rid = headers.get("x-request-id")
         r.request_id = rid if rid is not None and _SAFE_ID.fullmatch(rid) else f"{getrandbits(96):024x}"
         self.parsing = r

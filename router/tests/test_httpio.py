@@ -504,3 +504,22 @@ def test_stop_listening_refuses_new_connections_and_closes_idle_ones():
         idle.close()
         await s.close()
     run(case())
+
+
+def test_expect_100_continue_is_answered_when_the_body_is_wanted():
+    # curl sends `Expect: 100-continue` for bodies over 1 KB and waits (1 s) for the go-ahead.
+    async def case():
+        s, port = await site(App())
+        reader, writer = await connect(port)
+        writer.write(b"POST /body HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"hello")
+        status, _, body = await read_response(reader)
+        assert (status, body) == (200, b"hello")
+        # Not wanted (no such path): the final answer comes without a 100, and the body is never sent.
+        writer.write(b"POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        status, headers, _ = await read_response(reader)
+        assert status == 404 and headers["connection"] == "close"
+        writer.close()
+        await s.close()
+    run(case())
