@@ -136,8 +136,10 @@ def run_demo(spec: FleetSpec, port: int, api_key: str | None, out=sys.stdout, tr
             procs.append(subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL))
         deadline = time.monotonic() + READY_TIMEOUT_S
         _wait_ready([f"{s.url}/health" for s in sims], procs, deadline)
-        procs.append(subprocess.Popen([sys.executable, "-m", "fleet_router", "--config", str(config_path)],
-                                      env=env, stdin=subprocess.DEVNULL))
+        # WARNING: the router's access log (a JSON line per request, at INFO) would drown this
+        # output, and block the router once a pipe that nobody reads fills up.
+        procs.append(subprocess.Popen([sys.executable, "-m", "fleet_router", "--config", str(config_path),
+                                       "--log-level", "WARNING"], env=env, stdin=subprocess.DEVNULL))
         base = f"http://{HOST}:{port}"
         _wait_ready([f"http://{HOST}:{admin_port}/readyz"], procs, deadline)
 
