@@ -25,7 +25,24 @@ from fleet import catalog, layout
 from fleet.spec import ClusterSpec, FleetSpec
 
 
-def _values(key: str, spec: FleetSpec) -> dict[str, Any]:
+def node_daemon_tolerations(vendor: str, cloud: str) -> list[dict[str, str]]:
+    """What a per-node daemon of ``vendor``'s pools (device plugin, exporter, driver) must tolerate
+    there: the vendor taint and, where the cloud taints spot nodes itself (AKS), the spot taint."""
+    out = [{"key": t["key"], "operator": "Equal", "value": t["value"], "effect": t["effect"]}
+           for t in catalog.pool_taints(vendor)]
+    spot = catalog.CLOUD_TRAITS[cloud].spot_taint
+    if spot is not None:
+        out.append({"key": spot[0], "operator": "Equal", "value": spot[1], "effect": spot[2]})
+    return out
+
+
+def vendor_affinity(vendor: str) -> dict[str, Any]:
+    """Required node affinity for ``vendor``'s pools, on the catalog's label (never on NFD's)."""
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": f"{catalog.LABEL_PREFIX}/vendor", "operator": "In", "values": [vendor]}]}]}}}
+
+
+def _values(key: str, spec: FleetSpec, cloud: str) -> dict[str, Any]:
     """Chart values, by chart: only what differs from the chart's defaults, with the reason."""
     return {
         "cert-manager": {"crds": {"enabled": True}, "prometheus": {"enabled": spec.platform.monitoring}},
@@ -57,10 +74,16 @@ def _values(key: str, spec: FleetSpec) -> dict[str, Any]:
                                               "podMonitorSelectorNilUsesHelmValues": False,
                                               "ruleSelectorNilUsesHelmValues": False}},
         },
+        # nvidia-device-plugin 0.18.0 values.yaml: the default `affinity` requires an NFD label
+        # (feature.node.kubernetes.io/pci-10de.present / cpu-model.vendor_id) or
+        # nvidia.com/gpu.present=true. NFD is off (`nfd.enabled`) and no pool carries that label, so
+        # the affinity is replaced (Helm replaces lists: nodeSelectorTerms become ours). Its default
+        # tolerations (nvidia.com/gpu Exists, CriticalAddonsOnly) are replaced too: ours add AKS's spot taint.
         "nvidia-device-plugin": {"nodeSelector": {f"{catalog.LABEL_PREFIX}/vendor": "nvidia"},
-                                 "tolerations": catalog.pool_taints("nvidia")},
+                                 "affinity": vendor_affinity("nvidia"),
+                                 "tolerations": node_daemon_tolerations("nvidia", cloud)},
         "dcgm-exporter": {"nodeSelector": {f"{catalog.LABEL_PREFIX}/vendor": "nvidia"},
-                          "tolerations": catalog.pool_taints("nvidia"),
+                          "tolerations": node_daemon_tolerations("nvidia", cloud),
                           "serviceMonitor": {"enabled": False}},  # components/monitoring.py owns monitors
         "amd-gpu-operator": {"nodeSelector": {f"{catalog.LABEL_PREFIX}/vendor": "amd"}},
     }.get(key, {})
@@ -108,7 +131,7 @@ class Platform(pulumi.ComponentResource):
                 create_namespace=False,  # components/namespaces.py owns namespaces (labels, policies)
                 atomic=True,
                 timeout=600,
-                values=_values(key, args.spec),
+                values=_values(key, args.spec, args.cluster.cloud),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[ns[pin.namespace], *[a for a in after if a]]),
             )
 
