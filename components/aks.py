@@ -33,6 +33,7 @@ import pulumi_azure_native.resources as resources
 import pulumi_kubernetes as k8s
 
 from components import clusters
+from components import platform_versions as pins
 from components.registry import RegistryAccess
 from components.router_image import REPOSITORY
 from fleet import catalog, naming
@@ -163,8 +164,10 @@ class AksCluster(pulumi.ComponentResource):
             opts=child)
         scope_map = containerregistry.ScopeMap(
             f"{name}-registry-push", scope_map_name="fleet-router-push", registry_name=self.acr.name,
-            resource_group_name=rg_name, description="Push and pull the router image only",
-            actions=[f"repositories/{REPOSITORY}/{a}" for a in ("content/read", "content/write", "metadata/read")],
+            resource_group_name=rg_name,
+            description="Push and pull the router image and the AMD driver image KMM builds, nothing else",
+            actions=[f"repositories/{repo}/{a}" for repo in (REPOSITORY, pins.AMD_DRIVER_REPOSITORY)
+                     for a in ("content/read", "content/write", "metadata/read")],
             opts=child)
         self.push_token = containerregistry.Token(
             f"{name}-registry-push", token_name="fleet-router-push", registry_name=self.acr.name,

@@ -13,6 +13,8 @@ live in components/platform_versions.py; values a user sets come from the fleet 
 
 from __future__ import annotations
 
+import base64
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +23,7 @@ import pulumi_kubernetes as k8s
 
 from components import platform_versions as pins
 from components.namespaces import Namespaces
+from components.registry import RegistryAccess
 from fleet import catalog, layout
 from fleet.spec import ClusterSpec, FleetSpec
 
@@ -67,6 +70,8 @@ def _values(key: str, spec: FleetSpec, cloud: str) -> dict[str, Any]:
         "keda": {"prometheus": {"operator": {"enabled": spec.platform.monitoring}}},
         # The Grafana sidecar loads dashboards from ConfigMaps labelled grafana_dashboard=1
         # (components/monitoring.py); monitors are selected across namespaces.
+        # The DeviceConfig is the program's (Platform._amd_operator), not the chart's default one.
+        "amd-gpu-operator": {"crds": {"defaultCR": {"install": False}}},
         "kube-prometheus-stack": {
             "grafana": {"sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard",
                                                    "searchNamespace": "ALL"}}},
@@ -85,8 +90,36 @@ def _values(key: str, spec: FleetSpec, cloud: str) -> dict[str, Any]:
         "dcgm-exporter": {"nodeSelector": {f"{catalog.LABEL_PREFIX}/vendor": "nvidia"},
                           "tolerations": node_daemon_tolerations("nvidia", cloud),
                           "serviceMonitor": {"enabled": False}},  # components/monitoring.py owns monitors
-        "amd-gpu-operator": {"nodeSelector": {f"{catalog.LABEL_PREFIX}/vendor": "amd"}},
     }.get(key, {})
+
+
+AMD_DRIVER_SECRET = "amdgpu-driver-registry"
+AMD_DEVICE_CONFIG = "mi300x"
+
+
+def amd_device_config_spec(cloud: str, driver_image: Any) -> dict[str, Any]:
+    """The DeviceConfig (amd.com/v1alpha1) that gives MI300X nodes their driver and device plugin.
+
+    ROCm gpu-operator v1.4.0 helm-charts-k8s/values.yaml: the chart's default DeviceConfig selects
+    ``feature.node.kubernetes.io/amd-gpu: "true"`` (an NFD label), has ``driver.enable: false`` (use
+    an inbox driver) and tolerates nothing for the driver, device plugin, node labeller or exporter.
+    Helm merges maps, so our selector could only be added to NFD's, not replace it; the program
+    declares its own DeviceConfig instead (chart value ``crds.defaultCR.install: false``). Our pools
+    carry the catalog's vendor label and taint (and AKS's spot taint) and no amdgpu driver (AKS
+    installs none for MI300X: catalog.node_image), so: select on our label, let KMM install the
+    out-of-tree driver at the ROCm release of the vLLM image, tolerate the pools' taints. KMM builds
+    the driver image for the node's kernel when none exists and pushes it to ``driver.image`` with
+    ``driver.imageRegistrySecret`` (docs/drivers/installation.md, v1.4.0).
+    """
+    tolerations = node_daemon_tolerations("amd", cloud)
+    return {
+        "selector": {f"{catalog.LABEL_PREFIX}/vendor": "amd"},
+        "driver": {"enable": True, "version": pins.AMD_DRIVER_VERSION, "image": driver_image,
+                   "imageRegistrySecret": {"name": AMD_DRIVER_SECRET}, "tolerations": tolerations},
+        "devicePlugin": {"enableNodeLabeller": True, "devicePluginTolerations": tolerations,
+                         "nodeLabellerTolerations": tolerations},
+        "metricsExporter": {"enable": True, "image": pins.AMD_METRICS_EXPORTER_IMAGE, "tolerations": tolerations},
+    }
 
 
 def vendor_charts(cloud: str, vendors: frozenset[str]) -> list[str]:
@@ -107,6 +140,8 @@ class PlatformArgs:
     cluster: ClusterSpec
     vendors: frozenset[str]
     namespaces: Namespaces
+    registry: RegistryAccess | None = None
+    """The cluster's registry: where KMM pushes and nodes pull the AMD driver image it builds."""
 
 
 class Platform(pulumi.ComponentResource):
@@ -118,7 +153,8 @@ class Platform(pulumi.ComponentResource):
         p, ns = args.spec.platform, args.namespaces.resources
         self.gateway_class_name = "istio"
 
-        def release(key: str, *after: pulumi.Resource | None) -> k8s.helm.v3.Release:
+        def release(key: str, *after: pulumi.Resource | None, values: dict[str, Any] | None = None
+                    ) -> k8s.helm.v3.Release:
             pin = pins.CHARTS[key]
             oci = pin.repo.startswith("oci://")
             return k8s.helm.v3.Release(
@@ -131,7 +167,7 @@ class Platform(pulumi.ComponentResource):
                 create_namespace=False,  # components/namespaces.py owns namespaces (labels, policies)
                 atomic=True,
                 timeout=600,
-                values=_values(key, args.spec, args.cluster.cloud),
+                values=values if values is not None else _values(key, args.spec, args.cluster.cloud),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[ns[pin.namespace], *[a for a in after if a]]),
             )
 
@@ -156,7 +192,47 @@ class Platform(pulumi.ComponentResource):
                                   inference_ext, self.istio)
         self.monitoring = release("kube-prometheus-stack") if p.monitoring else None
         self.keda = release("keda", self.monitoring) if p.keda else None
-        self.vendor_operators = {key: release(key, self.monitoring)
-                                 for key in vendor_charts(args.cluster.cloud, args.vendors)}
+        self.vendor_operators = {}
+        self.amd_device_config: k8s.apiextensions.CustomResource | None = None
+        for key in vendor_charts(args.cluster.cloud, args.vendors):
+            if key == "amd-gpu-operator":
+                self.vendor_operators[key] = self._amd_operator(name, args, release)
+            else:
+                self.vendor_operators[key] = release(key, self.monitoring)
         self.register_outputs({"gateway_class_name": self.gateway_class_name,
                                "vendor_operators": sorted(self.vendor_operators)})
+
+    def _amd_operator(self, name: str, args: PlatformArgs, release) -> k8s.helm.v3.Release:
+        """The AMD GPU operator, after cert-manager (its KMM subchart, charts/kmm v1.0.0, issues
+        its webhook certificate from a cert-manager Issuer), with a push secret for the driver image."""
+        if self.cert_manager is None:
+            raise ValueError(f"{args.cluster.name}: the AMD GPU operator needs cert-manager "
+                             "(KMM's webhook certificate); set platform.cert_manager: true")
+        if args.registry is None:
+            raise ValueError(f"{args.cluster.name}: the AMD GPU operator needs the cluster's registry "
+                             "for the driver image KMM builds")
+        reg = args.registry
+        auth = pulumi.Output.all(reg.address, reg.username, reg.password).apply(
+            lambda a: json.dumps({"auths": {a[0]: {
+                "username": a[1], "password": a[2],
+                "auth": base64.b64encode(f"{a[1]}:{a[2]}".encode()).decode()}}}, sort_keys=True))
+        secret = k8s.core.v1.Secret(
+            f"{name}-amdgpu-driver-registry",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=AMD_DRIVER_SECRET, namespace=layout.NS_GPU_OPERATORS,
+                                                labels=dict(layout.COMMON_LABELS)),
+            type="kubernetes.io/dockerconfigjson",
+            string_data={".dockerconfigjson": pulumi.Output.secret(auth)},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.namespaces.resources[layout.NS_GPU_OPERATORS]]),
+        )
+        image = pulumi.Output.concat(reg.url, "/", pins.AMD_DRIVER_REPOSITORY)
+        operator = release("amd-gpu-operator", self.monitoring, self.cert_manager, secret)
+        self.amd_device_config = k8s.apiextensions.CustomResource(
+            f"{name}-amd-deviceconfig",
+            api_version="amd.com/v1alpha1",
+            kind="DeviceConfig",
+            metadata=k8s.meta.v1.ObjectMetaArgs(name=AMD_DEVICE_CONFIG, namespace=layout.NS_GPU_OPERATORS,
+                                                labels=dict(layout.COMMON_LABELS)),
+            spec=amd_device_config_spec(args.cluster.cloud, image),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[operator]),
+        )
+        return operator

@@ -64,6 +64,14 @@ CHARTS = MappingProxyType({
                               layout.NS_GPU_OPERATORS),
 })
 
+# The amdgpu driver KMM installs on MI300X nodes (DeviceConfig spec.driver.version, a ROCm release):
+# the ROCm of the vLLM image (catalog.VENDORS['amd'].vllm_image, rocm7.0.0), into this repository of
+# the cluster's registry.
+AMD_DRIVER_VERSION = "7.0"
+AMD_DRIVER_REPOSITORY = "amdgpu-driver"
+# The chart's own default for the exporter (values.yaml deviceConfig.spec.metricsExporter.image, v1.4.0).
+AMD_METRICS_EXPORTER_IMAGE = "docker.io/rocm/device-metrics-exporter:v1.4.0"
+
 # Which operators each vendor's nodes need, where the cloud does not install them itself
 # (catalog.CLOUD_TRAITS.installs_nvidia_driver). TPUs: GKE runs its own device plugin.
 VENDOR_CHARTS = MappingProxyType({

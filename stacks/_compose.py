@@ -47,7 +47,7 @@ def build_layers(spec: FleetSpec, cluster: Any, image: RouterImage, secrets: Fle
     platform = Platform(
         f"{name}-platform",
         PlatformArgs(spec=spec, cluster=cluster_spec, vendors=frozenset(p.vendor for p in pools),
-                     namespaces=namespaces),
+                     namespaces=namespaces, registry=cluster.registry),
         on_cluster(namespaces),
     )
     network_policies = NetworkPolicies(

@@ -31,7 +31,9 @@ CRDS_DIR = Path(os.environ.get("FLEET_CRDS_DIR", ROOT.parent / "shared" / "crds"
 # (chart archive in ../shared/charts, member holding the CRDs). Istio's DestinationRule comes from
 # the base chart (manifests/charts/base, files/crd-all.gen.yaml at 1.28.5).
 CHARTS_DIR = Path(os.environ.get("FLEET_CHARTS_DIR", CRDS_DIR.parent / "charts"))
-CHART_CRDS = (("base-1.28.5.tgz", "base/files/crd-all.gen.yaml"),)
+CHART_CRDS = (("base-1.28.5.tgz", "base/files/crd-all.gen.yaml"),
+              # ROCm gpu-operator v1.4.0's DeviceConfig (helm-charts-k8s/crds).
+              ("gpu-operator-charts-v1.4.0.tgz", "gpu-operator-charts/crds/deviceconfig-crd.yaml"))
 
 
 def _crd_documents():

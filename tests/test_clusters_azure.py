@@ -76,9 +76,13 @@ def test_kubelet_identity_may_pull_from_acr_which_has_no_admin_user(plan):
     assert image["registries"] == [{"address": login, "username": "fleet-router-push", "password": "[secret]"}]
 
 
-def test_push_token_can_only_touch_the_router_repository(plan):
+def test_push_token_can_only_touch_the_router_and_amd_driver_repositories(plan):
+    # The AMD operator's KMM pushes the driver image it builds with the same token (components/platform.py).
     scope = plan.find("azure-native:containerregistry:ScopeMap", "azure-east-registry-push")["inputs"]
-    assert all(a.startswith("repositories/fleet-router/") for a in scope["actions"])
+    repos = {a.split("/")[1] for a in scope["actions"]}
+    assert repos == {"fleet-router", "amdgpu-driver"}
+    assert all(a.startswith("repositories/") and a.split("/", 2)[2] in ("content/read", "content/write", "metadata/read")
+               for a in scope["actions"])
 
 
 def test_acr_name_is_letters_and_digits_only(plan):

@@ -148,3 +148,58 @@ def test_the_placement_check_rejects_the_upstream_defaults_on_our_nodes():
     assert any("affinity" in p for p in problems)
     assert any("scalesetpriority" in p for p in problems)
     assert not any("nvidia.com/gpu" in p and "taint" in p for p in problems)
+
+
+# ROCm/gpu-operator v1.4.0, helm-charts-k8s/values.yaml: the chart's default DeviceConfig (rendered
+# by templates/default-deviceconfig.yaml when crds.defaultCR.install, default true) selects NFD's
+# feature.node.kubernetes.io/amd-gpu, has driver.enable false, and every daemon's tolerations empty.
+# The operator schedules the driver (KMM), device plugin, node labeller and metrics exporter of a
+# DeviceConfig on spec.selector (api/v1alpha1/deviceconfig_types.go).
+AMD_DAEMONS = {"driver": ("driver", "tolerations"), "device plugin": ("devicePlugin", "devicePluginTolerations"),
+               "node labeller": ("devicePlugin", "nodeLabellerTolerations"),
+               "metrics exporter": ("metricsExporter", "tolerations")}
+
+
+def _device_configs(plan, release) -> list[dict[str, Any]]:
+    """The DeviceConfigs the AMD operator acts on in a release's cluster: ours, and the chart's default
+    one unless the release turns it off."""
+    cluster = release["name"].split("-platform-")[0]
+    out = [r["inputs"] for r in plan.resources
+           if r["inputs"].get("kind") == "DeviceConfig" and r["name"].startswith(f"{cluster}-platform-")]
+    values = release["inputs"]["values"]
+    if values.get("crds", {}).get("defaultCR", {}).get("install", True):
+        out.append({"metadata": {"name": "default"}, "spec": {
+            "selector": {"feature.node.kubernetes.io/amd-gpu": "true"},
+            "driver": {"enable": False, "tolerations": []},
+            "devicePlugin": {"devicePluginTolerations": [], "nodeLabellerTolerations": []},
+            "metricsExporter": {"tolerations": []}}})
+    return out
+
+
+@pytest.mark.parametrize("stack", ["azure", "multicloud"])
+def test_amd_driver_and_device_plugin_run_on_every_mi300x_node(stack):
+    plan = plan_of(stack)
+    pools = {p.name: p for p in plan.spec.pools}
+    releases = {r["name"].split("-platform-")[0]: r for r in plan.resources
+                if r["type"] == RELEASE and r["name"].endswith("-platform-amd-gpu-operator")}
+    amd_nodes = [n for n in cloud_nodes(plan) if pools[n[0]].vendor == "amd"]
+    assert amd_nodes
+    for pool_name, labels, taints in amd_nodes:
+        configs = _device_configs(plan, releases[pools[pool_name].cluster])
+        selecting = [c for c in configs if all(labels.get(k) == v for k, v in c["spec"]["selector"].items())]
+        # One DeviceConfig per node: the operator refuses overlapping selectors.
+        assert len(selecting) == 1, f"{pool_name}: selected by {[c['metadata']['name'] for c in selecting]}"
+        [spec] = [c["spec"] for c in selecting]
+        # Without the out-of-tree driver there is no /dev/kfd and the device plugin advertises nothing.
+        assert spec["driver"]["enable"] is True
+        for daemon, (section, field) in AMD_DAEMONS.items():
+            placement = {"nodeSelector": spec["selector"], "tolerations": spec[section][field]}
+            assert placement_problems(placement, labels, taints) == [], f"{daemon} on {pool_name}"
+
+
+def test_the_amd_driver_is_the_rocm_release_of_the_vllm_image():
+    # ROCm user space (the vLLM image) and the amdgpu kernel driver are released together; the driver
+    # KMM installs is named by its ROCm version (DeviceConfig spec.driver.version, e.g. "7.0").
+    [config] = plan_of("azure").objects("DeviceConfig")
+    rocm = re.search(r":rocm(\d+\.\d+)", catalog.VENDORS["amd"].vllm_image).group(1)
+    assert config["spec"]["driver"]["version"] == rocm

@@ -162,3 +162,17 @@ def test_kserve_leaves_the_inference_extension_crds_to_the_bundle_and_points_at_
             assert "gateway" not in values["llmisvc"].get("controller", {}), r["name"]
             assert values["controller"]["gateway"]["ingressGateway"]["kserveGateway"] == \
                 f"{layout.NS_GATEWAY}/{layout.GATEWAY_NAME}"
+
+
+def test_the_amd_operator_waits_for_cert_manager():
+    # ROCm gpu-operator v1.4.0 bundles KMM v1.0.0 (helm-charts-k8s/charts/kmm): templates/
+    # selfsigned-issuer.yaml and serving-cert.yaml are a cert-manager Issuer and Certificate for
+    # KMM's webhook, so the release fails before cert-manager's CRDs exist.
+    for stack in ("azure", "multicloud"):
+        plan = plan_of(stack)
+        by_urn = {r["urn"]: r for r in plan.resources}
+        amd = [r for r in plan.resources if r["type"] == RELEASE and r["name"].endswith("-platform-amd-gpu-operator")]
+        assert amd
+        for r in amd:
+            cluster = r["name"].split("-platform-")[0]
+            assert f"{cluster}-platform-cert-manager" in {by_urn[d]["name"] for d in r["dependencies"]}, r["name"]
