@@ -25,10 +25,13 @@ DCGM_METRICS = frozenset({
     "DCGM_FI_DEV_GPU_TEMP",
 })
 
-# Where each exporter listens, for the PodMonitor of each (namespace, pod labels, port).
+# Where each exporter listens, for the PodMonitor of each (namespace, pod labels, port). The
+# dcgm-exporter chart 4.6.0 labels its pods with templates/_helpers.tpl's selectorLabels:
+# app.kubernetes.io/name = the chart name, "dcgm-exporter" (no nameOverride here), plus instance and
+# component; its container port is values.yaml service.port, 9400.
 DCGM_EXPORTER = MappingProxyType({
     "namespace": "gpu-operators",
-    "labels": MappingProxyType({"app": "nvidia-dcgm-exporter"}),
+    "labels": MappingProxyType({"app.kubernetes.io/name": "dcgm-exporter"}),
     "port": 9400,
 })
 

@@ -160,6 +160,33 @@ def test_dcgm_is_scraped_only_where_nvidia_gpus_run():
             assert len(dcgm) == len(real_nvidia), stack
 
 
+def test_the_dcgm_pod_monitor_selects_the_pods_the_chart_renders():
+    # NVIDIA/dcgm-exporter chart 4.6.0 (tag 4.4.1-4.6.0, deployment/templates/_helpers.tpl and
+    # daemonset.yaml): pods carry only selectorLabels — app.kubernetes.io/name (nameOverride or the
+    # chart name "dcgm-exporter"), app.kubernetes.io/instance (the release name) and
+    # app.kubernetes.io/component (the name again) — plus values.yaml `podLabels` ({}); the metrics
+    # container port is values.yaml service.port (9400).
+    for stack in ("aws", "azure", "gcp", "multicloud"):
+        plan = plan_of(stack)
+        monitors = {o["metadata"]["namespace"]: o for o in plan.objects("PodMonitor")
+                    if o["metadata"]["name"] == "dcgm-exporter"}
+        releases = [r for r in plan.resources
+                    if r["type"] == "kubernetes:helm.sh/v3:Release" and r["inputs"]["chart"] == "dcgm-exporter"]
+        assert releases and monitors, stack
+        for r in releases:
+            values = r["inputs"]["values"]
+            name = values.get("nameOverride") or "dcgm-exporter"
+            pod_labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": r["inputs"]["name"],
+                          "app.kubernetes.io/component": name, **values.get("podLabels", {})}
+            for monitor in monitors.values():
+                spec = monitor["spec"]
+                assert spec["namespaceSelector"]["matchNames"] == [r["inputs"]["namespace"]]
+                wanted = spec["selector"]["matchLabels"]
+                assert wanted.items() <= pod_labels.items(), f"{stack}: {wanted} selects no dcgm-exporter pod"
+                [endpoint] = spec["podMetricsEndpoints"]
+                assert endpoint["portNumber"] == values.get("service", {}).get("port", 9400)
+
+
 def test_monitoring_objects_are_absent_when_monitoring_is_off(tmp_path):
     doc = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
     doc["config"]["inference-fleet:fleet"].setdefault("platform", {})["monitoring"] = False
