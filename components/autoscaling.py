@@ -3,8 +3,8 @@
 The signal is vLLM's own queue, ``vllm:num_requests_waiting``, summed over the model's servers on
 the pool and compared per replica (``AverageValue``): CPU says nothing about an accelerator-bound
 server. Bounds come from the model's ``min_replicas`` / ``max_replicas``. Where ``min_replicas`` is
-0 the model scales to zero, and a second trigger on the endpoint picker's request counter (which
-counts a request even when no server is up) wakes it; the accelerator node pool, at ``min_nodes:
+0 the model scales to zero, and a second trigger on the endpoint picker's request counters (its
+error counter counts the requests it fails while no server is up) wakes it; the accelerator node pool, at ``min_nodes:
 0``, follows the pending pod up and its autoscaler removes the idle node after the pod is gone.
 
 Labels ``pool`` and ``model`` on the series come from the PodMonitor's relabelling of the pod labels
@@ -30,7 +30,10 @@ def queue_query(model: ModelSpec, pool: PoolSpec) -> str:
 
 
 def demand_query(model: ModelSpec, pool: PoolSpec) -> str:
-    return (f'sum(rate({data.DEMAND_METRIC}{{namespace="{layout.NS_INFERENCE}",pool="{pool.name}",'
+    """Requests per second the picker saw for this model: served ones and, at zero servers, the ones it
+    had to fail (``data.DEMAND_METRICS``)."""
+    names = "|".join(data.DEMAND_METRICS)
+    return (f'sum(rate({{__name__=~"{names}",namespace="{layout.NS_INFERENCE}",pool="{pool.name}",'
             f'model_name="{model.name}"}}[2m])) or vector(0)')
 
 

@@ -214,8 +214,14 @@ PROMETHEUS_URL = f"http://prometheus-operated.{layout.NS_MONITORING}.svc.cluster
 QUEUE_METRIC = "vllm:num_requests_waiting"
 QUEUE_TARGET_PER_REPLICA = 4
 """Waiting requests per replica before another replica is added (running batch excluded)."""
-DEMAND_METRIC = "inference_objective_request_total"
-"""The endpoint picker counts requests per model even when no server is up: it wakes a model at zero."""
+DEMAND_METRICS = ("inference_objective_request_total", "inference_objective_request_error_total")
+"""The endpoint picker's per-model request counters, which together count every request it sees.
+
+GAIE v1.5.0 pkg/epp/handlers/server.go: ``request_total`` is incremented only after the director
+found an endpoint; with zero servers HandleRequest fails ("failed to find endpoint candidates",
+ServiceUnavailable, requestcontrol/director.go) after it parsed the body's model, and the deferred
+``RecordRequestErrCounter`` counts the request in ``request_error_total{model_name=...}``. So the
+error counter is what moves when a model sits at zero; both are labelled ``model_name``."""
 POLLING_INTERVAL_S = 15
 COOLDOWN_S = 600
 """Accelerator nodes take minutes to come up: do not scale a model to zero after a short lull."""

@@ -55,6 +55,42 @@ def test_models_allowed_to_idle_scale_to_zero_and_wake_on_demand():
         assert {t["name"] for t in so["spec"]["triggers"]} == {"queue-depth"}
 
 
+def _selected_metric_names(node) -> set[str]:
+    """Every metric name a PromQL expression selects (exact names and __name__ regex alternatives)."""
+    import re
+
+    out: set[str] = set()
+    for attr in ("expr", "lhs", "rhs", "param", "vector_selector"):
+        child = getattr(node, attr, None)
+        if child is not None and not isinstance(child, (str, int, float)):
+            out |= _selected_metric_names(child)
+    for arg in getattr(node, "args", None) or []:
+        out |= _selected_metric_names(arg)
+    if type(node).__name__ == "VectorSelector":
+        if node.name:
+            out.add(node.name)
+        for m in node.matchers.matchers:
+            if m.name == "__name__":
+                out |= set(re.sub(r"[()^$]", "", m.value).split("|"))
+    return out
+
+
+def test_the_wake_up_trigger_counts_requests_that_found_no_server():
+    # GAIE v1.5.0 endpoint picker: inference_objective_request_total is recorded only once the
+    # director picked an endpoint (pkg/epp/handlers/server.go); with zero servers the request fails
+    # with ServiceUnavailable ("failed to find endpoint candidates", requestcontrol/director.go) and
+    # only inference_objective_request_error_total{model_name} counts it (the deferred
+    # RecordRequestErrCounter). A demand trigger on request_total alone never leaves zero.
+    plan = seed_plan()
+    to_zero = [so for so in _scaled(plan) if so["spec"]["minReplicaCount"] == 0]
+    assert to_zero
+    for so in to_zero:
+        demand = next(t for t in so["spec"]["triggers"] if t["name"] == "demand")
+        names = _selected_metric_names(promql_parser.parse(demand["metadata"]["query"]))
+        assert "inference_objective_request_error_total" in names, demand["metadata"]["query"]
+        assert "inference_objective_request_total" in names
+
+
 def test_pulumi_does_not_fight_keda_over_replicas():
     for plan in (plan_of("dev"), seed_plan()):
         for r in plan.resources:
