@@ -108,17 +108,29 @@ def flows(spec: FleetSpec, namespaces: list[str], hosts_router: bool) -> list[Fl
         add(Flow(layout.NS_ROUTER, "allow-router-to-remote-gateways",
                  {layout.COMPONENT: layout.COMPONENT_ROUTER}, egress=({"to": INTERNET, "ports": ports(443)},)))
     # --- platform controllers: API server, webhooks, metrics --------------------------------------------
+    # Ports the API server calls (webhooks, KEDA's external-metrics APIService): it is no pod, so an
+    # ipBlock names it. Metrics ports are scraped by Prometheus, a pod: a podSelector names it, since
+    # Cilium (AKS here, GKE Dataplane V2) never matches pods by ipBlock.
     controllers = {
-        layout.NS_CERT_MANAGER: (10250, 9402),  # webhook, metrics
-        layout.NS_ISTIO: (15017, 15014),  # istiod webhook, metrics (xDS below)
-        layout.NS_KSERVE: (9443, 8080),
-        layout.NS_KEDA: (9443, 6443, 8080),  # admission webhook, metrics API server, metrics
-        layout.NS_GPU_OPERATORS: (9400, 8080),  # DCGM / device metrics
-        layout.NS_MONITORING: (10250, 8080),  # operator webhook, metrics
+        layout.NS_CERT_MANAGER: ((10250,), (9402,)),  # webhook; metrics
+        layout.NS_ISTIO: ((15017,), (15014,)),  # istiod webhook; metrics (xDS below)
+        layout.NS_KSERVE: ((9443,), (8080,)),
+        layout.NS_KEDA: ((9443, 6443), (8080,)),  # admission webhook, metrics API server; metrics
+        layout.NS_GPU_OPERATORS: ((), (9400, 8080)),  # DCGM / device metrics
+        layout.NS_MONITORING: ((10250,), (8080,)),  # operator webhook; metrics
     }
-    for ns, ingress_ports in controllers.items():
-        add(Flow(ns, "allow-controllers", {}, ingress=({"from": ANYWHERE, "ports": ports(*ingress_ports)},),
-                 egress=(API_SERVER,)))
+    for ns, (api_ports, metrics_ports) in controllers.items():
+        ingress = ([{"from": ANYWHERE, "ports": ports(*api_ports)}] if api_ports else []) + [
+            {"from": [PROMETHEUS], "ports": ports(*metrics_ports)}]
+        add(Flow(ns, "allow-controllers", {}, ingress=tuple(ingress), egress=(API_SERVER,)))
+    # keda 2.18.0 chart: the metrics API server reaches the operator's gRPC metrics service on 9666
+    # (templates/metrics-server/deployment.yaml --metrics-service-address=<operator>:9666; pods
+    # labelled app=keda-operator / app=keda-operator-metrics-apiserver).
+    keda_operator, keda_metrics = {"app": "keda-operator"}, {"app": "keda-operator-metrics-apiserver"}
+    add(Flow(layout.NS_KEDA, "allow-metrics-apiserver-to-operator", keda_operator,
+             ingress=({"from": [{"podSelector": {"matchLabels": keda_metrics}}], "ports": ports(9666)},)))
+    add(Flow(layout.NS_KEDA, "allow-metrics-apiserver-egress", keda_metrics,
+             egress=({"to": [{"podSelector": {"matchLabels": keda_operator}}], "ports": ports(9666)},)))
     add(Flow(layout.NS_CERT_MANAGER, "allow-acme-egress", {"app.kubernetes.io/name": "cert-manager"},
              egress=({"to": INTERNET, "ports": ports(443)},)))
     add(Flow(layout.NS_ISTIO, "allow-xds-from-gateways", {"app": "istiod"},

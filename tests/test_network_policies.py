@@ -85,3 +85,35 @@ def test_evaluator_reads_policies_as_kubernetes_does():
     c = Cluster([deny, allow])
     assert c.allows(client, server, 80) and not c.allows(client, server, 81)
     assert not c.allows(other, server, 80), "podSelector alone means the policy's own namespace"
+
+
+# Controller pods as their pinned charts label them (the platform's Helm releases are not rendered in
+# the plan): keda 2.18.0 templates/manager|metrics-server/deployment.yaml (app=keda-operator,
+# app=keda-operator-metrics-apiserver; operator metrics 8080, gRPC metrics service 9666);
+# cert-manager v1.19.1 (app.kubernetes.io/name=cert-manager, metrics 9402); istiod 1.28.5
+# (app=istiod, monitoring 15014); dcgm-exporter 4.6.0 (app.kubernetes.io/name=dcgm-exporter, 9400).
+KEDA_OPERATOR = Pod(layout.NS_KEDA, {"app": "keda-operator", "app.kubernetes.io/name": "keda-operator"}, "keda-operator")
+KEDA_METRICS = Pod(layout.NS_KEDA, {"app": "keda-operator-metrics-apiserver",
+                                    "app.kubernetes.io/name": "keda-operator-metrics-apiserver"}, "keda-metrics-apiserver")
+SCRAPED = [
+    (KEDA_OPERATOR, 8080),
+    (Pod(layout.NS_CERT_MANAGER, {"app.kubernetes.io/name": "cert-manager", "app": "cert-manager"}, "cert-manager"), 9402),
+    (ISTIOD, 15014),
+    (Pod(layout.NS_GPU_OPERATORS, {"app.kubernetes.io/name": "dcgm-exporter"}, "dcgm-exporter"), 9400),
+]
+
+
+@pytest.mark.parametrize("stack", ["dev", "azure"])
+def test_controller_flows_hold_where_ipblocks_never_match_pods(stack):
+    # Cilium (AKS's network policy engine here, GKE Dataplane V2): CIDR rules "do not apply to traffic
+    # where both sides of the connection are either managed by Cilium or use an IP belonging to a node"
+    # (docs.cilium.io v1.16, "IP/CIDR based"; the verifier's cilium=True), so a pod-to-pod flow that is
+    # allowed only through `ipBlock: 0.0.0.0/0` is dropped there.
+    objects = plan_of(stack).objects()
+    cluster = Cluster.from_objects(objects, cilium=True)
+    assert cluster.allows(KEDA_METRICS, KEDA_OPERATOR, 9666), "KEDA metrics API server -> operator gRPC"
+    for pod, port in SCRAPED:
+        assert cluster.allows(PROMETHEUS, pod, port), f"prometheus -> {pod.name}:{port}"
+    # Still closed: nothing else reaches the operator's gRPC service.
+    assert not cluster.allows(Pod(layout.NS_KEDA, {"app": "other"}), KEDA_OPERATOR, 9666)
+    assert not cluster.allows(Pod(layout.NS_INFERENCE, {"app": "debug"}), KEDA_OPERATOR, 9666)
