@@ -6,7 +6,7 @@ gateway namespace (a namespaced ``Issuer``, not a ClusterIssuer: nothing else sh
 certificates from it). For a public name, point ``GatewayArgs.issuer`` at an ACME or
 organisation issuer instead.
 
-Routes may attach from the inference namespace (tier and per-pool routes) and the router's
+Routes may attach from the inference namespace (the per-pool routes) and the router's
 namespace only. Local (kind) clusters also get a plain-HTTP listener: no public exposure there,
 and the simulated pools are reached in-cluster.
 """

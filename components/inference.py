@@ -8,8 +8,8 @@ For every pool of this cluster that serves a model:
   to zero where the model allows) when the platform runs KEDA;
 * an :class:`~components.inference_pool.InferencePool` with its endpoint picker;
 
-then one :class:`~components.gateway.Gateway` (TLS from cert-manager) and the tier, default,
-per-pool and per-model HTTPRoutes (:mod:`components.routes`).
+then one :class:`~components.gateway.Gateway` (TLS from cert-manager) and one HTTPRoute per pool
+(:mod:`components.routes`; tiers, weights and overflow are the cross-cloud router's).
 
 Models that do not fit their pool never get here: the spec's model-fit preflight refuses them
 before any resource is declared (seed 001's Mistral-7B on a T4).

@@ -202,10 +202,6 @@ CA_DURATION = "87600h"  # 10 years
 
 POOL_PATH_PREFIX = "/pools"
 """Per-pool routes: ``/pools/<pool>/v1/...`` reaches exactly that pool (the cross-cloud router's target)."""
-API_PATH_PREFIX = "/v1"
-OVERFLOW_HEADER = "X-Fleet-Overflow"
-"""Set by the cross-cloud router when it spills a tier: the same tier match plus this header sends
-the request to the tier's overflow pools."""
 
 # --- autoscaling (KEDA) --------------------------------------------------------------------------
 

@@ -6,6 +6,8 @@ tests/inference_render.py, through the whole program where the cloud cluster com
 
 from __future__ import annotations
 
+import yaml
+
 from fleet import layout
 from inference_render import inference_objects, multicloud_plan
 
@@ -32,26 +34,19 @@ def test_three_vendors_each_serve_on_their_own_cluster():
 
 
 def test_seed_000_tiers_route_by_vendor_weights_across_the_fleet():
+    # The router carries the tiers (the gateways route per pool only: tests/test_routes.py).
     plan = multicloud_plan()
+    [config] = [r["inputs"]["data"]["config.yaml"] for r in plan.resources
+                if r["type"] == "kubernetes:core/v1:ConfigMap"
+                and r["inputs"]["metadata"]["name"] == "fleet-router-config"]
+    tiers = yaml.safe_load(config)["tiers"]
     for header, (value, want) in SEED_000.items():
-        tier = next(t for t in plan.spec.tiers if t.match.get(header) == value)
+        [tier] = [t for t in tiers if t["match"].get(header) == value]
         weights: dict[str, int] = {}
-        overflow_vendors: set[str] = set()
-        for cluster, routes in inference_objects(plan, "HTTPRoute").items():
-            route = next((r for r in routes if r["metadata"]["name"] == f"tier-{tier.name}"), None)
-            if route is None:
-                continue
-            for rule in route["spec"]["rules"]:
-                headers = {h["name"]: h["value"] for h in rule["matches"][0].get("headers", [])}
-                assert headers[header] == value
-                pools = {b["name"]: b["weight"] for b in rule["backendRefs"]}
-                if "X-Fleet-Overflow" in headers or set(pools) <= set(tier.overflow):
-                    overflow_vendors |= {_vendor_of(plan, p) for p in pools}
-                else:
-                    for p, w in pools.items():
-                        weights[_vendor_of(plan, p)] = weights.get(_vendor_of(plan, p), 0) + w
+        for b in tier["backends"]:
+            weights[_vendor_of(plan, b["pool"])] = weights.get(_vendor_of(plan, b["pool"]), 0) + b["weight"]
         assert weights == want
-        assert overflow_vendors == {"google"}
+        assert {_vendor_of(plan, p) for p in tier["overflow"]} == {"google"}
 
 
 def test_every_cluster_has_its_gateway_and_a_route_per_pool_for_the_router():
