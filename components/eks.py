@@ -4,7 +4,8 @@ Children: a VPC with public subnets (NAT, load balancers) and private subnets (n
 and its IAM role, the IAM OIDC provider for IRSA, a node role (with ECR read: nodes pull the
 router image with it), an on-demand system node group, one managed node group per accelerator
 pool, the cluster-autoscaler node-template tags on each pool's Auto Scaling group, the
-cluster-autoscaler itself (IRSA role + pinned chart), and an ECR repository.
+cluster-autoscaler itself (IRSA role + pinned chart), the vpc-cni add-on with network policy
+enforcement on, and an ECR repository.
 
 Why these choices (issue 5, seed 002's notes):
 
@@ -189,6 +190,22 @@ class EksCluster(pulumi.ComponentResource):
             enabled_cluster_log_types=["api", "audit", "authenticator"],
             tags=base_tags,
             opts=pulumi.ResourceOptions(parent=self, depends_on=attachments),
+        )
+        # EKS enforces no NetworkPolicy unless the VPC CNI's network policy agent is on: the managed
+        # vpc-cni add-on with `enableNetworkPolicy: "true"` in its configuration values (EKS user
+        # guide, "Restrict Pod network traffic with Kubernetes network policies"). Adopts the
+        # self-managed vpc-cni every new cluster has (OVERWRITE); the add-on version is EKS's
+        # default for the cluster's Kubernetes version (`aws eks describe-addon-versions
+        # --addon-name vpc-cni --kubernetes-version <v>` shows it; network policy needs >= v1.14).
+        self.vpc_cni = eks.Addon(
+            f"{name}-vpc-cni",
+            cluster_name=self.cluster.name,
+            addon_name="vpc-cni",
+            configuration_values=json.dumps({"enableNetworkPolicy": "true"}),
+            resolve_conflicts_on_create="OVERWRITE",
+            resolve_conflicts_on_update="OVERWRITE",
+            tags=base_tags,
+            opts=child,
         )
         issuer = self.cluster.identities[0].oidcs[0].issuer
         self.oidc_provider = iam.OpenIdConnectProvider(

@@ -5,6 +5,7 @@ to the autoscaler, IRSA, private node subnets, and an ECR repository the nodes m
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import yaml
@@ -130,3 +131,17 @@ def test_mi300x_on_aws_is_refused_naming_the_accelerator_field():
     assert e.value.problems == [("pools[1].accelerator",
                                  "pool 'nvidia-h100' on aws: AMD Instinct MI300X is not offered on aws; "
                                  "it is offered on: azure")]
+
+
+def test_the_network_policies_are_enforced_by_the_vpc_cni(plan):
+    # EKS user guide, "Restrict Pod network traffic with Kubernetes network policies": the VPC CNI
+    # enforces NetworkPolicy only when its add-on sets `enableNetworkPolicy` to "true"; otherwise the
+    # default-deny policies every namespace gets (components/network_policies.py) are accepted and
+    # ignored.
+    assert plan.objects("NetworkPolicy")
+    clusters = plan.by_type("aws:eks/cluster:Cluster")
+    addons = [r for r in plan.by_type("aws:eks/addon:Addon") if r["inputs"]["addonName"] == "vpc-cni"]
+    assert len(addons) == len(clusters) == 1
+    config = json.loads(addons[0]["inputs"]["configurationValues"])
+    assert config["enableNetworkPolicy"] == "true"
+    assert clusters[0]["urn"] in addons[0]["dependencies"]
