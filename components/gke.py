@@ -45,8 +45,16 @@ SUBNET_CIDR = "10.10.0.0/20"
 PODS_CIDR = "10.16.0.0/14"
 SERVICES_CIDR = "10.20.0.0/20"
 MASTER_CIDR = "172.16.0.0/28"
-NODE_ROLES = ("roles/logging.logWriter", "roles/monitoring.metricWriter", "roles/monitoring.viewer")
-"""What the node service account needs besides registry read: ship logs and metrics."""
+NODE_ROLES = ("roles/container.defaultNodeServiceAccount",
+              "roles/logging.logWriter", "roles/monitoring.metricWriter", "roles/monitoring.viewer")
+"""What the node service account needs besides registry read. GKE's hardening guide: a custom node
+service account needs ``roles/container.defaultNodeServiceAccount`` (what nodes need to run, log and
+report); without it node registration and GKE's system components on the node fail."""
+CONTROL_PLANE_PORTS = (15017, 9443, 6443)
+"""The private control plane calls these on nodes besides GKE's default 443/10250 (GKE private
+clusters: the auto-created firewall rule opens only those two): istiod's injection/validation
+webhook (15017), KServe's and KEDA's admission webhooks (9443) and KEDA's external-metrics
+APIService (6443)."""
 OAUTH_SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 """Access is governed by the service account's IAM roles; the scope no longer narrows it."""
 TAINT_EFFECTS = {"NoSchedule": "NO_SCHEDULE", "PreferNoSchedule": "PREFER_NO_SCHEDULE", "NoExecute": "NO_EXECUTE"}
@@ -150,13 +158,23 @@ class GkeCluster(pulumi.ComponentResource):
                 cluster_secondary_range_name="pods", services_secondary_range_name="services"),
             # Network policies are enforced (components/network_policies.py declares them).
             datapath_provider="ADVANCED_DATAPATH",
-            gateway_api_config=container.ClusterGatewayApiConfigArgs(channel="CHANNEL_STANDARD"),
+            # GKE's Gateway API channel would install and own the Gateway API CRDs at GKE's version;
+            # the platform layer installs them (pinned) and Istio is the gateway class: one owner.
+            gateway_api_config=container.ClusterGatewayApiConfigArgs(channel="CHANNEL_DISABLED"),
             # The cluster autoscaler prefers scaling the cheapest pool that fits; idle GPU nodes go.
             cluster_autoscaling=container.ClusterClusterAutoscalingArgs(
                 autoscaling_profile="OPTIMIZE_UTILIZATION"),
             deletion_protection=False,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.nat]),
         )
+
+        self.control_plane_firewall = compute.Firewall(
+            f"{name}-control-plane-webhooks",
+            name=naming.cloud_name("gcp", name, "cp-webhooks"), project=spec.project,
+            network=self.network.id, direction="INGRESS", source_ranges=[MASTER_CIDR],
+            allows=[compute.FirewallAllowArgs(protocol="tcp", ports=[str(p) for p in CONTROL_PLANE_PORTS])],
+            description="GKE control plane -> webhooks and APIServices on the nodes",
+            opts=child)
 
         pool_opts = pulumi.ResourceOptions(parent=self, depends_on=[self.cluster])
         self.system_pool = container.NodePool(

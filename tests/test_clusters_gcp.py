@@ -122,3 +122,35 @@ def test_tpu_topology_the_catalog_does_not_list_is_refused_naming_the_field():
     with pytest.raises(SpecError) as e:
         load_spec(fleet, "Pulumi.gcp.yaml")
     assert [p for p, _ in e.value.problems] == ["pools[2].tpu_topology"]
+
+
+def test_gateway_api_crds_have_one_owner_the_platform_layer(plan):
+    # GKE's gatewayApiConfig CHANNEL_STANDARD makes GKE install and manage the Gateway API CRDs at
+    # GKE's version (GKE docs, "Enable the Gateway API"); the platform layer applies its pinned
+    # bundle (components/platform_versions.BUNDLES['gateway-api']) and Istio is the class.
+    cluster = plan.find("gcp:container/cluster:Cluster", "gcp-central-gke")["inputs"]
+    assert cluster.get("gatewayApiConfig", {}).get("channel", "CHANNEL_DISABLED") == "CHANNEL_DISABLED"
+    assert any(r["name"].endswith("-platform-gateway-api-crds") for r in plan.resources)
+
+
+def test_the_private_control_plane_reaches_the_webhooks_on_the_nodes(plan):
+    # GKE private clusters: the firewall rule GKE creates lets the control plane reach nodes on
+    # 443 and 10250 only. istiod's webhook listens on 15017 (istiod 1.28.5), KServe's and KEDA's
+    # admission webhooks on 9443 (kserve-llmisvc-resources v0.19.0, keda 2.18.0 webhooks.port) and
+    # KEDA's external-metrics APIService on 6443 (keda 2.18.0 service.portHttpsTarget).
+    cluster = plan.find("gcp:container/cluster:Cluster", "gcp-central-gke")["inputs"]
+    master = cluster["privateClusterConfig"]["masterIpv4CidrBlock"]
+    opened = set()
+    for fw in plan.by_type("gcp:compute/firewall:Firewall"):
+        i = fw["inputs"]
+        if i.get("direction", "INGRESS") == "INGRESS" and master in (i.get("sourceRanges") or []):
+            opened |= {int(p) for a in i.get("allows") or [] if a["protocol"] == "tcp" for p in a.get("ports") or []}
+    assert {15017, 9443, 6443} <= opened
+
+
+def test_the_node_service_account_has_gkes_minimum_node_role(plan):
+    # GKE hardening guide ("Use least privilege IAM service accounts"): a custom node service account
+    # needs roles/container.defaultNodeServiceAccount.
+    account = plan.find("gcp:serviceaccount/account:Account", "gcp-central-nodes")
+    roles = {r["inputs"]["role"] for r in plan.by_type("gcp:projects/iAMMember:IAMMember")}
+    assert account and "roles/container.defaultNodeServiceAccount" in roles
