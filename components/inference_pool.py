@@ -113,6 +113,10 @@ class InferencePool(pulumi.ComponentResource):
             metadata=k8s.meta.v1.ObjectMetaArgs(name=epp, namespace=ns, labels=epp_labels, annotations=skips),
             spec={
                 "replicas": 1,
+                # As upstream's chart (config/charts/epplib templates/_deployment.yaml, v1.5.0): one
+                # active picker holds the prefix-cache state; a rolling update would run two pickers
+                # with diverging caches side by side.
+                "strategy": {"type": "Recreate"},
                 "revisionHistoryLimit": 3,
                 "selector": {"matchLabels": epp_selector},
                 "template": {

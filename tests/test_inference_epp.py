@@ -141,6 +141,17 @@ def test_the_gateway_speaks_tls_to_the_picker_it_cannot_verify():
                 assert grpc.get("appProtocol") not in ("http2", "kubernetes.io/h2c"), grpc
 
 
+def test_the_picker_rolls_out_by_recreate_as_upstream_does():
+    # GAIE v1.5.0 config/charts/epplib templates/_deployment.yaml: `strategy: type: Recreate` — one
+    # active picker (its prefix-cache index is per process); RollingUpdate would keep the old one
+    # serving beside the new.
+    for plan in _plans():
+        for objs in inference_objects(plan, "Deployment").values():
+            for d in objs:
+                if d["spec"]["template"]["metadata"]["labels"].get(layout.COMPONENT) == layout.COMPONENT_EPP:
+                    assert d["spec"].get("strategy", {}).get("type") == "Recreate", d["metadata"]["name"]
+
+
 def test_rbac_check_flags_a_role_that_could_read_secrets_or_write_pods():
     role = {"metadata": {"namespace": layout.NS_INFERENCE}, "rules": [
         {"apiGroups": [""], "resources": ["pods", "secrets"], "verbs": ["get", "list", "watch", "delete"]}]}
