@@ -27,7 +27,10 @@ class Bundle:
     version: str
 
 
-GATEWAY_API_VERSION = "v1.5.0"
+# Istio is the gateway class: the Gateway API release is the one its pinned version implements. Istio
+# 1.28.5 is built against sigs.k8s.io/gateway-api v1.4.0 (go.mod) and supports Gateway API 1.4; v1.4.1
+# is that minor's latest patch. Move both together.
+GATEWAY_API_VERSION = "v1.4.1"
 # The same release as the endpoint picker image (components/inference_data.EPP_IMAGE, v1.5.0):
 # the picker and the InferencePool CRD it reads move together.
 INFERENCE_EXTENSION_VERSION = "v1.5.0"

@@ -176,3 +176,14 @@ def test_the_amd_operator_waits_for_cert_manager():
         for r in amd:
             cluster = r["name"].split("-platform-")[0]
             assert f"{cluster}-platform-cert-manager" in {by_urn[d]["name"] for d in r["dependencies"]}, r["name"]
+
+
+def test_the_gateway_api_bundle_is_a_release_the_pinned_istio_implements():
+    # istio/istio 1.28.5 go.mod: sigs.k8s.io/gateway-api v1.4.0 — Istio 1.28 supports Gateway API 1.4;
+    # the v1.5 CRDs add versions and fields its controller does not know.
+    istio_minor = tuple(int(x) for x in pins.ISTIO_VERSION.split(".")[:2])
+    assert istio_minor == (1, 28), "re-check the Gateway API release Istio supports when Istio moves"
+    major, minor, _ = (int(x) for x in pins.GATEWAY_API_VERSION.lstrip("v").split("."))
+    assert (major, minor) == (1, 4)
+    [bundle] = [r for r in plan_of("dev").resources if r["type"] == BUNDLE and r["name"].endswith("gateway-api-crds")]
+    assert f"/{pins.GATEWAY_API_VERSION}/standard-install.yaml" in bundle["inputs"]["file"]
