@@ -71,13 +71,21 @@ def accelerator_count(model: ModelSpec, pool: PoolSpec) -> int:
     return pool.accelerators if data.VENDOR_PODS[pool.vendor].whole_host else model.tensor_parallel
 
 
-def vllm_args(model: ModelSpec) -> list[str]:
+def tensor_parallel_on(model: ModelSpec, pool: PoolSpec) -> int:
+    """The tensor-parallel size the server runs with on this pool: every chip it holds where the
+    vendor's pods take the whole host (a TPU slice cannot be split, so a 2x2 server holds 4 chips and
+    must shard over all 4 — at the model's tensor_parallel of 1 it would leave 3 idle), else the
+    model's own."""
+    return accelerator_count(model, pool)
+
+
+def vllm_args(model: ModelSpec, pool: PoolSpec) -> list[str]:
     return [
         "--model", model.hf_id,
         "--served-model-name", model.name,
         "--host", "0.0.0.0",
         "--port", str(layout.VLLM_PORT),
-        "--tensor-parallel-size", str(model.tensor_parallel),
+        "--tensor-parallel-size", str(tensor_parallel_on(model, pool)),
         "--max-model-len", str(model.max_context),
         *data.DTYPE_ARGS[model.dtype],
         "--enable-prefix-caching",
@@ -137,7 +145,7 @@ def vllm_pod_spec(model: ModelSpec, pool: PoolSpec, cluster: ClusterSpec,
             "image": vendor.vllm_image,
             "imagePullPolicy": "IfNotPresent",
             "command": list(data.VLLM_COMMAND),
-            "args": vllm_args(model),
+            "args": vllm_args(model, pool),
             "ports": [{"name": "http", "containerPort": layout.VLLM_PORT, "protocol": "TCP"}],
             "env": env_list,
             "resources": {

@@ -107,9 +107,21 @@ def test_accelerators_requested_follow_tensor_parallel_and_tpu_takes_the_whole_s
         container = pod["containers"][0]
         asked = int(container["resources"]["limits"][vendor.resource_name])
         args = container["args"]
-        assert args[args.index("--tensor-parallel-size") + 1] == str(model.tensor_parallel)
         assert args[args.index("--max-model-len") + 1] == str(model.max_context)
         assert asked == (pool.accelerators if pool.vendor == "google" else model.tensor_parallel)
+
+
+def test_every_accelerator_a_server_holds_is_one_it_shards_over():
+    # vLLM shards a model over --tensor-parallel-size devices and leaves any other visible device
+    # idle; a TPU server takes the whole slice (seed 003: TPU chips are not fractional), so on a 2x2
+    # v6e it must run at tensor parallel 4 — the multicloud stack's llama-3.1-8b held 4 chips at 1.
+    for plan in (seed_plan(), plan_of("multicloud")):
+        for server, pod in _servers(plan):
+            pool = _pool(plan, server["metadata"]["labels"][layout.POOL_LABEL])
+            container = pod["containers"][0]
+            asked = int(container["resources"]["limits"][catalog.VENDORS[pool.vendor].resource_name])
+            args = container["args"]
+            assert args[args.index("--tensor-parallel-size") + 1] == str(asked), server["metadata"]["name"]
 
 
 def test_tpu_servers_carry_seed_003_topology_environment():
