@@ -241,8 +241,9 @@ def test_azure_has_nc4as_t4_spot_and_nd_mi300x():
     assert any(p.machine.name == "Standard_ND96isr_MI300X_v5" for p in pools["mi300x"])
 
 
-def test_multicloud_inference_layers_render_servers_gateways_and_tier_routes():
-    """Through the whole program: every cluster gets its servers, Gateway and tier routes."""
+def test_multicloud_inference_layers_render_servers_gateways_and_pool_routes():
+    """Through the whole program: every cluster gets its servers, Gateway and a route per pool (tiers
+    are the router's: tests/test_routes.py)."""
     from inference_render import inference_objects
 
     plan = _plan("multicloud")
@@ -257,7 +258,7 @@ def test_multicloud_inference_layers_render_servers_gateways_and_tier_routes():
         want = {(m.slug, p.name) for p in spec.pools_in(cluster) for m in spec.models_on(p.name)}
         assert servers == want, cluster
         names = {o["metadata"]["name"] for o in items if o["kind"] == "HTTPRoute"}
-        assert {f"tier-{t.name}" for t in spec.tiers} <= names, cluster
+        assert {f"pool-{p.name}" for p in spec.pools_in(cluster) if spec.models_on(p.name)} <= names, cluster
         # A GPU server asks for tensor_parallel GPUs (70B: all 8); a TPU server claims its whole slice.
         for o in items:
             labels = o["metadata"].get("labels", {})
