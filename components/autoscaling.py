@@ -38,7 +38,7 @@ def demand_query(model: ModelSpec, pool: PoolSpec) -> str:
 
 
 def queue_triggers(model: ModelSpec, pool: PoolSpec) -> list[dict[str, Any]]:
-    """KEDA triggers (also used inside a KServe LLMInferenceService's ``scaling.keda``)."""
+    """The ScaledObject's KEDA triggers."""
     triggers = [{
         "type": "prometheus",
         "name": "queue-depth",

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.autoscaling import QueueAutoscaler, QueueAutoscalerArgs, queue_triggers
+from components.autoscaling import QueueAutoscaler, QueueAutoscalerArgs
 from components.gateway import Gateway, GatewayArgs
 from components import inference_data
 from components.inference_pool import InferencePool, InferencePoolArgs
@@ -95,7 +95,6 @@ class InferenceLayer(pulumi.ComponentResource):
                         hf_secret=HF_SECRET if hf_secret is not None else None,
                         autoscaled=keda and not kserve, drain_s=drain_s,
                         pool_models=tuple(m.name for m in spec.models_on(pool.name)),
-                        kserve_triggers=queue_triggers(model, pool) if kserve and keda else None,
                     ),
                     pulumi.ResourceOptions(parent=self, depends_on=[hf_secret] if hf_secret else []),
                 )

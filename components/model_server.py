@@ -229,8 +229,6 @@ class ModelServerArgs:
     """Names of every model on the pool (a simulated server answers for all of them)."""
     drain_s: int = data.drain_seconds(300.0)
     """Termination grace: the router's request timeout plus slack (inference_data.drain_seconds)."""
-    kserve_triggers: list[dict[str, Any]] | None = None
-    """KEDA triggers for a KServe-served model (KServe creates the ScaledObject itself)."""
 
 
 class ModelServer(pulumi.ComponentResource):
@@ -286,20 +284,15 @@ class ModelServer(pulumi.ComponentResource):
         else:
             llmisvc: dict[str, Any] = {
                 "model": {"uri": f"hf://{model.hf_id}", "name": model.name},
-                "replicas": model.min_replicas if args.kserve_triggers else max(1, model.min_replicas),
+                # A fixed count (the spec holds min_replicas == max_replicas for kserve): v0.19.0's
+                # spec.scaling takes no KEDA triggers (fleet/spec.py says why).
+                "replicas": max(1, model.min_replicas),
                 "labels": labels,
                 "template": pod_spec,
                 # Join the pool's InferencePool and endpoint picker; the tier and per-pool
                 # HTTPRoutes are ours, so KServe creates no route of its own.
                 "router": {"scheduler": {"pool": {"ref": {"name": args.inference_pool}}}},
             }
-            if args.kserve_triggers:
-                llmisvc["scaling"] = {
-                    "minReplicas": model.min_replicas,
-                    "maxReplicas": model.max_replicas,
-                    "keda": {"pollingInterval": data.POLLING_INTERVAL_S, "cooldownPeriod": data.COOLDOWN_S,
-                             "triggers": args.kserve_triggers},
-                }
             self.workload = k8s.apiextensions.CustomResource(
                 f"{name}-llmisvc",
                 api_version="serving.kserve.io/v1alpha2",

@@ -372,6 +372,16 @@ class FleetSpec(_Strict):
         if any(m.serving == "kserve" for m in self.models) and not self.platform.kserve:
             i = next(i for i, m in enumerate(self.models) if m.serving == "kserve")
             out.append((f"models[{i}].serving", "serving: kserve needs platform.kserve enabled"))
+        # KServe v0.19.0's LLMInferenceService CRD (kserve-llmisvc-crd chart): spec.scaling has
+        # minReplicas, maxReplicas and wva only — it autoscales through the Workload Variant Autoscaler,
+        # which the platform does not install, and takes no KEDA triggers.
+        for i, m in enumerate(self.models):
+            if m.serving == "kserve" and m.min_replicas != m.max_replicas:
+                out.append((f"models[{i}].max_replicas",
+                             f"model {m.name!r}: serving: kserve runs a fixed replica count (KServe's "
+                             "LLMInferenceService autoscales only through the Workload Variant Autoscaler, "
+                             f"not installed here); set min_replicas == max_replicas ({m.min_replicas} vs "
+                             f"{m.max_replicas}), or serving: deployment for queue-depth autoscaling"))
         return out
 
 

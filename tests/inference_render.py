@@ -37,7 +37,7 @@ MULTICLOUD_SPEC: dict[str, Any] = {
          "max_context": 8192, "pools": ["nvidia-h100", "amdmi300x", "tpu-v6e"],
          "min_replicas": 0, "max_replicas": 4},
         {"name": "qwen2.5-3b", "hf_id": "Qwen/Qwen2.5-3B-Instruct", "params_b": 3.09, "max_context": 2048,
-         "pools": ["tpu-v6e"], "tensor_parallel": 4, "serving": "kserve", "min_replicas": 1, "max_replicas": 2},
+         "pools": ["tpu-v6e"], "tensor_parallel": 4, "serving": "kserve", "min_replicas": 1, "max_replicas": 1},
     ],
     "tiers": [
         {"name": "premium", "match": {"X-Priority": "high"},

@@ -99,15 +99,33 @@ def test_pulumi_does_not_fight_keda_over_replicas():
                 assert "spec.replicas" in r["options"].get("ignore_changes", [])
 
 
-def test_kserve_models_carry_the_same_keda_triggers():
+def test_kserve_models_use_only_scaling_fields_the_pinned_crd_has():
+    # kserve-llmisvc-crd v0.19.0 (templates/serving.kserve.io_llminferenceservices.yaml, v1alpha2):
+    # spec.scaling has minReplicas, maxReplicas and wva; there is no scaling.keda (the newer CRD in
+    # ../shared/crds has one, so the schema check cannot see this). The model runs a fixed count.
     plan = seed_plan()
     services = [o for objs in inference_objects(plan, "LLMInferenceService").values() for o in objs]
     assert services
     for svc in services:
-        scaling = svc["spec"]["scaling"]
+        assert set(svc["spec"].get("scaling", {})) <= {"minReplicas", "maxReplicas", "wva"}
         model = next(m for m in plan.spec.models if m.slug == svc["metadata"]["labels"][layout.MODEL_LABEL])
-        assert (scaling["minReplicas"], scaling["maxReplicas"]) == (model.min_replicas, model.max_replicas)
-        assert any("vllm:num_requests_waiting" in t["metadata"]["query"] for t in scaling["keda"]["triggers"])
+        assert svc["spec"]["replicas"] == model.min_replicas == model.max_replicas
+
+
+def test_a_kserve_model_asking_for_autoscaling_is_a_spec_error_naming_the_field(tmp_path):
+    import copy
+
+    import pytest
+
+    from fleet.spec import SpecError
+    from inference_render import MULTICLOUD_SPEC, render
+
+    fleet = copy.deepcopy(MULTICLOUD_SPEC)
+    i, model = next((i, m) for i, m in enumerate(fleet["models"]) if m.get("serving") == "kserve")
+    model["max_replicas"] = model["min_replicas"] + 1
+    with pytest.raises(SpecError) as e:
+        render(fleet, tmp_path, "kservescale")
+    assert f"models[{i}].max_replicas" in str(e.value) and "Workload Variant Autoscaler" in str(e.value)
 
 
 def test_without_keda_every_model_runs_at_least_one_replica_and_pulumi_owns_the_count(tmp_path):
