@@ -55,10 +55,17 @@ NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy",
                  # Pull rights on ECR: the router image is pulled by the node, no pull secret.
                  "AmazonEC2ContainerRegistryReadOnly")
 NODE_TEMPLATE = "k8s.io/cluster-autoscaler/node-template"
+AUTOSCALER_IMAGE_TAGS = {
+    # The cluster-autoscaler minor must match the cluster's Kubernetes minor (kubernetes/autoscaler
+    # README, version compatibility); latest patches: tags cluster-autoscaler-1.35.2 and -1.36.1
+    # (2026-07-22). One row per minor catalog.KUBERNETES_SUPPORT['aws'] offers.
+    "1.35": "v1.35.2",
+    "1.36": "v1.36.1",
+}
 CLUSTER_AUTOSCALER = {
-    # kubernetes/autoscaler chart; the image minor follows the cluster's Kubernetes minor (1.32).
+    # kubernetes/autoscaler chart; the image comes from AUTOSCALER_IMAGE_TAGS by the cluster's minor.
     "chart": "cluster-autoscaler", "repo": "https://kubernetes.github.io/autoscaler",
-    "version": "9.46.6", "image_tag": "v1.32.1", "namespace": "kube-system",
+    "version": "9.46.6", "namespace": "kube-system",
     "service_account": "cluster-autoscaler",
 }
 AUTOSCALER_ACTIONS = [
@@ -342,7 +349,7 @@ class EksCluster(pulumi.ComponentResource):
                 "cloudProvider": "aws",
                 "awsRegion": self.spec.region,
                 "autoDiscovery": {"clusterName": self.cluster.name},
-                "image": {"tag": ca["image_tag"]},
+                "image": {"tag": AUTOSCALER_IMAGE_TAGS[self.spec.kubernetes_version]},
                 "rbac": {"serviceAccount": {"name": ca["service_account"],
                                             "annotations": {"eks.amazonaws.com/role-arn": role.arn}}},
                 "extraArgs": {

@@ -336,6 +336,37 @@ EKS_SYSTEM_AMI = "AL2023_x86_64_STANDARD"
 GKE_RELEASE_CHANNEL = "REGULAR"
 """GKE release channel: TPU v6e and the GPU driver LATEST option are GA there."""
 
+KUBERNETES_DEFAULT = "1.35"
+"""The spec's default minor: in standard support on all three clouds as of 2026-12."""
+
+
+@dataclass(frozen=True)
+class KubernetesSupport:
+    offered: frozenset[str]
+    """Minors a new cluster gets in standard support (no LTS tier, no extended-support surcharge)."""
+    older: str
+    """Why an older minor is refused."""
+    check: str
+    """How to re-check (the lists move every few months)."""
+
+
+KUBERNETES_SUPPORT: Mapping[str, KubernetesSupport] = MappingProxyType({
+    # EKS: 14 months of standard support from its EKS release, then 12 months of extended support at
+    # extra cost per cluster-hour (EKS user guide, "Kubernetes version lifecycle"); 1.34's standard
+    # support ended 2026-12-02, 1.35 (EKS 2026-01-28) runs to 2027-03-27.
+    "aws": KubernetesSupport(frozenset({"1.35", "1.36"}),
+                             "EKS bills extended support (extra per cluster-hour) for it as of 2026-12",
+                             "aws eks describe-cluster-versions"),
+    # AKS: three GA minors; older ones only as LTS on the Premium tier.
+    "azure": KubernetesSupport(frozenset({"1.35", "1.36"}),
+                               "AKS offers it only as LTS on the Premium tier as of 2026-12",
+                               "az aks get-versions --location <region>"),
+    # GKE REGULAR: new clusters get the channel's available minors only.
+    "gcp": KubernetesSupport(frozenset({"1.35", "1.36"}),
+                             f"GKE's {GKE_RELEASE_CHANNEL} channel does not offer it for new clusters as of 2026-12",
+                             "gcloud container get-server-config --region <region>"),
+})
+
 
 # --- queries -------------------------------------------------------------------------------------
 

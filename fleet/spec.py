@@ -46,7 +46,7 @@ class ClusterSpec(_Strict):
     region: str | None = None
     zones: tuple[str, ...] = ()
     project: str | None = Field(None, description="GCP project (defaults to the provider's)")
-    kubernetes_version: str = Field("1.32", pattern=r"^1\.\d{2}$")
+    kubernetes_version: str = Field(catalog.KUBERNETES_DEFAULT, pattern=r"^1\.\d{2}$")
     kubeconfig_context: str | None = Field(None, description="local clusters: kubeconfig context")
     system_nodes: int = Field(2, ge=1, le=20)
     private_nodes: bool = True
@@ -243,6 +243,14 @@ class FleetSpec(_Strict):
             if self.topology in ("gcp", "aws", "azure") and c.cloud != self.topology:
                 out.append((f"clusters[{i}].cloud",
                             f"the {self.topology} topology only has {self.topology} clusters, not {c.cloud}"))
+            support = catalog.KUBERNETES_SUPPORT.get(c.cloud)
+            if support is not None and c.kubernetes_version not in support.offered:
+                newer = max(support.offered, key=lambda v: int(v.split(".")[1]))
+                why = (support.older if int(c.kubernetes_version.split(".")[1]) < int(newer.split(".")[1])
+                       else "the cloud does not offer it yet")
+                out.append((f"clusters[{i}].kubernetes_version",
+                            f"Kubernetes {c.kubernetes_version} on {c.cloud}: {why}; use one of "
+                            f"{', '.join(sorted(support.offered))} (re-check: {support.check})"))
             if c.cloud != "local" and not c.region:
                 out.append((f"clusters[{i}].region", f"{c.cloud} cluster {c.name!r} needs a region"))
             if c.cloud == "local" and not c.kubeconfig_context:

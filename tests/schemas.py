@@ -1,4 +1,4 @@
-"""Validate rendered Kubernetes objects offline: core kinds against Kubernetes 1.32's OpenAPI
+"""Validate rendered Kubernetes objects offline: core kinds against Kubernetes 1.35's OpenAPI
 (kubernetes-validate), custom resources against the upstream CRDs in ../shared/crds (and Istio's, from its pinned base
 chart in ../shared/charts).
 
@@ -22,7 +22,7 @@ import yaml
 
 from fleetctl.plan import SECRET
 
-K8S_VERSION = "1.32.0"
+K8S_VERSION = "1.35.0"  # fleet/catalog.KUBERNETES_DEFAULT
 ROOT = Path(__file__).resolve().parent.parent
 CRDS_DIR = Path(os.environ.get("FLEET_CRDS_DIR", ROOT.parent / "shared" / "crds"))
 

@@ -145,3 +145,11 @@ def test_the_network_policies_are_enforced_by_the_vpc_cni(plan):
     config = json.loads(addons[0]["inputs"]["configurationValues"])
     assert config["enableNetworkPolicy"] == "true"
     assert clusters[0]["urn"] in addons[0]["dependencies"]
+
+
+def test_the_cluster_autoscaler_minor_matches_the_clusters(plan):
+    # kubernetes/autoscaler: each cluster-autoscaler minor supports the same Kubernetes minor.
+    [cluster] = plan.by_type("aws:eks/cluster:Cluster")
+    [release] = [r for r in plan.by_type("kubernetes:helm.sh/v3:Release") if r["inputs"]["chart"] == "cluster-autoscaler"]
+    tag = release["inputs"]["values"]["image"]["tag"]
+    assert tag.lstrip("v").rsplit(".", 1)[0] == cluster["inputs"]["version"]

@@ -1,6 +1,6 @@
 """Every object the inference layer renders is valid: custom resources (InferencePool, HTTPRoute,
 Gateway, Certificate, Issuer, ScaledObject, LLMInferenceService) against the upstream CRDs in
-../shared/crds, core kinds against Kubernetes 1.32."""
+../shared/crds, core kinds against Kubernetes 1.35."""
 
 from __future__ import annotations
 

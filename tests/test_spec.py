@@ -159,3 +159,29 @@ def test_stack_file_secrets_are_never_plain():
         for key, value in config.items():
             if any(w in key.lower() for w in ("token", "key", "password", "secret")):
                 assert isinstance(value, dict) and set(value) == {"secure"}, f"{path.name}: {key} is plain"
+
+
+# As of 2026-12 (fleet/catalog.KUBERNETES_SUPPORT): EKS standard support for 1.34 ended 2026-12-02
+# (1.35: EKS release 2026-01-28, standard support to 2027-03-27; endoflife.date/amazon-eks, EKS user
+# guide "Kubernetes version lifecycle": 14 months standard, then paid extended support); AKS keeps
+# three GA minors, older ones as Premium-tier LTS only; GKE's REGULAR channel offers no 1.32 for new
+# clusters.
+@pytest.mark.parametrize("cloud,region", [("aws", "us-east-1"), ("azure", "eastus"), ("gcp", "us-central1")])
+def test_a_kubernetes_version_the_cloud_no_longer_offers_is_refused_with_the_reason(cloud, region):
+    doc = base() | {"topology": cloud}
+    doc["clusters"] = [{"name": "c1", "cloud": cloud, "region": region, "kubernetes_version": "1.32"}]
+    doc["pools"], doc["models"], doc["tiers"] = [], [], []
+    with pytest.raises(SpecError) as err:
+        load_spec(doc)
+    [problem] = [p for p in err.value.problems if "kubernetes_version" in str(p)]
+    text = str(problem)
+    assert "clusters[0].kubernetes_version" in text and "1.32" in text and "1.35" in text
+    assert {"aws": "extended support", "azure": "LTS", "gcp": "REGULAR"}[cloud] in text
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_shipped_clusters_run_a_kubernetes_version_in_standard_support_everywhere(stack):
+    cfg = read_stack_config(stack)
+    for c in load_spec(cfg.fleet_raw(), cfg.source).clusters:
+        if c.cloud != "local":
+            assert int(c.kubernetes_version.split(".")[1]) >= 35, (stack, c.name, c.kubernetes_version)
