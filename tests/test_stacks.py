@@ -78,8 +78,6 @@ def test_stack_renders_schema_valid_manifests(stack):
     plan = _plan(stack)
     problems = []
     for obj in plan.objects():
-        if obj["kind"] == "Secret" and obj.get("stringData") == "[secret]":
-            obj = {**obj, "stringData": {"masked": "[secret]"}}  # the plan masks secret values: check the shape
         found = schemas.validate_object(obj)
         if not schemas.crds_available():  # core kinds are checked whatever happens to the CRDs
             found = [p for p in found if "no schema for" not in p]
