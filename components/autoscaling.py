@@ -32,9 +32,8 @@ def queue_query(model: ModelSpec, pool: PoolSpec) -> str:
 def demand_query(model: ModelSpec, pool: PoolSpec) -> str:
     """Requests per second the picker saw for this model: served ones and, at zero servers, the ones it
     had to fail (``data.DEMAND_METRICS``)."""
-    names = "|".join(data.DEMAND_METRICS)
-    return (f'sum(rate({{__name__=~"{names}",namespace="{layout.NS_INFERENCE}",pool="{pool.name}",'
-            f'model_name="{model.name}"}}[2m])) or vector(0)')
+    sel = f'{{namespace="{layout.NS_INFERENCE}",pool="{pool.name}",model_name="{model.name}"}}'
+    return " + ".join(f"(sum(rate({metric}{sel}[2m])) or vector(0))" for metric in data.DEMAND_METRICS)
 
 
 def queue_triggers(model: ModelSpec, pool: PoolSpec) -> list[dict[str, Any]]:
