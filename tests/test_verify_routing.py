@@ -111,6 +111,8 @@ def test_router_pool_listing_a_model_its_servers_do_not_serve(tmp_path):
 def test_model_header_route_needs_a_body_based_router(tmp_path):
     d = plan_copy("gcp", tmp_path, charts=False)
     name = "HTTPRoute/fleet-inference/model-llama-3-1-8b"
+    # The shipped stacks no longer route on the header (issue 17 item 15): add such a route.
+    add(d, GCP, {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "model-llama-3-1-8b", "namespace": "fleet-inference"}, "spec": {"parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "inference-gateway", "namespace": "fleet-gateway"}], "hostnames": ["gcp.gw.fleet.example.com"], "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}, "headers": [{"type": "Exact", "name": "X-Gateway-Model-Name", "value": "llama-3.1-8b"}]}], "backendRefs": [{"group": "inference.networking.k8s.io", "kind": "InferencePool", "name": "nvidia-l4", "weight": 1}]}]}})
     got = [f for f in findings_for(d, "routing", name) if "body-based router" in f.problem]
     assert got and "never matches" in got[0].problem
     add(d, GCP, {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "bbr", "namespace": "fleet-gateway"},
@@ -124,6 +126,8 @@ def test_model_header_route_needs_a_body_based_router(tmp_path):
 def test_rule_split_across_pools_serving_different_models(tmp_path):
     d = plan_copy("gcp", tmp_path, charts=False)
     name = "HTTPRoute/fleet-inference/tier-default"
+    # The shipped stacks no longer split rules across pools (issue 17 item 15): add such a route.
+    add(d, GCP, {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "tier-default", "namespace": "fleet-inference"}, "spec": {"parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "inference-gateway", "namespace": "fleet-gateway"}], "hostnames": ["gcp.gw.fleet.example.com"], "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}], "backendRefs": [{"group": "inference.networking.k8s.io", "kind": "InferencePool", "name": "nvidia-t4", "weight": 70}]}]}})
 
     def backends(*pools):
         def change(doc):
