@@ -34,7 +34,8 @@ def _amd_plugin_fits(plan_dir):
             {"key": "amd.com/gpu", "operator": "Exists", "effect": "NoSchedule"}, SPOT]
         d["spec"]["driver"]["enable"] = True
         d["spec"]["driver"]["tolerations"] = [{"operator": "Exists"}]
-    edit(plan_dir, AZ, "DeviceConfig", "gpu-operators", "default", change)
+    # The program's DeviceConfig (components/platform.py; the chart's default one is off since issue 17 item 14).
+    edit(plan_dir, AZ, "DeviceConfig", "gpu-operators", "mi300x", change)
 
 
 def test_nvidia_device_plugin_with_upstream_default_affinity_advertises_no_gpu(tmp_path):
@@ -65,10 +66,10 @@ def test_amd_device_plugin_from_the_default_deviceconfig_lands_on_no_mi300x_node
     assert not findings_for(d, "scheduling", "NodePool/azure/amdmi300x")
     assert not findings_for(d, "scheduling", "Deployment/fleet-inference/llama-3-1-8b-amdmi300x")
 
-    edit(d, AZ, "DeviceConfig", "gpu-operators", "default",
+    edit(d, AZ, "DeviceConfig", "gpu-operators", "mi300x",
          lambda doc: doc["spec"]["devicePlugin"].update(devicePluginTolerations=[]))
     pool = findings_for(d, "scheduling", "NodePool/azure/amdmi300x")
-    assert pool and "DeviceConfig/gpu-operators/default" in pool[0].problem
+    assert pool and "DeviceConfig/gpu-operators/mi300x" in pool[0].problem
     assert "amd.com/gpu=present:NoSchedule" in pool[0].problem
     assert findings_for(d, "scheduling", "Deployment/fleet-inference/llama-3-1-8b-amdmi300x")
 
@@ -79,7 +80,7 @@ def test_amd_pool_without_any_driver_is_a_finding(tmp_path):
     d = plan_copy("azure", tmp_path)
     _amd_plugin_fits(d)
     assert not [f for f in findings_for(d, "scheduling", "NodePool/azure/amdmi300x") if "driver" in f.problem]
-    edit(d, AZ, "DeviceConfig", "gpu-operators", "default", lambda doc: doc["spec"]["driver"].update(enable=False))
+    edit(d, AZ, "DeviceConfig", "gpu-operators", "mi300x", lambda doc: doc["spec"]["driver"].update(enable=False))
     assert [f for f in findings_for(d, "scheduling", "NodePool/azure/amdmi300x") if "driver" in f.problem]
 
 
