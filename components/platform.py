@@ -3,7 +3,7 @@
     Gateway API CRDs -> Inference Extension CRDs (InferencePool v1)
     cert-manager (with its CRDs)
     Istio base -> istiod (Gateway API inference extension on; no sidecars for model servers)
-    KServe CRDs + LLMInferenceService CRDs -> LLMInferenceService controller
+    KServe LLMInferenceService CRDs -> LLMInferenceService controller
     KEDA, the Prometheus Operator stack, vendor device plugins / operators and exporters
 
 The order is explicit ``depends_on``, so `pulumi up` can never install KServe before its
@@ -52,8 +52,10 @@ def _values(key: str, spec: FleetSpec, cloud: str) -> dict[str, Any]:
         # Seed 003: istiod with the inference extension; sidecars only where a namespace asks.
         # Gateway pods run in the `restricted` namespace NS_GATEWAY (components/namespaces.py). istiod
         # 1.28.5 files/kube-gateway.yaml sets a pod seccompProfile only from `gateways.seccompProfile`
-        # (values.yaml default {}), and PSA `restricted` rejects a pod without one.
-        "istiod": {"pilot": {"env": {"ENABLE_GATEWAY_API_INFERENCE_EXTENSION": "true"}},
+        # (values.yaml default {}), and PSA `restricted` rejects a pod without one. istiod's container
+        # env is `env` (1.28.5 templates/deployment.yaml ranges over .Values.env); the chart has no
+        # `pilot` key (that was the old umbrella chart's), so `pilot.env` set nothing.
+        "istiod": {"env": {"ENABLE_GATEWAY_API_INFERENCE_EXTENSION": "true"},
                    "sidecarInjectorWebhook": {"enableNamespacesByDefault": False},
                    "gateways": {"seccompProfile": {"type": "RuntimeDefault"}}},
         # kserve-llmisvc-resources v0.19.0 (values.yaml, templates/llmisvc/resources.yaml): with
@@ -186,9 +188,12 @@ class Platform(pulumi.ComponentResource):
             self.istio = release("istiod", base, gateway_api, inference_ext)
         self.kserve = None
         if p.kserve:
-            kserve_crd = release("kserve-crd", self.cert_manager)
+            # LLMInferenceService only: kserve-llmisvc-crd, as KServe's own LLMISvc install does (v0.19.0
+            # hack/setup/quick-install/llmisvc-full-install-helm.sh adds kserve-crd only with
+            # ENABLE_KSERVE). kserve-crd (InferenceService & co.) ships the same ClusterStorageContainer
+            # CRD as kserve-llmisvc-crd, so a second release of it could never own it.
             llmisvc_crd = release("kserve-llmisvc-crd", self.cert_manager)
-            self.kserve = release("kserve-llmisvc", kserve_crd, llmisvc_crd, self.cert_manager, gateway_api,
+            self.kserve = release("kserve-llmisvc", llmisvc_crd, self.cert_manager, gateway_api,
                                   inference_ext, self.istio)
         self.monitoring = release("kube-prometheus-stack") if p.monitoring else None
         self.keda = release("keda", self.monitoring) if p.keda else None

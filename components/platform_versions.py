@@ -53,7 +53,6 @@ CHARTS = MappingProxyType({
     "cert-manager": Chart("cert-manager", "oci://quay.io/jetstack/charts", "v1.19.1", layout.NS_CERT_MANAGER),
     "istio-base": Chart("base", _ISTIO_REPO, ISTIO_VERSION, layout.NS_ISTIO),
     "istiod": Chart("istiod", _ISTIO_REPO, ISTIO_VERSION, layout.NS_ISTIO),
-    "kserve-crd": Chart("kserve-crd", _KSERVE_REPO, KSERVE_VERSION, layout.NS_KSERVE),
     "kserve-llmisvc-crd": Chart("kserve-llmisvc-crd", _KSERVE_REPO, KSERVE_VERSION, layout.NS_KSERVE),
     "kserve-llmisvc": Chart("kserve-llmisvc-resources", _KSERVE_REPO, KSERVE_VERSION, layout.NS_KSERVE),
     "keda": Chart("keda", "https://kedacore.github.io/charts", "2.18.0", layout.NS_KEDA),

@@ -47,7 +47,7 @@ def _depends(plan, a: str, b: str) -> bool:
     ("istio-base", "gateway-api-crds"),
     ("istiod", "istio-base"),
     ("istiod", "inference-extension-crds"),
-    ("kserve-crd", "cert-manager"),
+    ("kserve-llmisvc-crd", "cert-manager"),
     ("kserve-llmisvc", "cert-manager"),
     ("kserve-llmisvc", "kserve-llmisvc-crd"),
     ("kserve-llmisvc", "gateway-api-crds"),
@@ -85,7 +85,7 @@ def test_every_chart_and_bundle_is_pinned_to_an_exact_version():
 
 def test_istiod_enables_the_inference_extension():
     istiod = _by_key(plan_of("dev"))["istiod"]
-    assert istiod["inputs"]["values"]["pilot"]["env"]["ENABLE_GATEWAY_API_INFERENCE_EXTENSION"] == "true"
+    assert istiod["inputs"]["values"]["env"]["ENABLE_GATEWAY_API_INFERENCE_EXTENSION"] == "true"
 
 
 def test_istio_gateway_pods_pass_the_restricted_level_of_their_namespace():
