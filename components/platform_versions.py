@@ -25,6 +25,9 @@ class Chart:
 class Bundle:
     url: str
     version: str
+    objects: tuple[tuple[str, str, str], ...] = ()
+    """(apiVersion, kind, name) of every object the bundle installs, read from upstream at the tag:
+    the offline plan cannot download the bundle, and needs them to give each object one owner."""
 
 
 # Istio is the gateway class: the Gateway API release is the one its pinned version implements. Istio
@@ -37,13 +40,29 @@ INFERENCE_EXTENSION_VERSION = "v1.5.0"
 ISTIO_VERSION = "1.28.5"
 KSERVE_VERSION = "v0.19.0"
 
+_CRD = "apiextensions.k8s.io/v1", "CustomResourceDefinition"
+
 BUNDLES = MappingProxyType({
+    # kubernetes-sigs/gateway-api v1.5.0 hack/build-install-yaml.sh: standard-install.yaml is every
+    # config/crd/standard/gateway*.yaml — eight CRDs and the safe-upgrades admission policy.
     "gateway-api": Bundle(
         f"https://github.com/kubernetes-sigs/gateway-api/releases/download/{GATEWAY_API_VERSION}/standard-install.yaml",
-        GATEWAY_API_VERSION),
+        GATEWAY_API_VERSION,
+        tuple((*_CRD, f"{plural}.gateway.networking.k8s.io") for plural in (
+            "backendtlspolicies", "gatewayclasses", "gateways", "grpcroutes", "httproutes", "listenersets",
+            "referencegrants", "tlsroutes"))
+        + (("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy", "safe-upgrades.gateway.networking.k8s.io"),
+           ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding",
+            "safe-upgrades.gateway.networking.k8s.io"))),
+    # kubernetes-sigs/gateway-api-inference-extension v1.5.0 Makefile: manifests.yaml is
+    # `kustomize build config/crd`, whose kustomization lists these four CRDs.
     "inference-extension": Bundle(
         "https://github.com/kubernetes-sigs/gateway-api-inference-extension/releases/download/"
-        f"{INFERENCE_EXTENSION_VERSION}/manifests.yaml", INFERENCE_EXTENSION_VERSION),
+        f"{INFERENCE_EXTENSION_VERSION}/manifests.yaml", INFERENCE_EXTENSION_VERSION,
+        ((*_CRD, "inferencepools.inference.networking.k8s.io"),
+         (*_CRD, "inferencemodelrewrites.inference.networking.x-k8s.io"),
+         (*_CRD, "inferenceobjectives.inference.networking.x-k8s.io"),
+         (*_CRD, "inferencepoolimports.inference.networking.x-k8s.io"))),
 })
 
 _ISTIO_REPO = "https://istio-release.storage.googleapis.com/charts"

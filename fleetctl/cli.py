@@ -1,7 +1,9 @@
-"""``python -m fleet``: run the fleet offline — plan, verify, diff, cost, demo — and watch a running router (top, load).
+"""``python -m fleet``: run the fleet offline — plan, verify, diff, cost, demo, the chart cache — and
+watch a running router (top, load).
 
-Exit codes: 0 ok, 1 mandatory policy violations (plan) or findings (verify), 2 bad input (config,
-arguments, an unreadable plan directory).
+Exit codes: 0 ok, 1 mandatory policy violations or chart problems (plan: a value a chart does not
+have, an object with two owners) or findings (verify), 2 bad input (config, arguments, an
+unreadable plan directory, a chart not in the cache).
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ EXIT_FINDINGS = 1
 def _cmd_plan(args: argparse.Namespace) -> int:
     from fleetctl.plan import ROOT, run_plan, summary, write_plan
 
-    plan = run_plan(args.stack, args.config_file)
+    from fleetctl.charts import ChartError
+
+    try:
+        plan = run_plan(args.stack, args.config_file, charts=not args.no_charts)
+    except ChartError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     out = Path(args.out) if args.out else ROOT / "build" / "plan" / args.stack
     write_plan(plan, out)
     print(summary(plan))
@@ -41,9 +49,31 @@ def _cmd_plan(args: argparse.Namespace) -> int:
               f"  fix: {v.remediation}", file=sys.stderr)
     for m in plan.missing_secrets:
         print(f"missing secret {m['key']}: {m['why']}\n  set it: {m['command']}", file=sys.stderr)
+    print("charts: not rendered (--no-charts): chart objects were not checked" if plan.releases is None else
+          f"charts: {len(plan.chart_problems)} problem(s)")
+    for p in plan.chart_problems:
+        print(f"chart problem: {p}", file=sys.stderr)
     if args.strict and plan.missing_secrets:
         return EXIT_POLICY
-    return EXIT_POLICY if mandatory else EXIT_OK
+    return EXIT_POLICY if mandatory or plan.chart_problems else EXIT_OK
+
+
+def _cmd_charts(args: argparse.Namespace) -> int:
+    from fleetctl import charts
+
+    where = charts.charts_dir()
+    pins = charts.pinned_charts()
+    if args.action == "list":
+        print(f"chart cache: {where}")
+        for pin in pins:
+            state = "cached" if (where / pin.archive).exists() else "MISSING"
+            print(f"  {state:8s} {pin.chart} {pin.version}  ({pin.ref}{'' if pin.repo.startswith('oci://') else ' from ' + pin.repo})")
+        return EXIT_OK if all((where / p.archive).exists() for p in pins) else EXIT_POLICY
+    failed = charts.pull(where, pins)
+    for pin, err in failed:
+        print(f"error: cannot pull {pin.chart} {pin.version} from {pin.repo}: {err}", file=sys.stderr)
+    print(f"chart cache {where}: {len(pins) - len(failed)} of {len(pins)} pinned charts present")
+    return EXIT_BAD_INPUT if failed else EXIT_OK
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
@@ -52,9 +82,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     if args.plan_dir:
         plan_dir = Path(args.plan_dir)
     else:
+        from fleetctl.charts import ChartError
         from fleetctl.plan import ROOT, run_plan, write_plan
 
-        plan = run_plan(args.stack, args.config_file)
+        try:
+            plan = run_plan(args.stack, args.config_file)
+        except ChartError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_BAD_INPUT
         plan_dir = Path(args.out) if args.out else ROOT / "build" / "plan" / args.stack
         write_plan(plan, plan_dir)
     try:
@@ -141,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--out", help="output directory (default build/plan/<stack>)")
     plan.add_argument("--strict", action="store_true",
                       help="exit 1 when a secret the stack cannot be deployed without is not set")
+    plan.add_argument("--no-charts", action="store_true",
+                      help="do not render the Helm releases (their objects go unchecked; the summary says so)")
     plan.set_defaults(func=_cmd_plan)
 
     verify = sub.add_parser("verify", help="check offline that the planned topology would serve: scheduling, "
@@ -152,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--out", help="with --stack: where the plan goes (default build/plan/<stack>)")
     verify.add_argument("--json", action="store_true", help="print every finding as JSON")
     verify.set_defaults(func=_cmd_verify)
+
+    charts = sub.add_parser("charts", help="the Helm chart cache the plan renders from")
+    charts.add_argument("action", choices=["list", "pull"],
+                        help="list: pinned vs cached; pull: download the pinned versions not cached yet")
+    charts.set_defaults(func=_cmd_charts)
 
     diff = sub.add_parser("diff", help="plan the stack at a git ref and at the working tree; print a Markdown review")
     diff.add_argument("--stack", required=True, help="stack name: reads Pulumi.<stack>.yaml on both sides")

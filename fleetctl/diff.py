@@ -122,8 +122,13 @@ def _git(repo: Path, *args: str, binary: bool = False) -> Any:
 
 
 def _env() -> dict[str, str]:
+    from fleetctl.charts import CHARTS_ENV, charts_dir
+
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSTARTUP")}
     env["PYTHONHASHSEED"] = "0"
+    # Both sides render their charts from this checkout's chart cache: the base is extracted into a
+    # temporary directory with no ../shared beside it.
+    env[CHARTS_ENV] = str(charts_dir().resolve())
     return env
 
 

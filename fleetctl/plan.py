@@ -6,7 +6,10 @@ monitor that records every resource registration (type, name, parent, provider, 
 options and inputs, secrets masked). It writes:
 
 * ``plan.json`` — ``{"stack", "project", "outputs", "resources": [...]}``, sorted by URN;
-* ``manifests/<provider>/<kind>_<namespace>_<name>.yaml`` — every Kubernetes object declared.
+* ``manifests/<provider>/<kind>_<namespace>_<name>.yaml`` — every Kubernetes object declared;
+* ``manifests/<provider>/<release>/<kind>_<namespace>_<name>.yaml`` — every object each Helm release
+  installs, rendered by Helm itself from the chart cache (:mod:`fleetctl.charts`); ``plan.json``'s
+  ``charts`` lists them by release, with the release's chart, version and values problems.
 
 Output is byte-identical for the same input. No cloud credentials, CLI or network are needed.
 """
@@ -195,10 +198,26 @@ class Plan:
     outputs: dict[str, Any]
     seconds: float = 0.0
     manifests: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Relative manifest path -> Kubernetes object."""
+    """Relative manifest path -> Kubernetes object the program declares."""
     missing_secrets: list[dict[str, str]] = field(default_factory=list)
     """Secrets the stack cannot be deployed without that its config does not set: ``key``, ``why``,
     ``command``. ``pulumi preview``/``up`` fail on each; the offline plan lists them."""
+    releases: list[Any] | None = None
+    """Every Helm release rendered (:class:`fleetctl.charts.RenderedRelease`); None with ``charts=False``."""
+    chart_problems: list[str] = field(default_factory=list)
+    """Values a release sets that its chart does not have, and objects with two owners in a cluster."""
+
+    @property
+    def chart_manifests(self) -> dict[str, dict[str, Any]]:
+        """Relative manifest path -> object a chart installs."""
+        return {o["path"]: o["object"] for rr in self.releases or () for o in rr.objects}
+
+    def chart_objects(self, kind: str | None = None) -> list[dict[str, Any]]:
+        return [m for _, m in sorted(self.chart_manifests.items()) if kind is None or m.get("kind") == kind]
+
+    def all_objects(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """The program's objects and every chart's: what the clusters would hold."""
+        return self.objects(kind) + self.chart_objects(kind)
 
     def by_type(self, typ: str) -> list[dict[str, Any]]:
         return [r for r in self.resources if r["type"] == typ]
@@ -215,6 +234,10 @@ class Plan:
     def to_json(self) -> str:
         doc = {"stack": self.stack, "project": self.project, "outputs": self.outputs,
                "resources": self.resources, "missing_secrets": self.missing_secrets}
+        if self.releases is not None:
+            doc["charts"] = {"rendered": [rr.listing() for rr in self.releases], "problems": self.chart_problems}
+        else:
+            doc["charts"] = {"rendered": None, "skipped": "fleet plan --no-charts"}
         return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
@@ -242,8 +265,11 @@ def _resolve_outputs(stack_outputs: Mapping[str, Any]) -> dict[str, Any]:
             for k, v in sorted(stack_outputs.items())}
 
 
-def run_plan(stack: str, config_file: str | Path | None = None, *, as_engine: bool = False) -> Plan:
-    """Validate the stack's spec, run ``__main__.py`` under mocks and return what it declared.
+def run_plan(stack: str, config_file: str | Path | None = None, *, as_engine: bool = False,
+             charts: bool = True) -> Plan:
+    """Validate the stack's spec, run ``__main__.py`` under mocks and return what it declared;
+    with ``charts``, every Helm release rendered too (:class:`fleetctl.charts.ChartError` when a
+    chart is not in the cache).
 
     ``as_engine``: run the program as ``pulumi preview`` would (preview semantics, no offline-plan
     leniency), so what fails closed there fails here too."""
@@ -272,6 +298,13 @@ def run_plan(stack: str, config_file: str | Path | None = None, *, as_engine: bo
     plan = Plan(stack=stack, project=cfg.project, spec=spec, resources=resources, outputs=outputs,
                 missing_secrets=[{"key": m.key, "why": m.why, "command": m.command} for m in program.MISSING_SECRETS])
     plan.manifests = _manifests(resources)
+    if charts:
+        from fleetctl import charts as fcharts
+
+        plan.releases = fcharts.render_releases(resources, spec)
+        plan.chart_problems = [f"release {rr.release} ({rr.cluster}): {p}" for rr in plan.releases
+                               for p in rr.values_problems]
+        plan.chart_problems += fcharts.owners(resources, plan.manifests, plan.releases)
     plan.seconds = time.perf_counter() - started
     del pulumi
     return plan
@@ -311,6 +344,19 @@ def write_plan(plan: Plan, out_dir: Path) -> None:
         p = mdir / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, width=100))
+    if plan.releases:
+        from fleetctl.charts import dump
+
+        for item in (o for rr in plan.releases for o in rr.objects):
+            p = mdir / item["path"]
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(item["yaml"] or dump(item["object"]))
+
+
+def _helm_version() -> str:
+    import helm_python
+
+    return helm_python.helm_sdk_version()
 
 
 def summary(plan: Plan) -> str:
@@ -323,11 +369,20 @@ def summary(plan: Plan) -> str:
 
     comps = Counter(top_component(r) for r in plan.resources)
     types = Counter(r["type"] for r in plan.resources)
+    if plan.releases is None:
+        charts = "Helm charts not rendered (--no-charts)"
+    else:
+        charts = (f"{sum(len(rr.objects) for rr in plan.releases)} more from {len(plan.releases)} Helm releases "
+                  "rendered")
     lines = [f"stack {plan.stack}: {len(plan.resources)} resources, {len(plan.manifests)} Kubernetes "
-             f"objects, planned offline in {plan.seconds:.2f} s", "", "by component:"]
+             f"objects ({charts}), planned offline in {plan.seconds:.2f} s", "", "by component:"]
     lines += [f"  {n:4d}  {c}" for c, n in sorted(comps.items(), key=lambda kv: (-kv[1], kv[0]))]
     lines += ["", "by type:"]
     lines += [f"  {n:4d}  {t}" for t, n in sorted(types.items(), key=lambda kv: (-kv[1], kv[0]))]
+    if plan.releases:
+        lines += ["", "Helm releases (rendered by Helm " + _helm_version() + "):"]
+        lines += [f"  {len(rr.objects):4d}  {rr.cluster}/{rr.release}: {rr.chart} {rr.version} in {rr.namespace}"
+                  for rr in plan.releases]
     if plan.missing_secrets:
         lines += ["", "missing secrets (pulumi preview/up fail without them; `fleet plan --strict` too):"]
         lines += [f"  {m['key']}: {m['why']}\n    set it: {m['command']}" for m in plan.missing_secrets]
