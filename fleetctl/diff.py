@@ -13,6 +13,10 @@ files are compared by URN and the result is printed as Markdown, for a terminal 
   re-created under a new name — a renamed pool: same type, same (or correspondingly renamed)
   parent, mostly the same inputs. Pulumi would show that as delete + create; a reviewer needs to
   read it as "this pool is drained and rebuilt";
+* every object a Helm release installs (rendered by :mod:`fleetctl.charts`, listed in plan.json's
+  ``charts``) is compared too, as a child of its Release named ``<release>:<namespace>/<name>``: a
+  chart bump in components/platform_versions.py or a values change reads as the objects it
+  adds, changes and removes in the cluster;
 * grouped by top-level component, with the policy results (``policy.json`` beside each plan,
   when the tree has the offline policy evaluation) and the monthly cost delta (:mod:`fleet.cost`).
 """
@@ -32,6 +36,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+import yaml
 
 from fleet import cost as fcost
 from fleetctl.cost import cost_of_stack
@@ -162,8 +168,11 @@ def _plan_tree(tree: Path, stack: str, out: Path, label: str) -> Side:
         raise DiffError(f"the {stack} stack does not plan at {label} (exit {proc.returncode}): "
                         + "\n".join(err[-15:]))
     if proc.returncode != 0:
-        side.notes.append(f"`fleet plan` exited {proc.returncode} at {label} (mandatory policy violations)")
+        side.notes.append(f"`fleet plan` exited {proc.returncode} at {label} (mandatory policy violations "
+                          "or chart problems)")
     side.plan = json.loads(plan_file.read_text())
+    side.plan["resources"] = side.plan["resources"] + chart_resources(side.plan, out / "manifests", side.notes,
+                                                                      label)
     policy_file = out / "policy.json"
     if policy_file.exists():
         side.policy = json.loads(policy_file.read_text())
@@ -172,6 +181,34 @@ def _plan_tree(tree: Path, stack: str, out: Path, label: str) -> Side:
         side.verify = json.loads(verify_file.read_text())
     side.cost = _cost_of(tree, stack)
     return side
+
+
+def chart_resources(plan: Mapping[str, Any], manifests: Path, notes: list[str] | None = None,
+                    label: str = "") -> list[dict[str, Any]]:
+    """Every object a Helm release renders (plan.json ``charts``, the object from its manifest file),
+    as a resource under its Release: so a chart bump or a values change reads as the objects it
+    adds, changes and removes, the way Pulumi names a helm.v4 Chart's children (``<chart>:<ns>/<name>``)."""
+    charts = plan.get("charts")
+    if not charts or charts.get("rendered") is None:
+        if notes is not None:
+            notes.append(f"Helm charts were not rendered at {label}: the objects they install are not compared"
+                         if charts else f"the plan at {label} predates chart rendering: every chart object "
+                         "reads as created")
+        return []
+    releases = {r["urn"]: r for r in plan.get("resources", [])}
+    out = []
+    for rel in charts["rendered"]:
+        parent = releases.get(rel["urn"], {})
+        scheme, project, qualified, rname = rel["urn"].split("::", 3)
+        for o in rel["objects"]:
+            api = str(o["apiVersion"])
+            typ = f"kubernetes:{api if '/' in api else 'core/' + api}:{o['kind']}"
+            name = f"{rname}:{o['namespace'] + '/' if o['namespace'] else ''}{o['name']}"
+            obj = yaml.load((manifests / o["file"]).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            out.append({"urn": f"{scheme}::{project}::{qualified}${typ}::{name}", "type": typ, "name": name,
+                        "custom": True, "parent": rel["urn"], "provider": parent.get("provider", ""),
+                        "dependencies": [], "property_dependencies": {}, "options": {}, "inputs": obj})
+    return out
 
 
 def _cost_of(tree: Path, stack: str) -> dict[str, Any] | None:

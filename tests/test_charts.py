@@ -255,3 +255,39 @@ def test_charts_pull_fails_clearly_when_a_repository_is_unreachable(tmp_path):
     assert [(p.chart, p.version) for p, _ in failed] == [("keda", "2.18.0"), ("cert-manager", "v1.19.1")]
     assert all("example.invalid" in err for _, err in failed)
     assert list(tmp_path.iterdir()) == []  # nothing half-written is left in the cache
+
+
+# --- the rendered objects pass the checks the program's own objects pass --------------------------------
+
+def _chart_crd_schemas(plan) -> dict:
+    """(apiVersion, kind) -> schema of every CRD the plan's charts install: the pinned versions."""
+    out = {}
+    for o in plan.chart_objects("CustomResourceDefinition"):
+        for v in o["spec"]["versions"]:
+            if v.get("served", True) and "schema" in v:
+                out[(f"{o['spec']['group']}/{v['name']}", o["spec"]["names"]["kind"])] = v["schema"]["openAPIV3Schema"]
+    return out
+
+
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
+def test_every_chart_object_is_schema_valid(stack):
+    """Core kinds against Kubernetes' OpenAPI (tests/schemas.py); custom kinds against the CRD the
+    same plan installs at its pinned version where a chart ships it, else ../shared/crds."""
+    import jsonschema
+
+    import schemas
+
+    plan = plan_of(stack)
+    crds = _chart_crd_schemas(plan)
+    problems = []
+    for rr in plan.releases:
+        for item in rr.objects:
+            o = item["object"]
+            key = (o.get("apiVersion"), o.get("kind"))
+            if key in crds:
+                v = jsonschema.Draft7Validator(schemas._strip_k8s_extensions(crds[key]))
+                found = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in v.iter_errors(o)]
+            else:
+                found = schemas.validate_object(o)
+            problems += [f"{item['path']}: {p}" for p in found]
+    assert problems == []

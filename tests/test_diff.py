@@ -346,3 +346,58 @@ def test_verify_summary_marks_new_and_resolved_findings():
     v = _verify_summary(side([a, b]), side([a, c]))
     assert v["new"] == [c] and v["resolved"] == [b]
     assert _verify_summary(side([]), Side(label="x", tree=Path("."), plan={}))["evaluated"] is False
+
+
+# --- chart-rendered objects in the review ---------------------------------------------------------------
+
+def _chart_changes(result, release: str):
+    return [c for c in result.changes if c.name.startswith(f"{release}:")]
+
+
+def test_a_chart_values_change_shows_as_the_objects_it_changes(repo):
+    platform = repo / "components" / "platform.py"
+    text = platform.read_text()
+    old = '"env": {"ENABLE_GATEWAY_API_INFERENCE_EXTENSION": "true"}'
+    assert old in text
+    platform.write_text(text.replace(old, old[:-1] + ', "PILOT_TRACE_SAMPLING": "5"}'))
+    result = diff_stack("dev", "main", repo=repo)
+    assert result.find("local-platform-istiod", "kubernetes:helm.sh/v3:Release").action == "update"
+    changed = {c.name: c for c in _chart_changes(result, "local-platform-istiod")}
+    # istiod 1.28.5 renders its env into the Deployment and echoes its values into two ConfigMaps.
+    assert sorted(changed) == ["local-platform-istiod:istio-system/istio-sidecar-injector",
+                               "local-platform-istiod:istio-system/istiod", "local-platform-istiod:istio-system/values"]
+    dep = changed["local-platform-istiod:istio-system/istiod"]
+    assert (dep.type, dep.action) == ("kubernetes:apps/v1:Deployment", "update")
+    assert any(p.new == "PILOT_TRACE_SAMPLING" and p.path.startswith("spec.template.spec.containers[0].env[")
+               for p in dep.properties)
+    assert not [c for c in result.changes if ":" in c.name and not c.name.startswith("local-platform-istiod:")]
+    assert "- ~ **update** `kubernetes:apps/v1:Deployment` `local-platform-istiod:istio-system/istiod`" \
+        in render_markdown(result)
+
+
+def test_a_chart_bump_shows_as_the_objects_it_changes(repo, tmp_path, monkeypatch):
+    import helm_python
+
+    from fleetctl.charts import CHARTS_ENV, charts_dir
+
+    cache = tmp_path / "charts"
+    shutil.copytree(charts_dir(), cache)
+    # keda 2.18.1 here is 2.18.0 packaged under the new version (`helm package --version`): what changes
+    # is what a version bump alone changes, the chart label on every object the chart renders.
+    helm_python.expand(tmp_path / "src", cache / "keda-2.18.0.tgz")
+    helm_python.package(tmp_path / "src" / "keda", destination=cache, version="2.18.1")
+    monkeypatch.setenv(CHARTS_ENV, str(cache))
+    pins = repo / "components" / "platform_versions.py"
+    text = pins.read_text()
+    assert '"keda", "https://kedacore.github.io/charts", "2.18.0"' in text
+    pins.write_text(text.replace('"keda", "https://kedacore.github.io/charts", "2.18.0"',
+                                 '"keda", "https://kedacore.github.io/charts", "2.18.1"'))
+    result = diff_stack("dev", "main", repo=repo)
+    release = result.find("local-platform-keda", "kubernetes:helm.sh/v3:Release")
+    assert [(p.path, p.old, p.new) for p in release.properties] == [("version", "2.18.0", "2.18.1")]
+    objects = _chart_changes(result, "local-platform-keda")
+    assert len(objects) > 10 and {c.action for c in objects} == {"update"}
+    for c in objects:
+        assert ('metadata.labels["helm.sh/chart"]', "keda-2.18.0", "keda-2.18.1") in \
+            [(p.path, p.old, p.new) for p in c.properties], c.name
+    assert not [c for c in result.changes if ":" in c.name and not c.name.startswith("local-platform-keda:")]
