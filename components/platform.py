@@ -157,6 +157,12 @@ class Platform(pulumi.ComponentResource):
 
         def release(key: str, *after: pulumi.Resource | None, values: dict[str, Any] | None = None
                     ) -> k8s.helm.v3.Release:
+            # helm.v3.Release, not helm.v4.Chart: Release installs with Helm's own engine (hooks such
+            # as cert-manager's startupapicheck and the AMD operator's pre/post hooks, `crds/`,
+            # atomic rollback, a release `helm list` shows), while v4 Chart is `helm template` plus
+            # Pulumi-managed objects without hook semantics. The objects a Release installs are
+            # invisible to a real `pulumi preview`, so the offline plan renders each one with the same
+            # Helm engine and checks them (fleetctl/charts.py).
             pin = pins.CHARTS[key]
             oci = pin.repo.startswith("oci://")
             return k8s.helm.v3.Release(

@@ -10,7 +10,7 @@ import pytest
 from components import platform_versions as pins
 from components.platform import vendor_charts
 
-from conftest import plan_of
+from conftest import plan_of, needs_charts
 from fleet import layout
 
 RELEASE = "kubernetes:helm.sh/v3:Release"
@@ -83,6 +83,7 @@ def test_every_chart_and_bundle_is_pinned_to_an_exact_version():
             assert re.search(r"/v\d+\.\d+\.\d+/", r["inputs"]["file"]), key
 
 
+@needs_charts
 def test_istiod_enables_the_inference_extension():
     # What the istiod 1.28.5 chart renders from our values: the flag in istiod's container env (it
     # was set as `pilot.env`, which the chart does not read, so the rendered env lacked it).
