@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # checkov pins many packages of its own: it gets its own virtualenv, used by the manifest tests.
 CHECKOV_STAMP := .venv-checkov/.installed
 
-.PHONY: setup plan test lock clean image bench
+.PHONY: setup plan test lock clean image bench upstream upstream-verify upstream-lock test-upstream
 
 setup: $(STAMP)
 
@@ -29,6 +29,25 @@ $(CHECKOV_STAMP): requirements-checkov.lock
 test: setup $(CHECKOV_STAMP)
 	PYTHONPATH=. $(VENV)/bin/lint-imports --no-cache  # the layers README draws (pyproject.toml)
 	$(PY) -m pytest -q -n 2
+
+# Upstream test data at the pinned versions (tests/upstream.py): the CRD bundles from their release URLs
+# and every pinned chart, into $(UPSTREAM_DIR)/{crds,charts} (the layout of ../shared), each file checked
+# against tests/upstream.sha256. Needs the internet; `upstream-verify` checks a cache offline.
+UPSTREAM_DIR ?= build/upstream
+
+upstream: setup
+	$(PY) tests/upstream.py fetch --dest $(UPSTREAM_DIR)
+
+upstream-verify: setup
+	$(PY) tests/upstream.py verify --dest $(UPSTREAM_DIR)
+
+# Record the checksums of what $(UPSTREAM_DIR) holds; review the diff of tests/upstream.sha256 like a pin bump.
+upstream-lock: setup
+	$(PY) tests/upstream.py lock --dest $(UPSTREAM_DIR)
+
+# `make test` against the fetched caches (what CI runs): nothing skipped for want of upstream data.
+test-upstream: upstream
+	FLEET_CRDS_DIR=$(abspath $(UPSTREAM_DIR))/crds FLEET_CHARTS_DIR=$(abspath $(UPSTREAM_DIR))/charts $(MAKE) test
 
 # The router image, built locally with whichever of docker, podman or buildah is installed and
 # tagged with the content hash of router/ that the dev stack deploys (components/router_image.py).

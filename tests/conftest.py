@@ -13,19 +13,21 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import upstream  # noqa: E402
 from fleetctl import charts  # noqa: E402
 from fleetctl.plan import Plan, run_plan  # noqa: E402
 
 SHIPPED_STACKS = sorted(p.name.split(".")[1] for p in ROOT.glob("Pulumi.*.yaml"))
 
-# The chart cache is upstream test data: without it the plans cannot render the charts, and every
-# test that plans fails (a ChartError naming the missing chart) — unless FLEET_OFFLINE=1 says this run
-# has no upstream data, in which case plans skip the charts and the tests that need them do not run
-# (counted in the summary below).
-OFFLINE = os.environ.get("FLEET_OFFLINE") == "1"
+# The chart cache and the CRDs are upstream test data (`make upstream` fetches them at the pinned
+# versions: tests/upstream.py): without the charts the plans cannot render them, and every test that
+# plans fails (a ChartError naming the missing chart); without the CRDs every custom-kind schema check
+# fails (tests/schemas.py) — unless FLEET_UPSTREAM_OFFLINE=1 says this run has no upstream data: then
+# plans skip the charts, the checks that need either do not run, and the summary below counts them.
+OFFLINE = upstream.offline()
 CHARTS_PRESENT = all((charts.charts_dir() / p.archive).exists() for p in charts.pinned_charts())
 RENDER_CHARTS = CHARTS_PRESENT or not OFFLINE
-needs_charts = pytest.mark.skipif(not RENDER_CHARTS, reason=f"FLEET_OFFLINE=1 and no chart cache at "
+needs_charts = pytest.mark.skipif(not RENDER_CHARTS, reason=f"{upstream.OFFLINE_VAR}=1 and no chart cache at "
                                                             f"{charts.charts_dir()}")
 
 
@@ -36,10 +38,16 @@ def plan_of(stack: str) -> Plan:
 
 
 def pytest_terminal_summary(terminalreporter):
-    if not RENDER_CHARTS:
-        skipped = [r for r in terminalreporter.stats.get("skipped", []) if "FLEET_OFFLINE" in str(r.longrepr)]
-        terminalreporter.write_line(f"FLEET_OFFLINE=1: {len(skipped)} chart checks did not run "
-                                    f"(no chart cache at {charts.charts_dir()}; `python -m fleet charts pull`)")
+    if notice := upstream.deprecation():
+        terminalreporter.write_line(notice, yellow=True)
+    if not OFFLINE:
+        return
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if upstream.OFFLINE_VAR in str(r.longrepr)]
+    if skipped or not RENDER_CHARTS:
+        terminalreporter.write_line(
+            f"{upstream.OFFLINE_VAR}=1: {len(skipped)} checks did not run for want of upstream data "
+            f"(charts at {charts.charts_dir()}: {'present' if CHARTS_PRESENT else 'absent'}; CRDs: see the skip "
+            f"reasons above); `make upstream` fetches both at the pinned versions", yellow=True)
 
 
 @pytest.fixture(params=SHIPPED_STACKS)

@@ -4,8 +4,9 @@ chart in ../shared/charts).
 
 The CRD folder comes from ``FLEET_CRDS_DIR`` (default: ``../shared/crds`` beside the checkout).
 A test that needs it **fails** when it is absent — a green run must not hide that no custom resource
-was checked — unless ``FLEET_UPSTREAM_OPTIONAL=1`` says this run goes without: then it is reported
-as skipped, with the reason, in pytest's summary. Core kinds are validated either way.
+was checked — unless ``FLEET_UPSTREAM_OFFLINE=1`` says this run goes without upstream data: then it
+is reported as skipped, with the reason, in pytest's summary. Core kinds are validated either way.
+``make upstream`` fetches the CRDs (and charts) at the pinned versions (tests/upstream.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
+import upstream
 from fleetctl.plan import SECRET
 
 K8S_VERSION = "1.35.0"  # fleet/catalog.KUBERNETES_DEFAULT
@@ -46,25 +48,22 @@ def _crd_documents():
                 yield from yaml.load_all(tar.extractfile(member).read().decode(), Loader=loader)
 
 
-OPTIONAL_VAR = "FLEET_UPSTREAM_OPTIONAL"
-
-
 def crds_available() -> bool:
     return CRDS_DIR.is_dir() and any(CRDS_DIR.glob("*.yaml"))
 
 
 def require_crds() -> None:
     """Return when the upstream CRDs are here; otherwise fail — or skip, saying so, when the run
-    declared itself offline with ``FLEET_UPSTREAM_OPTIONAL=1``."""
+    declared itself offline with ``FLEET_UPSTREAM_OFFLINE=1``."""
     import pytest
 
     if crds_available():
         return
     where = f"upstream CRDs not found in {CRDS_DIR} (FLEET_CRDS_DIR)"
-    if os.environ.get(OPTIONAL_VAR) == "1":
-        pytest.skip(f"{where}; {OPTIONAL_VAR}=1: custom resources not schema-checked in this run")
-    pytest.fail(f"{where}: put them there (see ../shared/crds/SOURCES.md) or set {OPTIONAL_VAR}=1 to run "
-                f"without them", pytrace=False)
+    if upstream.offline():
+        pytest.skip(f"{where}; {upstream.OFFLINE_VAR}=1: custom resources not schema-checked in this run")
+    pytest.fail(f"{where}: `make upstream` fetches them at the pinned versions (then FLEET_CRDS_DIR=build/upstream/crds), "
+                f"or set {upstream.OFFLINE_VAR}=1 to run without them", pytrace=False)
 
 
 @functools.lru_cache(maxsize=None)

@@ -3,7 +3,7 @@ chart cache: the values it sets exist in the chart, no object has two owners in 
 rendered object is written and listed by release, and a missing chart is a clear error.
 
 These tests need the chart cache (``../shared/charts`` or ``FLEET_CHARTS_DIR``): without it they fail,
-unless ``FLEET_OFFLINE=1`` says the run has no upstream charts (conftest.py counts what did not run).
+unless ``FLEET_UPSTREAM_OFFLINE=1`` says the run has no upstream data (conftest.py counts what did not run).
 """
 
 from __future__ import annotations
