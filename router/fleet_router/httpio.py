@@ -58,6 +58,9 @@ _LINGER_GAP_S = 1.0
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
+_STATUS_LINES = {code: b"HTTP/1.1 %d %b\r\n" % (code, phrase) for code, phrase in _REASONS.items()}
+
+
 class BodyError(Exception):
     """The request body could not be read: the client stopped sending or went away."""
 
@@ -547,10 +550,13 @@ class _Connection(asyncio.Protocol):
                 and not (self.site.closing and not self.queue))
         if not keep:
             r.keep_alive = False
-        parts = [b"HTTP/1.1 %d %b\r\n" % (status, _REASONS.get(status, b"Unknown"))]
-        for k, v in headers.items():
-            if k.lower() not in _FRAMING:
-                parts.append(f"{k}: {v}\r\n".encode("latin-1", "replace"))
+        parts = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status]
+        lines = self.site.header_lines
+        for kv in headers.items():
+            line = lines.get(kv)
+            if line is None:
+                line = self.site.header_line(kv)
+            parts.append(line)
         parts.append(b"date: %b\r\nx-request-id: %b\r\n" % (self.site.date.get(), r.request_id.encode()))
         if length is None:
             parts.append(b"transfer-encoding: chunked\r\n")
@@ -732,11 +738,23 @@ class Site:
         self._access_flush: asyncio.TimerHandle | None = None
         self.closing = False
         self.date = _Date()
+        #: Encoded response header lines by (name, value): most repeat on every answer (content
+        #: type, pool, vendor, tier), so each is encoded once. Bounded: cleared when full.
+        self.header_lines: dict[tuple[str, str], bytes] = {}
         self.loop = asyncio.get_running_loop()
         self.server: asyncio.AbstractServer | None = None
         shortest = min(limits.header_timeout, limits.body_timeout, limits.idle_timeout, _LINGER_GAP_S)
         self._sweep_every = min(1.0, max(0.05, shortest / 4))
         self._sweeper = self.loop.call_later(self._sweep_every, self._sweep)
+
+    def header_line(self, kv: tuple[str, str]) -> bytes:
+        """``name: value`` and CRLF, encoded (b"" for a header the server frames itself), remembered."""
+        k, v = kv
+        line = b"" if k.lower() in _FRAMING else f"{k}: {v}\r\n".encode("latin-1", "replace")
+        if len(self.header_lines) >= 4096:
+            self.header_lines.clear()
+        self.header_lines[kv] = line
+        return line
 
     def _sweep(self) -> None:
         """Fire the connections' deadlines that have passed (precision: ``_sweep_every``)."""

@@ -253,6 +253,7 @@ class Limiter:
         self._known_spent: dict[tuple[str, str], float] = {}  # last fleet spend read from the store
         self._pending: dict[tuple[str, str], float] = {}  # spend charged locally while degraded
         self._policies: dict[str, KeyPolicy | None] = {}
+        self._period_cache: dict[str, tuple[str, float, float]] = {}  # period -> (id, from, until)
         metrics.limits_degraded.set(value=0)
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -308,7 +309,7 @@ class Limiter:
         p = self.policy(key)
         if p is None:
             return None
-        period, reset_s = period_id(p.period, self.clock())
+        period, reset_s = self._period_of(p.period, self.clock())
         if self.redis is not None and not self.degraded:
             try:
                 reason, wait, rtat, ttat, spent = await self._admit(
@@ -338,13 +339,24 @@ class Limiter:
         usd = usd if policy.budget_usd is not None else 0.0
         if not tokens and not usd:
             return
-        period, _ = period_id(policy.period, self.clock())
+        period, _ = self._period_of(policy.period, self.clock())
         if self.redis is None or self.degraded:
             self.local.settle(key, policy, period, tokens, usd)
             if self.redis is not None and usd:
                 self._pending[(key, period)] = self._pending.get((key, period), 0.0) + usd
             return
         self._spawn(self._charge(key, policy, period, tokens, usd))
+
+    def _period_of(self, period: str, now: float) -> tuple[str, float]:
+        """:func:`period_id`, remembered until the period ends (calendar arithmetic per request
+        cost more than the rest of admission)."""
+        c = self._period_cache.get(period)
+        if c is not None and c[1] <= now < c[2]:
+            return c[0], c[2] - now
+        pid, left = period_id(period, now)
+        start = -math.inf if period == "total" else now  # valid from now (a clock set back: computed again)
+        self._period_cache[period] = (pid, start, now + left)
+        return pid, left
 
     # --- store ------------------------------------------------------------------------------------
 

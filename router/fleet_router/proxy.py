@@ -250,9 +250,10 @@ class Proxy:
                 # vLLM reports no time to first token in a non-streaming answer: none is recorded
                 # (the whole latency is not a TTFT, and must not feed SLOs or the cost policy).
                 core.on_first_byte(attempt, None, time.monotonic())
-                self._account(decision, state, req.model, None, _completion_tokens(whole), status)
+                usage = usage_of(whole)  # parsed once, for the metrics and the key's charge
+                self._account(decision, state, req.model, None, _completion_tokens(usage), status)
                 if on_usage is not None:
-                    on_usage(state.pool, usage_of(whole))
+                    on_usage(state.pool, usage)
                 return httpio.Response(status=status, body=whole, headers=headers)
             if migration.applies(req.path, req.body, self.config.failover.max_migrations):
                 return await self._stream_migrating(request, req, decision, attempt, upstream, headers, t0,
@@ -446,8 +447,9 @@ def sse_usage(tail: bytes) -> dict:
     return {}
 
 
-def _completion_tokens(whole: bytes) -> int:
+def _completion_tokens(usage: dict) -> int:
+    """``usage.completion_tokens`` of an answer (0 when missing or not a number)."""
     try:
-        return int(orjson.loads(whole).get("usage", {}).get("completion_tokens") or 0)
-    except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return max(0, int(usage.get("completion_tokens") or 0))
+    except (TypeError, ValueError, OverflowError):
         return 0

@@ -92,7 +92,8 @@ class Response:
     ``head_at`` / ``first_byte_at``: the loop's clock when the head and the first body byte came."""
 
     __slots__ = ("status", "headers", "_chunks", "_buffered", "_done", "_error", "_waiter", "_conn", "_head",
-                 "_timers", "_idle", "_last", "head_at", "first_byte_at")
+                 "_timer", "_timer_at", "_head_by", "_total_by", "_head_s", "_total_s", "_idle", "_last", "head_at",
+                 "first_byte_at")
 
     def __init__(self, conn: "_Connection"):
         self.status = 0
@@ -104,36 +105,58 @@ class Response:
         self._waiter: asyncio.Future | None = None
         self._conn = conn
         self._head = conn.loop.create_future()
-        self._timers: list[asyncio.TimerHandle] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0  # when _timer fires (loop clock)
+        self._head_by = self._total_by = 0.0  # absolute deadlines (0: none)
+        self._head_s = self._total_s = 0.0
         self._idle: float | None = None  # the longest silence allowed between body bytes
         self._last = 0.0  # when the last byte came (loop clock), for the idle check
         self.head_at = 0.0
         self.first_byte_at = 0.0
 
-    # deadlines
+    # deadlines: one loop timer per response, set for the nearest deadline and re-armed from there
+    # (head, total and idle share it); arming and cancelling a timer per deadline per request
+    # cost more than the checks.
     def _arm(self, deadlines: Deadlines) -> None:
-        loop = self._conn.loop
-        self._timers.append(loop.call_later(deadlines.head, self._head_timeout, deadlines.head))
+        now = self._conn.loop.time()
+        self._head_s, self._head_by = deadlines.head, now + deadlines.head
         if deadlines.total is not None:
-            self._timers.append(loop.call_later(deadlines.total, self._timeout, UpstreamTimeout(
-                f"the backend's answer took over {deadlines.total:g} s", "body")))
+            self._total_s, self._total_by = deadlines.total, now + deadlines.total
         self._idle = deadlines.idle
+        self._set_timer(min(self._head_by, self._total_by or self._head_by))
 
-    def _head_timeout(self, seconds: float) -> None:
-        if not self._head.done():
-            self._timeout(UpstreamTimeout(f"no response from the backend within {seconds:g} s", "head"))
+    def _set_timer(self, at: float) -> None:
+        t = self._timer
+        if t is not None:
+            if self._timer_at <= at:
+                return  # the check then re-arms for whatever is due next
+            t.cancel()
+        loop = self._conn.loop
+        self._timer_at = at
+        self._timer = loop.call_at(at, self._check)
 
-    def _idle_check(self) -> None:
-        # One timer per response, re-armed for the remainder when bytes came in the meantime:
-        # cheaper than a new timer per chunk.
+    def _check(self) -> None:
+        self._timer = None
         if self._done or self._error is not None:
             return
-        loop = self._conn.loop
-        left = self._last + self._idle - loop.time()
-        if left > 0:
-            self._timers.append(loop.call_later(left, self._idle_check))
-        else:
+        now = self._conn.loop.time()
+        head_done = self._head.done()
+        if not head_done and now >= self._head_by:
+            self._timeout(UpstreamTimeout(f"no response from the backend within {self._head_s:g} s", "head"))
+            return
+        if self._total_by and now >= self._total_by:
+            self._timeout(UpstreamTimeout(f"the backend's answer took over {self._total_s:g} s", "body"))
+            return
+        if head_done and self._idle is not None and now >= self._last + self._idle:
             self._timeout(UpstreamTimeout(f"the backend sent nothing for {self._idle:g} s", "body"))
+            return
+        nxt = [self._total_by] if self._total_by else []
+        if not head_done:
+            nxt.append(self._head_by)
+        elif self._idle is not None:
+            nxt.append(self._last + self._idle)
+        if nxt:
+            self._set_timer(max(min(nxt), now + 0.001))
 
     def _timeout(self, exc: UpstreamTimeout) -> None:
         # Close at once: the backend sees the disconnect and stops generating for nobody.
@@ -142,10 +165,9 @@ class Response:
 
     # fed by the protocol
     def _got_head(self) -> None:
-        loop = self._conn.loop
-        self.head_at = self._last = loop.time()
+        self.head_at = self._last = now = self._conn.loop.time()
         if self._idle is not None:
-            self._timers.append(loop.call_later(self._idle, self._idle_check))
+            self._set_timer(now + self._idle)
         if not self._head.done():
             self._head.set_result(None)
 
@@ -166,9 +188,10 @@ class Response:
         self._wake()
 
     def _cancel_timers(self) -> None:
-        for t in self._timers:
+        t = self._timer
+        if t is not None:
+            self._timer = None
             t.cancel()
-        self._timers.clear()
 
     def _fail(self, exc: BaseException) -> None:
         if self._done or self._error is not None:
@@ -262,15 +285,20 @@ class _Connection(asyncio.Protocol):
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
+        # Framing is noted here, on the two names of its length (14 and 17 bytes), rather than by
+        # a second pass over every header.
+        if len(name) in (14, 17):
+            lname = name.lower()
+            if lname == b"content-length" or (lname == b"transfer-encoding" and b"chunked" in value.lower()):
+                self.framed = True
         self.response.headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         r = self.response
-        r.status = self.parser.get_status_code()
+        r.status = status = self.parser.get_status_code()
         self.reusable = self.parser.should_keep_alive()
-        self.framed = r.status in (204, 304) or any(
-            k.lower() == "content-length" or (k.lower() == "transfer-encoding" and "chunked" in v.lower())
-            for k, v in r.headers)
+        if status == 204 or status == 304:
+            self.framed = True
         r._got_head()
 
     def on_body(self, body: bytes) -> None:
@@ -307,6 +335,7 @@ class _Connection(asyncio.Protocol):
         self.response = Response(self)
         self.complete = False
         self.got_bytes = False
+        self.framed = False  # until the response's head says how its body ends
         self.transport.write(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:
             self.transport.write(body)

@@ -80,8 +80,13 @@ class App:
         await resp.write_eof()
         return resp
 
+    async def headers(self, r: httpio.Request):
+        # A handler's framing header is dropped; its own headers go out as given, value by value.
+        return httpio.Response(int(r.headers.get("x-status", "200")), b"hi",
+                               headers={"X-Echo": r.headers.get("x-echo", ""), "Content-Length": "999"})
+
     def routes(self):
-        return [("POST", "/echo", self.echo), ("GET", "/echo", self.echo), ("POST", "/body", self.body),
+        return [("GET", "/headers", self.headers), ("POST", "/echo", self.echo), ("GET", "/echo", self.echo), ("POST", "/body", self.body),
                 ("POST", "/body-errors", self.body_errors), ("GET", "/slow", self.slow),
                 ("GET", "/stream", self.stream)]
 
@@ -523,3 +528,24 @@ def test_expect_100_continue_is_answered_when_the_body_is_wanted():
         writer.close()
         await s.close()
     run(case())
+
+
+def test_response_headers_carry_each_answer_s_own_values_and_the_server_s_framing():
+    # Header lines are encoded once per (name, value) and reused: each answer must still carry
+    # its own value, a handler's Content-Length never replaces the server's, and a status the
+    # standard library does not name still gets a status line.
+    async def case():
+        s, port = await site(App())
+        reader, writer = await connect(port)
+        got = []
+        for value, status in (("a", 200), ("b", 200), ("a", 299), ("é", 200)):
+            writer.write(get("/headers", f"X-Echo: {value}\r\nX-Status: {status}\r\n").replace(
+                "é".encode(), "é".encode("latin-1")))
+            st, headers, body = await read_response(reader)
+            got.append((st, headers["x-echo"], headers["content-length"], body))
+        writer.close()
+        await s.close()
+        return got
+    got = run(case())
+    assert got == [(200, "a", "2", b"hi"), (200, "b", "2", b"hi"), (299, "a", "2", b"hi"),
+                   (200, "é", "2", b"hi")]  # a Latin-1 value, as sent

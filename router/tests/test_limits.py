@@ -4,6 +4,7 @@ store are several replicas; the e2e tests (test_limits_e2e.py) do the same with 
 from __future__ import annotations
 
 import asyncio
+import calendar
 import hashlib
 import logging
 import time
@@ -252,3 +253,27 @@ def test_budget_periods_end_at_utc_midnight_and_month_end():
     assert period_id("day", t) == ("2025-12-31", 1.0)
     assert period_id("month", t) == ("2025-12", 1.0)
     assert period_id("total", t)[0] == "total"
+
+
+def test_a_daily_budget_spent_before_midnight_is_back_after_it():
+    # The budget period is remembered between requests until it ends: the first request after
+    # midnight (UTC) counts against the new day's budget, the spend before it stays in the old one.
+    now = [calendar.timegm((2026, 12, 1, 23, 59, 58))]
+
+    async def go():
+        lim = Limiter(Limits(budget_usd=1.0, budget_period="day"), None, RouterMetrics(), clock=lambda: now[0])
+        await lim.start()
+        first = await lim.admit(KEY)
+        lim.charge(KEY, first.policy, 10, 1.5)  # over the day's budget
+        refused = await lim.admit(KEY)
+        now[0] += 1.5  # 23:59:59.5: the same day
+        still = await lim.admit(KEY)
+        now[0] += 1.0  # 00:00:00.5 the next day
+        next_day = await lim.admit(KEY)
+        await lim.close()
+        return first, refused, still, next_day
+
+    first, refused, still, next_day = run(go())
+    assert first.allowed and not refused.allowed and refused.reason == "budget"
+    assert not still.allowed and 0 < still.retry_after <= 0.5
+    assert next_day.allowed and next_day.headers["x-ratelimit-remaining-budget"] == "1.000000"

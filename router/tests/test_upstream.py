@@ -290,3 +290,65 @@ def test_a_buffered_answer_over_its_cap_is_an_error_not_memory():
             r.release()
 
     _run(main())
+
+
+# --- one timer per response (head, total and idle share it), framing read from the head --------
+
+def test_a_total_bound_cuts_a_stream_that_never_goes_silent_and_the_head_bound_ends_with_the_head():
+    # One loop timer per response serves every deadline: here the head bound (0.4 s) is met, the
+    # idle bound (5 s) never trips because a chunk comes every 0.1 s, and the total (1 s) cuts it.
+    async def handler(reader, writer, n, head, body):
+        await asyncio.sleep(0.2)
+        writer.write(SSE_HEAD)
+        for i in range(100):
+            writer.write(_chunk(b"data: %d\n\n" % i))
+            await writer.drain()
+            await asyncio.sleep(0.1)
+
+    async def main():
+        async with _backend(handler) as (origin, count, pool):
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            r = await pool.request(origin, "/v1/chat/completions", [], b"{}", _d(head=0.4, idle=5, total=1.0))
+            got = 0
+            with pytest.raises(UpstreamTimeout) as e:
+                while await r.read():
+                    got += 1
+            took = loop.time() - t0
+            r.release()
+            await asyncio.wait_for(count["closed"].wait(), 2)  # the backend is told
+            return e.value, got, took
+
+    exc, got, took = _run(main())
+    assert exc.phase == "body" and "took over 1 s" in str(exc)
+    assert 3 <= got < 20 and took < 4  # cut by the total, well before the idle bound or 100 chunks
+
+
+@pytest.mark.parametrize("reply,complete", [
+    # "X-Request-Size" has Content-Length's length but frames nothing: the body ends with the close
+    (b"HTTP/1.1 200 OK\r\nX-Request-Size: 12\r\nConnection: close\r\n\r\nall of it", True),
+    # framing names in any case: a close before the length or the last chunk is a cut, not the end
+    (b"HTTP/1.1 200 OK\r\nCONTENT-LENGTH: 90\r\n\r\nall of it", False),
+    (b"HTTP/1.1 200 OK\r\ntransfer-encoding: Chunked\r\n\r\n9\r\nall of it\r\n", False),
+], ids=["unframed", "length-upper-case", "chunked-mixed-case"])
+def test_how_a_body_ends_is_read_from_the_head_whatever_the_case_of_its_names(reply, complete):
+    async def handler(reader, writer, n, head, body):
+        writer.write(reply)
+        await writer.drain()
+        return False  # then the server closes
+
+    async def main():
+        async with _backend(handler) as (origin, count, pool):
+            r = await pool.request(origin, "/v1/completions", [], b"{}", _d())
+            try:
+                return await r.read_all()
+            except UpstreamError as e:
+                return e
+            finally:
+                r.release()
+
+    got = _run(main())
+    if complete:
+        assert got == b"all of it"
+    else:
+        assert isinstance(got, UpstreamError) and got.phase == "body"
