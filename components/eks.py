@@ -36,6 +36,7 @@ import pulumi_aws.eks as eks
 import pulumi_aws.iam as iam
 import pulumi_kubernetes as k8s
 
+from components import platform_versions as pins
 from components.clusters import node_labels
 from components.registry import RegistryAccess
 from components.router_image import REPOSITORY
@@ -55,19 +56,8 @@ NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEKS_CNI_Policy",
                  # Pull rights on ECR: the router image is pulled by the node, no pull secret.
                  "AmazonEC2ContainerRegistryReadOnly")
 NODE_TEMPLATE = "k8s.io/cluster-autoscaler/node-template"
-AUTOSCALER_IMAGE_TAGS = {
-    # The cluster-autoscaler minor must match the cluster's Kubernetes minor (kubernetes/autoscaler
-    # README, version compatibility); latest patches: tags cluster-autoscaler-1.35.2 and -1.36.1
-    # (2026-07-22). One row per minor catalog.KUBERNETES_SUPPORT['aws'] offers.
-    "1.35": "v1.35.2",
-    "1.36": "v1.36.1",
-}
-CLUSTER_AUTOSCALER = {
-    # kubernetes/autoscaler chart; the image comes from AUTOSCALER_IMAGE_TAGS by the cluster's minor.
-    "chart": "cluster-autoscaler", "repo": "https://kubernetes.github.io/autoscaler",
-    "version": "9.46.6", "namespace": "kube-system",
-    "service_account": "cluster-autoscaler",
-}
+AUTOSCALER_SERVICE_ACCOUNT = "cluster-autoscaler"
+"""Named here because its IRSA trust policy must name it; chart and image pins: platform_versions."""
 AUTOSCALER_ACTIONS = [
     "autoscaling:DescribeAutoScalingGroups", "autoscaling:DescribeAutoScalingInstances",
     "autoscaling:DescribeLaunchConfigurations", "autoscaling:DescribeScalingActivities",
@@ -321,8 +311,8 @@ class EksCluster(pulumi.ComponentResource):
         )
 
     def _cluster_autoscaler(self, name: str, tags: dict[str, str]) -> k8s.helm.v3.Release:
-        ca = CLUSTER_AUTOSCALER
-        subject = f"system:serviceaccount:{ca['namespace']}:{ca['service_account']}"
+        ca = pins.CHARTS["cluster-autoscaler"]
+        subject = f"system:serviceaccount:{ca.namespace}:{AUTOSCALER_SERVICE_ACCOUNT}"
         issuer_host = self.cluster.identities[0].oidcs[0].issuer.apply(lambda u: u.removeprefix("https://"))
         trust = pulumi.Output.all(self.oidc_provider.arn, issuer_host).apply(lambda a: json.dumps({
             "Version": "2012-10-17", "Statement": [{
@@ -341,16 +331,16 @@ class EksCluster(pulumi.ComponentResource):
         return k8s.helm.v3.Release(
             f"{name}-cluster-autoscaler",
             name="cluster-autoscaler",
-            chart=ca["chart"],
-            version=ca["version"],
-            namespace=ca["namespace"],
-            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=ca["repo"]),
+            chart=ca.chart,
+            version=ca.version,
+            namespace=ca.namespace,
+            repository_opts=k8s.helm.v3.RepositoryOptsArgs(repo=ca.repo),
             values={
                 "cloudProvider": "aws",
                 "awsRegion": self.spec.region,
                 "autoDiscovery": {"clusterName": self.cluster.name},
-                "image": {"tag": AUTOSCALER_IMAGE_TAGS[self.spec.kubernetes_version]},
-                "rbac": {"serviceAccount": {"name": ca["service_account"],
+                "image": {"tag": pins.AUTOSCALER_IMAGE_TAGS[self.spec.kubernetes_version]},
+                "rbac": {"serviceAccount": {"name": AUTOSCALER_SERVICE_ACCOUNT,
                                             "annotations": {"eks.amazonaws.com/role-arn": role.arn}}},
                 "extraArgs": {
                     # Spot pools: try the next group when one has no capacity, quickly.

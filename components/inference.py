@@ -35,7 +35,7 @@ from components.namespaces import Namespaces
 from components.platform import Platform
 from components.routes import Routes, RoutesArgs
 from components.router_image import RouterImage
-from fleet import layout
+from fleet import drain, layout
 from fleet.spec import ClusterSpec, FleetSpec, PoolSpec
 
 HF_SECRET = "hf-token"
@@ -64,7 +64,7 @@ class InferenceLayer(pulumi.ComponentResource):
         simulated = cluster.cloud == "local"
         keda = spec.platform.keda
         served = [p for p in args.pools if spec.models_on(p.name)]
-        drain_s = inference_data.drain_seconds(spec.router.request_timeout_s)
+        drain_s = drain.server_termination_grace_s(spec.router.request_timeout_s)
 
         # The token only reaches real vLLM servers (gated models); the simulator downloads nothing.
         hf_secret = None

@@ -53,20 +53,6 @@ READINESS_PROBE = MappingProxyType({"path": "/health", "periodSeconds": 10, "fai
 LIVENESS_PROBE = MappingProxyType({"path": "/health", "periodSeconds": 30, "failureThreshold": 5,
                                    "timeoutSeconds": 10})
 
-DRAIN_SLACK_S = 15
-PRE_STOP_SLEEP_S = 10
-"""A stopping server keeps serving this long, so the picker and gateway see it leave before it refuses."""
-
-
-def drain_seconds(request_timeout_s: float) -> int:
-    """Grace period for a server (and its picker) to finish the longest request the router allows."""
-    return int(request_timeout_s) + PRE_STOP_SLEEP_S + DRAIN_SLACK_S
-
-
-def route_timeout(request_timeout_s: float) -> str:
-    """Gateway request timeout: the router's own timeout plus slack, so the router times out first."""
-    return f"{int(request_timeout_s) + 2 * DRAIN_SLACK_S}s"
-
 SHM_SIZE = "16Gi"
 """/dev/shm for NCCL/RCCL between tensor-parallel workers (Docker's 64 MiB default is far too small)."""
 

@@ -27,7 +27,8 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from components import inference_data as data
-from fleet import layout
+from components import workload
+from fleet import drain, layout
 from fleet.spec import PoolSpec
 
 
@@ -62,7 +63,7 @@ def epp_args(pool: str) -> list[str]:
 @dataclass
 class InferencePoolArgs:
     pool: PoolSpec
-    drain_s: int = data.drain_seconds(300.0)
+    drain_s: int = drain.server_termination_grace_s(300.0)
     """Termination grace, as long as the model servers' (upstream: mirror the pool's longest)."""
     istio: bool = True
     """Whether Istio is the gateway (then a DestinationRule tells it the picker speaks TLS)."""
@@ -98,8 +99,8 @@ class InferencePool(pulumi.ComponentResource):
             opts=child)
 
         def grpc_probe(period: int, failures: int) -> dict:
-            return {"grpc": {"port": layout.EPP_HEALTH_PORT, "service": data.EPP_HEALTH_SERVICE},
-                    "periodSeconds": period, "failureThreshold": failures, "timeoutSeconds": 2}
+            return workload.grpc_probe(layout.EPP_HEALTH_PORT, data.EPP_HEALTH_SERVICE,
+                                       period=period, failures=failures, timeout=2)
 
         # A config change restarts the picker (it reads the file once at start).
         checksum = hashlib.sha256(config_yaml.encode()).hexdigest()
@@ -127,9 +128,7 @@ class InferencePool(pulumi.ComponentResource):
                         "enableServiceLinks": False,
                         # As long as the model servers' drain, so in-flight streams keep their picker.
                         "terminationGracePeriodSeconds": args.drain_s,
-                        "securityContext": {"runAsNonRoot": True, "runAsUser": data.EPP_RUN_AS,
-                                            "runAsGroup": data.EPP_RUN_AS,
-                                            "seccompProfile": {"type": "RuntimeDefault"}},
+                        "securityContext": workload.pod_security(data.EPP_RUN_AS),
                         "containers": [{
                             "name": "epp",
                             "image": data.EPP_IMAGE,
@@ -143,12 +142,7 @@ class InferencePool(pulumi.ComponentResource):
                             "resources": {k: dict(v) for k, v in data.EPP_RESOURCES.items()},
                             "readinessProbe": grpc_probe(5, 3),
                             "livenessProbe": grpc_probe(10, 3),
-                            "securityContext": {
-                                "runAsNonRoot": True, "runAsUser": data.EPP_RUN_AS, "runAsGroup": data.EPP_RUN_AS,
-                                "allowPrivilegeEscalation": False, "privileged": False,
-                                "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
-                                "seccompProfile": {"type": "RuntimeDefault"},
-                            },
+                            "securityContext": workload.container_security(data.EPP_RUN_AS),
                             "volumeMounts": [{"name": "config", "mountPath": data.EPP_CONFIG_DIR, "readOnly": True}],
                         }],
                         "volumes": [{"name": "config", "configMap": {"name": f"{epp}-config"}}],

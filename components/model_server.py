@@ -23,7 +23,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import inference_data as data
-from fleet import catalog, layout, naming
+from components import workload
+from fleet import catalog, drain, layout, naming
 from fleet.spec import ClusterSpec, ModelSpec, PoolSpec
 
 HF_TOKEN_KEY = "token"
@@ -50,21 +51,8 @@ def pod_labels(model: ModelSpec, pool: PoolSpec, simulated: bool) -> dict[str, s
 
 
 def _probe(p, port: str = "http") -> dict[str, Any]:
-    return {"httpGet": {"path": p["path"], "port": port}, "periodSeconds": p["periodSeconds"],
-            "failureThreshold": p["failureThreshold"], "timeoutSeconds": p["timeoutSeconds"]}
-
-
-def _container_security(run_as: int) -> dict[str, Any]:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": run_as,
-        "runAsGroup": run_as,
-        "allowPrivilegeEscalation": False,
-        "privileged": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
+    return workload.http_probe(p["path"], port, period=p["periodSeconds"],
+                               failures=p["failureThreshold"], timeout=p["timeoutSeconds"])
 
 
 def accelerator_count(model: ModelSpec, pool: PoolSpec) -> int:
@@ -126,12 +114,8 @@ def vllm_pod_spec(model: ModelSpec, pool: PoolSpec, cluster: ClusterSpec,
         key, value, effect = spot_taint
         tolerations.append({"key": key, "operator": "Equal", "value": value, "effect": effect})
 
-    pod_security: dict[str, Any] = {
-        "runAsNonRoot": True, "runAsUser": data.RUN_AS, "runAsGroup": data.RUN_AS, "fsGroup": data.RUN_AS,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-    if quirks.supplemental_groups:
-        pod_security["supplementalGroups"] = list(quirks.supplemental_groups)
+    pod_security = workload.pod_security(data.RUN_AS, fs_group=True,
+                                         supplemental_groups=quirks.supplemental_groups)
 
     return {
         "automountServiceAccountToken": False,
@@ -157,8 +141,8 @@ def vllm_pod_spec(model: ModelSpec, pool: PoolSpec, cluster: ClusterSpec,
             "startupProbe": _probe(data.STARTUP_PROBE),
             "readinessProbe": _probe(data.READINESS_PROBE),
             "livenessProbe": _probe(data.LIVENESS_PROBE),
-            "lifecycle": {"preStop": {"sleep": {"seconds": data.PRE_STOP_SLEEP_S}}},
-            "securityContext": _container_security(data.RUN_AS),
+            "lifecycle": {"preStop": {"sleep": {"seconds": drain.PRE_STOP_S}}},
+            "securityContext": workload.container_security(data.RUN_AS),
             "volumeMounts": [
                 {"name": "model-cache", "mountPath": data.MODEL_CACHE_DIR},
                 {"name": "scratch", "mountPath": data.SCRATCH_DIR},
@@ -188,8 +172,7 @@ def sim_pod_spec(model: ModelSpec, pool: PoolSpec, image: Any,
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": 10,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": data.SIM_RUN_AS, "runAsGroup": data.SIM_RUN_AS,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": workload.pod_security(data.SIM_RUN_AS),
         "containers": [{
             "name": "sim",
             "image": image,
@@ -205,7 +188,7 @@ def sim_pod_spec(model: ModelSpec, pool: PoolSpec, image: Any,
             "startupProbe": _probe(data.SIM_PROBE),
             "readinessProbe": _probe(data.SIM_PROBE),
             "livenessProbe": _probe(data.SIM_PROBE),
-            "securityContext": _container_security(data.SIM_RUN_AS),
+            "securityContext": workload.container_security(data.SIM_RUN_AS),
             "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
         }],
         "volumes": [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "32Mi"}}],
@@ -227,8 +210,8 @@ class ModelServerArgs:
     """KEDA owns the replica count (so Pulumi must not fight it)."""
     pool_models: tuple[str, ...] = ()
     """Names of every model on the pool (a simulated server answers for all of them)."""
-    drain_s: int = data.drain_seconds(300.0)
-    """Termination grace: the router's request timeout plus slack (inference_data.drain_seconds)."""
+    drain_s: int = drain.server_termination_grace_s(300.0)
+    """Termination grace: the router's request timeout plus slack (fleet.drain)."""
 
 
 class ModelServer(pulumi.ComponentResource):

@@ -83,6 +83,17 @@ CHARTS = MappingProxyType({
                            layout.NS_GPU_OPERATORS),
     "amd-gpu-operator": Chart("gpu-operator-charts", "https://rocm.github.io/gpu-operator", "v1.4.0",
                               layout.NS_GPU_OPERATORS),
+    # EKS only (components/eks.py installs it with its IRSA role); the image by the cluster's minor.
+    "cluster-autoscaler": Chart("cluster-autoscaler", "https://kubernetes.github.io/autoscaler", "9.46.6",
+                                "kube-system"),
+})
+
+AUTOSCALER_IMAGE_TAGS = MappingProxyType({
+    # The cluster-autoscaler minor must match the cluster's Kubernetes minor (kubernetes/autoscaler
+    # README, version compatibility); latest patches: tags cluster-autoscaler-1.35.2 and -1.36.1
+    # (2026-07-22). One row per minor catalog.KUBERNETES_SUPPORT['aws'] offers.
+    "1.35": "v1.35.2",
+    "1.36": "v1.36.1",
 })
 
 # The amdgpu driver KMM installs on MI300X nodes (DeviceConfig spec.driver.version, a ROCm release):

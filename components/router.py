@@ -34,9 +34,10 @@ import yaml
 from components.namespaces import Namespaces
 from components.platform import Platform
 from components.router_image import RouterImage
+from components import workload
 from components.router_store import RouterStore, RouterStoreArgs
 from fleet import layout
-from fleet.routerconfig import ROUTER_DRAIN_SLACK_S, router_termination_grace_s
+from fleet import drain
 from fleet.spec import ClusterSpec, FleetSpec
 
 NAME = "fleet-router"
@@ -58,8 +59,6 @@ RESOURCES = MappingProxyType({
     "limits": {"cpu": "2", "memory": "1Gi"},
 })
 TARGET_CPU_UTILIZATION = 70
-# An in-flight stream may last as long as the request timeout; give draining that long plus slack.
-DRAIN_SLACK_S = ROUTER_DRAIN_SLACK_S
 
 DNS_EGRESS = {
     "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
@@ -208,8 +207,7 @@ class Router(pulumi.ComponentResource):
             mounts.append({"name": "backend-keys", "mountPath": BACKEND_KEYS_DIR, "readOnly": True})
 
         def probe(path: str, period: int, failures: int) -> dict:
-            return {"httpGet": {"path": path, "port": "admin"}, "periodSeconds": period,
-                    "timeoutSeconds": 2, "failureThreshold": failures}
+            return workload.http_probe(path, "admin", period=period, failures=failures, timeout=2)
 
         container = {
             "name": "router",
@@ -227,16 +225,7 @@ class Router(pulumi.ComponentResource):
             "startupProbe": probe("/healthz", 2, 30),
             "readinessProbe": probe("/readyz", 5, 2),
             "livenessProbe": probe("/healthz", 10, 3),
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": RUN_AS,
-                "runAsGroup": RUN_AS,
-                "readOnlyRootFilesystem": True,
-                "allowPrivilegeEscalation": False,
-                "privileged": False,
-                "capabilities": {"drop": ["ALL"]},
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
+            "securityContext": workload.container_security(RUN_AS),
         }
         skips = {}
         if local:
@@ -270,14 +259,8 @@ class Router(pulumi.ComponentResource):
                         "automountServiceAccountToken": False,
                         "enableServiceLinks": False,
                         # The router's shutdown config is generated to fit it (fleet.routerconfig).
-                        "terminationGracePeriodSeconds": router_termination_grace_s(rspec.request_timeout_s),
-                        "securityContext": {
-                            "runAsNonRoot": True,
-                            "runAsUser": RUN_AS,
-                            "runAsGroup": RUN_AS,
-                            "fsGroup": RUN_AS,
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
+                        "terminationGracePeriodSeconds": drain.router_termination_grace_s(rspec.request_timeout_s),
+                        "securityContext": workload.pod_security(RUN_AS, fs_group=True),
                         "topologySpreadConstraints": spread,
                         "containers": [container],
                         "volumes": volumes,
@@ -365,7 +348,7 @@ class Router(pulumi.ComponentResource):
             "rules": [{
                 "matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}],
                 "backendRefs": [{"kind": "Service", "name": NAME, "port": layout.ROUTER_PORT}],
-                "timeouts": {"request": f"{int(rspec.request_timeout_s) + DRAIN_SLACK_S}s"},
+                "timeouts": {"request": drain.router_route_timeout(rspec.request_timeout_s)},
             }],
         }
         if hostname:

@@ -25,6 +25,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from components import workload
 from fleet import layout
 
 NAME = layout.ROUTER_STORE_NAME
@@ -114,20 +115,9 @@ class RouterStore(pulumi.ComponentResource):
                 {"name": "data", "mountPath": DATA_DIR},
                 {"name": "conf", "mountPath": CONF_DIR, "readOnly": True},
             ],
-            "readinessProbe": {"tcpSocket": {"port": "redis"}, "periodSeconds": 5, "timeoutSeconds": 2,
-                               "failureThreshold": 2},
-            "livenessProbe": {"tcpSocket": {"port": "redis"}, "initialDelaySeconds": 10, "periodSeconds": 10,
-                              "timeoutSeconds": 2, "failureThreshold": 3},
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": RUN_AS,
-                "runAsGroup": RUN_AS,
-                "readOnlyRootFilesystem": True,
-                "allowPrivilegeEscalation": False,
-                "privileged": False,
-                "capabilities": {"drop": ["ALL"]},
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
+            "readinessProbe": workload.tcp_probe("redis", period=5, failures=2, timeout=2),
+            "livenessProbe": workload.tcp_probe("redis", period=10, failures=3, timeout=2, initial_delay=10),
+            "securityContext": workload.container_security(RUN_AS),
         }
         self.stateful_set = k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
@@ -143,13 +133,7 @@ class RouterStore(pulumi.ComponentResource):
                         "automountServiceAccountToken": False,
                         "enableServiceLinks": False,
                         "terminationGracePeriodSeconds": 30,
-                        "securityContext": {
-                            "runAsNonRoot": True,
-                            "runAsUser": RUN_AS,
-                            "runAsGroup": RUN_AS,
-                            "fsGroup": RUN_AS,
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                        },
+                        "securityContext": workload.pod_security(RUN_AS, fs_group=True),
                         "containers": [container],
                         "volumes": [{"name": "conf", "secret": {
                             "secretName": AUTH_SECRET, "defaultMode": 0o440,

@@ -26,7 +26,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import inference_data as data
-from fleet import layout, naming
+from fleet import drain, layout, naming
 from fleet.spec import ClusterSpec, FleetSpec
 
 POOL_GROUP = "inference.networking.k8s.io"
@@ -49,7 +49,7 @@ def pool_rule(pool: str, timeout: str) -> dict[str, Any]:
 
 def route_specs(spec: FleetSpec, cluster: ClusterSpec) -> dict[str, list[dict[str, Any]]]:
     """Route name -> rules, for this cluster (pure: tests read it as well as the plan)."""
-    timeout = data.route_timeout(spec.router.request_timeout_s)
+    timeout = drain.pool_route_timeout(spec.router.request_timeout_s)
     return {naming.k8s_name("pool", p.name): [pool_rule(p.name, timeout)]
             for p in spec.pools_in(cluster.name) if spec.models_on(p.name)}
 

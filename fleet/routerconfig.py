@@ -19,9 +19,9 @@ Each pool's backend timeouts (:func:`pool_timeouts`) follow how vLLM answers: a 
 before generation, a chunk per token after it; a non-streaming answer whole at its end, bounded by
 the spec's ``router.request_timeout_s``.
 
-The router's shutdown (:func:`router_shutdown`) fits its pod's termination grace
-(:func:`router_termination_grace_s`, which the Router component puts on the Deployment): after
-SIGTERM it keeps serving ``pre_stop_s`` while the endpoint leaves Services and gateways, then
+The router's shutdown (:func:`fleet.drain.router_shutdown`) fits its pod's termination grace
+(:func:`fleet.drain.router_termination_grace_s`, which the Router component puts on the Deployment):
+after SIGTERM it keeps serving ``pre_stop_s`` while the endpoint leaves Services and gateways, then
 drains requests in flight for the rest of the grace but a margin to exit. Pure: no Pulumi, no I/O.
 """
 
@@ -30,33 +30,12 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from fleet import catalog, layout
+from fleet.drain import router_shutdown
 from fleet.spec import FleetSpec, PoolSpec
 
 
 class RouterConfigError(ValueError):
     pass
-
-
-ROUTER_DRAIN_SLACK_S = 15
-"""The router pod's termination grace beyond the longest request it allows."""
-ROUTER_PRE_STOP_S = 10
-"""Serving after SIGTERM while the pod leaves EndpointSlices: Kubernetes removes a terminating pod
-from them at the same time as it signals it, and kube-proxy and gateways apply that seconds later
-(the same wait as the model servers' preStop sleep)."""
-ROUTER_EXIT_MARGIN_S = 5
-"""Left of the grace after the drain, to close connections and exit before SIGKILL."""
-
-
-def router_termination_grace_s(request_timeout_s: float) -> int:
-    """``terminationGracePeriodSeconds`` of the router's pods: the longest request plus slack."""
-    return int(request_timeout_s) + ROUTER_DRAIN_SLACK_S
-
-
-def router_shutdown(request_timeout_s: float) -> dict[str, float]:
-    """The router's ``shutdown`` config: pre-stop grace, then a drain that ends before the pod's grace."""
-    grace = router_termination_grace_s(request_timeout_s)
-    return {"pre_stop_s": float(ROUTER_PRE_STOP_S),
-            "drain_s": float(grace - ROUTER_PRE_STOP_S - ROUTER_EXIT_MARGIN_S)}
 
 
 def replica_tensor_parallel(spec: FleetSpec, pool: PoolSpec) -> int:

@@ -113,13 +113,10 @@ class Pin:
 
 
 def pinned_charts() -> list[Pin]:
-    """Every chart version the program pins (components/platform_versions.py, and the EKS
-    cluster-autoscaler pinned beside its IAM wiring in components/eks.py)."""
+    """Every chart version the program pins: all of them in components/platform_versions.py."""
     from components import platform_versions as pins
-    from components.eks import CLUSTER_AUTOSCALER as ca
 
     out = [Pin(key, c.chart, c.repo, c.version) for key, c in pins.CHARTS.items()]
-    out.append(Pin("cluster-autoscaler", ca["chart"], ca["repo"], ca["version"]))
     return sorted(out, key=lambda p: p.key)
 
 

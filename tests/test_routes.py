@@ -101,3 +101,18 @@ def test_router_pool_endpoints_point_at_the_pool_routes_or_dev_sim_services():
         url = f"http://{pool.name}-sim.{layout.NS_INFERENCE}.svc.cluster.local:{layout.VLLM_PORT}"
         assert url in body
         assert f"{pool.name}-sim" in services
+
+
+def test_pool_routes_outlast_the_router_so_the_router_answers_a_slow_backend():
+    # The router gives up on a backend after router.request_timeout_s and fails over or answers
+    # with its own error; if a pool's HTTPRoute timed out first, Istio would cut the request with a
+    # bare 504 the router cannot tell from a dead backend (Gateway API v1.4 HTTPRouteTimeouts:
+    # `request` bounds the whole request at the gateway). So every pool route's timeout must be
+    # longer than the router's, in every shipped stack.
+    for plan in _plans():
+        limit = plan.spec.router.request_timeout_s
+        for cluster, routes in _routes(plan).items():
+            for name, route in routes.items():
+                for rule in route["spec"]["rules"]:
+                    timeout = rule["timeouts"]["request"]
+                    assert timeout.endswith("s") and float(timeout[:-1]) > limit, (cluster, name, timeout, limit)
