@@ -12,6 +12,7 @@ import yaml
 
 from conftest import ROOT, plan_of
 from fleet import catalog
+from wiring import fed_by
 from fleet.spec import SpecError, load_spec
 
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
@@ -29,9 +30,20 @@ def _group(plan, name):
 
 
 def _asg_tags(plan, group_name):
-    asg = f"eks-aws-east-{group_name}-asg"  # fleet/mockdata: the group's Auto Scaling group
-    tags = [r["inputs"] for r in plan.by_type(ASG_TAG) if r["inputs"]["autoscalingGroupName"] == asg]
+    # The tags on the group's Auto Scaling group: those whose group name is the node group's output.
+    group = (NODE_GROUP, f"aws-east-{group_name}")
+    tags = [r["inputs"] for r in plan.by_type(ASG_TAG) if fed_by(plan, r, "autoscalingGroupName") == {group}]
     return {t["tag"]["key"]: t["tag"]["value"] for t in tags}, tags
+
+
+def test_every_node_template_tag_lands_on_an_auto_scaling_group_its_node_group_created(plan):
+    tags = plan.by_type(ASG_TAG)
+    assert tags
+    for t in tags:
+        [(typ, _)] = fed_by(plan, t, "autoscalingGroupName")
+        assert typ == NODE_GROUP, t["name"]
+    # ... one group per node group: each GPU group's tags reach its own ASG only.
+    assert len({frozenset(_asg_tags(plan, p)[0].items()) for p in ("nvidia-t4", "nvidia-h100")}) == 2
 
 
 def _fleet():
@@ -73,18 +85,21 @@ def test_node_template_labels_and_taints_match_what_the_group_puts_on_nodes(plan
 
 
 def test_nodes_run_in_private_subnets_only(plan):
-    private = {r["urn"].rsplit("::", 1)[1] + "-id" for r in plan.by_type("aws:ec2/subnet:Subnet")
+    private = {(r["type"], r["name"]) for r in plan.by_type("aws:ec2/subnet:Subnet")
                if "kubernetes.io/role/internal-elb" in r["inputs"]["tags"]}
     assert len(private) >= 2
     for g in plan.by_type(NODE_GROUP):
-        assert set(g["inputs"]["subnetIds"]) == private, g["name"]
+        assert fed_by(plan, g, "subnetIds") == private, g["name"]
+        assert len(g["inputs"]["subnetIds"]) == len(private)
     cluster = plan.find("aws:eks/cluster:Cluster", "aws-east-eks")["inputs"]
     assert cluster["vpcConfig"]["endpointPrivateAccess"] is True
 
 
 def test_oidc_provider_for_irsa_trusts_the_cluster_issuer(plan):
     oidc = plan.find("aws:iam/openIdConnectProvider:OpenIdConnectProvider", "aws-east-oidc")["inputs"]
-    assert oidc["url"] == "https://oidc.eks.offline.invalid/id/AWS-EAST-EKS"
+    assert fed_by(plan, plan.find("aws:iam/openIdConnectProvider:OpenIdConnectProvider", "aws-east-oidc"), "url") \
+        == {("aws:eks/cluster:Cluster", "aws-east-eks")}  # the cluster's own issuer, whatever EKS calls it
+    assert oidc["url"].startswith("https://")
     assert oidc["clientIdLists"] == ["sts.amazonaws.com"]
 
 
@@ -92,8 +107,11 @@ def test_cluster_autoscaler_runs_with_its_own_irsa_role_and_a_pinned_chart(plan)
     release = plan.find("kubernetes:helm.sh/v3:Release", "aws-east-cluster-autoscaler")["inputs"]
     assert release["version"].count(".") == 2 and release["values"]["autoDiscovery"]["clusterName"] == "aws-east"
     role_arn = release["values"]["rbac"]["serviceAccount"]["annotations"]["eks.amazonaws.com/role-arn"]
-    assert role_arn == "arn:aws:iam::000000000000:role/aws-east-cluster-autoscaler"
-    trust = plan.find("aws:iam/role:Role", "aws-east-cluster-autoscaler")["inputs"]["assumeRolePolicy"]
+    role = plan.find("aws:iam/role:Role", "aws-east-cluster-autoscaler")
+    assert ("aws:iam/role:Role", "aws-east-cluster-autoscaler") in fed_by(
+        plan, plan.find("kubernetes:helm.sh/v3:Release", "aws-east-cluster-autoscaler"), "values")
+    assert role_arn.startswith("arn:aws:iam::") and ":role/" in role_arn  # the Role's ARN output, IAM's form
+    trust = role["inputs"]["assumeRolePolicy"]
     assert "system:serviceaccount:kube-system:cluster-autoscaler" in trust
 
 
@@ -101,14 +119,17 @@ def test_nodes_may_pull_from_ecr_which_scans_and_keeps_tags_immutable(plan):
     attached = {r["inputs"]["policyArn"] for r in plan.by_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
                 if r["inputs"]["role"] == "aws-east-nodes"}
     assert "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly" in attached
-    roles = {g["inputs"]["nodeRoleArn"] for g in plan.by_type(NODE_GROUP)}
-    assert roles == {"arn:aws:iam::000000000000:role/aws-east-nodes"}
+    for g in plan.by_type(NODE_GROUP):
+        assert fed_by(plan, g, "nodeRoleArn") == {("aws:iam/role:Role", "aws-east-nodes")}, g["name"]
     repo = plan.find("aws:ecr/repository:Repository", "aws-east-registry")["inputs"]
     assert repo["imageScanningConfiguration"] == {"scanOnPush": True}
     assert repo["imageTagMutability"] == "IMMUTABLE"
-    image = plan.by_type("docker-build:index:Image")[0]["inputs"]
-    assert [t.rsplit(":", 1)[0] for t in image["tags"]] == [
-        f"000000000000.dkr.ecr.us-east-1.amazonaws.com/{repo['name']}"]
+    build = plan.by_type("docker-build:index:Image")[0]
+    image = build["inputs"]
+    # Pushed to that repository: the tag is built from its URL (ECR's `<registry>/<name>` form).
+    assert fed_by(plan, build, "tags") == {("aws:ecr/repository:Repository", "aws-east-registry")}
+    [tag] = image["tags"]
+    assert tag.rsplit(":", 1)[0].endswith(f".dkr.ecr.us-east-1.amazonaws.com/{repo['name']}")
     assert image["registries"][0]["password"] == "[secret]"
 
 

@@ -11,6 +11,7 @@ import yaml
 
 from conftest import ROOT, plan_of
 from fleet.spec import SpecError, load_spec
+from wiring import fed_by
 
 AGENT_POOL = "azure-native:containerservice:AgentPool"
 SPOT_KEY = "kubernetes.azure.com/scalesetpriority"
@@ -68,8 +69,10 @@ def test_kubelet_identity_may_pull_from_acr_which_has_no_admin_user(plan):
     assert acr["inputs"]["adminUserEnabled"] is False
     pull = plan.find("azure-native:authorization:RoleAssignment", "azure-east-registry-kubelet-pull")["inputs"]
     assert pull["roleDefinitionId"].endswith("/roleDefinitions/7f951dda-4ed3-4680-a7ca-43fe172d538d")  # AcrPull
-    assert pull["scope"] == "azure-east-registry-id"
-    assert pull["principalId"] == "00000000-0000-0000-0000-azure-east-a"  # fleet/mockdata's kubelet identity
+    record = plan.find("azure-native:authorization:RoleAssignment", "azure-east-registry-kubelet-pull")
+    # On the registry, for the cluster's kubelet identity (ManagedCluster identityProfile.kubeletidentity).
+    assert fed_by(plan, record, "scope") == {("azure-native:containerregistry:Registry", "azure-east-registry")}
+    assert fed_by(plan, record, "principalId") == {("azure-native:containerservice:ManagedCluster", "azure-east-aks")}
     image = plan.by_type("docker-build:index:Image")[0]["inputs"]
     login = f"{acr['inputs']['registryName']}.azurecr.io"
     assert [t.rsplit(":", 1)[0] for t in image["tags"]] == [f"{login}/fleet-router"]

@@ -12,6 +12,8 @@ import yaml
 from conftest import ROOT, plan_of
 from fleet import catalog
 from fleet.spec import SpecError, load_spec
+from fleetctl.plan import run_plan
+from wiring import fed_by
 
 NODE_POOL = "gcp:container/nodePool:NodePool"
 
@@ -62,13 +64,15 @@ def test_tpu_v6e_pool_is_a_compact_2x2_spot_slice_from_zero(plan):
 
 
 def test_cluster_is_private_with_workload_identity_and_no_default_pool(plan):
-    cluster = plan.find("gcp:container/cluster:Cluster", "gcp-central-gke")["inputs"]
+    record = plan.find("gcp:container/cluster:Cluster", "gcp-central-gke")
+    cluster = record["inputs"]
     assert cluster["removeDefaultNodePool"] is True and cluster["initialNodeCount"] == 1
-    assert cluster["workloadIdentityConfig"]["workloadPool"] == "offline-project.svc.id.goog"
+    # Workload Identity's pool is `<project>.svc.id.goog` (GKE docs), of the project the images go to.
+    project = plan.by_type("docker-build:index:Image")[0]["inputs"]["tags"][0].split("/")[1]
+    assert cluster["workloadIdentityConfig"]["workloadPool"] == f"{project}.svc.id.goog"
     assert cluster["privateClusterConfig"]["enablePrivateNodes"] is True
     assert cluster["releaseChannel"]["channel"] == catalog.GKE_RELEASE_CHANNEL
-    subnet = plan.find("gcp:compute/subnetwork:Subnetwork", "gcp-central-subnet")
-    assert cluster["subnetwork"] == subnet["urn"].rsplit("::", 1)[1] + "-id"
+    assert fed_by(plan, record, "subnetwork") == {("gcp:compute/subnetwork:Subnetwork", "gcp-central-subnet")}
     # Private nodes reach Hugging Face and public images through Cloud NAT.
     assert plan.by_type("gcp:compute/routerNat:RouterNat")
 
@@ -92,9 +96,13 @@ def test_gke_nodes_pull_from_artifact_registry_with_their_own_service_account(pl
 
 
 def test_router_image_is_pushed_to_the_artifact_registry_with_a_secret_token(plan):
-    image = plan.by_type("docker-build:index:Image")[0]["inputs"]
-    assert [t.rsplit(":", 1)[0] for t in image["tags"]] == [
-        "us-central1-docker.pkg.dev/offline-project/gcp-central-images/fleet-router"]
+    build = plan.by_type("docker-build:index:Image")[0]
+    image = build["inputs"]
+    assert fed_by(plan, build, "tags") == {("gcp:artifactregistry/repository:Repository", "gcp-central-registry")}
+    repo = plan.find("gcp:artifactregistry/repository:Repository", "gcp-central-registry")["inputs"]
+    [tag] = image["tags"]
+    host, _project, repository, name = tag.rsplit(":", 1)[0].split("/")  # Artifact Registry's Docker path
+    assert (host, repository, name) == ("us-central1-docker.pkg.dev", repo["repositoryId"], "fleet-router")
     assert image["registries"] == [{"address": "us-central1-docker.pkg.dev", "username": "oauth2accesstoken",
                                     "password": "[secret]"}]
 
@@ -154,3 +162,16 @@ def test_the_node_service_account_has_gkes_minimum_node_role(plan):
     account = plan.find("gcp:serviceaccount/account:Account", "gcp-central-nodes")
     roles = {r["inputs"]["role"] for r in plan.by_type("gcp:projects/iAMMember:IAMMember")}
     assert account and "roles/container.defaultNodeServiceAccount" in roles
+
+
+def test_the_clusters_project_flows_into_workload_identity_and_the_image_path(tmp_path):
+    """A project set on the cluster (not the provider's default) is the one both use."""
+    doc = yaml.safe_load((ROOT / "Pulumi.gcp.yaml").read_text())
+    doc["config"]["inference-fleet:fleet"]["clusters"][0]["project"] = "wired-project-7"
+    path = tmp_path / "Pulumi.gcp.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    plan = run_plan("gcp", config_file=path, charts=False)
+    cluster = plan.find("gcp:container/cluster:Cluster", "gcp-central-gke")["inputs"]
+    assert cluster["workloadIdentityConfig"]["workloadPool"] == "wired-project-7.svc.id.goog"
+    [tag] = plan.by_type("docker-build:index:Image")[0]["inputs"]["tags"]
+    assert tag.split("/")[1] == "wired-project-7"

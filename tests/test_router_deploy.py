@@ -18,8 +18,8 @@ import yaml
 
 from conftest import ROOT, SHIPPED_STACKS, plan_of
 from fleet import layout
-from fleetctl import mockdata
 from fleetctl.plan import run_plan, write_plan
+from wiring import fed_by
 
 import schemas
 
@@ -51,18 +51,23 @@ def test_router_pod_runs_the_image_the_stack_builds(stack):
     builds = plan.by_type(IMAGE_TYPE)
     image = _container(plan)["image"]
     if not builds:
-        # Local clusters: the content-hash tag `make image` builds and `kind load` loads.
-        from components.router_image import local_tag
-
-        assert image == local_tag()
+        # Local clusters: the tag `make image` builds and `kind load` loads (the Makefile's own command).
+        made = subprocess.run(["make", "-s", "-n", "image", "BUILDER=docker"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)
+        assert made.returncode == 0, made.stderr
+        assert f"docker build -f router/Dockerfile -t {image} router" in made.stdout
         return
     assert len(builds) == 1, "the router image is built once and pushed to every registry"
     build = builds[0]
-    digest = mockdata.RESOURCE_OUTPUTS[IMAGE_TYPE](build["name"], build["inputs"])["digest"]
     repos = [t.rsplit(":", 1)[0] for t in build["inputs"]["tags"]]
     assert build["inputs"]["push"] is True
     assert len(build["inputs"]["registries"]) == len(repos)
-    assert image in {f"{repo}@{digest}" for repo in repos}, (image, repos, digest)
+    # By digest (never a tag), and the digest is that build's output: a new build rolls the pods.
+    repo, _, digest = image.partition("@")
+    assert repo in repos and re.fullmatch(r"sha256:[0-9a-f]{64}", digest), (image, repos)
+    deployment = next(r for r in plan.by_type("kubernetes:apps/v1:Deployment")
+                      if r["inputs"]["metadata"].get("namespace") == layout.NS_ROUTER)
+    assert (IMAGE_TYPE, build["name"]) in fed_by(plan, deployment, "spec")
 
 
 def test_each_registry_gets_its_own_tag_of_one_build():
@@ -139,10 +144,26 @@ def test_a_router_code_change_changes_the_image_tag_and_digest(tmp_path):
     (copy / "__pycache__" / "x.pyc").write_bytes(b"\0")
     assert source_hash(str(copy)) == after
 
-    digest = mockdata.RESOURCE_OUTPUTS[IMAGE_TYPE]
-    inputs = {"context": {"location": "router"}, "labels": {"org.opencontainers.image.revision": before}}
-    changed = {**inputs, "labels": {"org.opencontainers.image.revision": after}}
-    assert digest("b", inputs) != digest("b", changed)
+
+def test_a_router_code_change_changes_what_the_stack_asks_docker_build_to_build(tmp_path, monkeypatch):
+    """The aws stack's Image inputs (tag, revision label) follow router/'s content: Pulumi diffs them and
+    rebuilds; the Deployment references that build's digest, so the pods roll (and only then)."""
+    from components import router_image
+
+    shutil.copytree(ROOT / "router", tmp_path / "router", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    monkeypatch.setattr(router_image, "ROOT", tmp_path)
+
+    def build_inputs():
+        return run_plan("aws", charts=False).by_type(IMAGE_TYPE)[0]["inputs"]
+
+    before, again = build_inputs(), build_inputs()
+    assert before == again  # an unchanged tree asks for nothing new
+    core = tmp_path / "router" / "fleet_router" / "proxy.py"
+    core.write_text(core.read_text() + "\n# changed\n")
+    after = build_inputs()
+    revision = "org.opencontainers.image.revision"
+    assert after["labels"][revision] != before["labels"][revision]
+    assert [t.rsplit(":", 1)[1] for t in after["tags"]] == [after["labels"][revision]]
 
 
 # --- config -------------------------------------------------------------------------------------
