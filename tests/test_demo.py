@@ -183,6 +183,16 @@ def test_demo_routes_each_model_only_to_pools_that_serve_it(demo):
             assert raw.headers["x-fleet-pool"] in model.pools, (model.name, tier.name, raw.headers["x-fleet-pool"])
 
 
+def _every_pool_served(admin: str, pools: set[str]) -> bool:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{admin}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    served = {m.group(1) for m in re.finditer(r'^fleet_router_tokens_total\{[^}]*pool="([^"]+)"[^}]*\} ([0-9.e+]+)$',
+                                                text, re.M) if float(m.group(2)) > 0}
+    return pools <= served
+
+
 def test_fleet_top_once_shows_every_pool_serving_during_a_short_load(demo):
     import threading
 
@@ -200,7 +210,11 @@ def test_fleet_top_once_shows_every_pool_serving_during_a_short_load(demo):
         tier_headers=tier_headers(spec), stop=stop)))
     loader.start()
     try:
-        time.sleep(1.5)  # let traffic reach every pool before the window opens
+        # Traffic has reached every pool before the window opens (the router's own counters), not "1.5 s".
+        deadline = time.monotonic() + 60
+        while not _every_pool_served(admin, {p.name for p in spec.pools}):
+            assert time.monotonic() < deadline, "the load reached not every pool within 60 s"
+            time.sleep(0.1)
         top = subprocess.run([sys.executable, "-m", "fleet", "top", "--once", "--interval", "2", "--url", admin], cwd=ROOT,
                              capture_output=True, text=True, timeout=90)
     finally:

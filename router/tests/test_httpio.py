@@ -16,6 +16,15 @@ from fleet_router.openai_api import http_error
 HOST = "127.0.0.1"
 
 
+async def until(cond, timeout: float = 2.0) -> None:
+    """Wait for ``cond()`` to hold, failing after ``timeout`` seconds (instead of a fixed sleep)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        assert loop.time() < deadline, f"not within {timeout} s"
+        await asyncio.sleep(0.005)
+
+
 def run(coro, timeout: float = 20.0):
     """Each case on its own loop, bounded (as test_upstream does)."""
     loop = asyncio.new_event_loop()
@@ -384,11 +393,7 @@ def test_a_client_leaving_mid_stream_cancels_the_handler_without_a_traceback(cap
         await reader.readuntil(b"\r\n\r\n")
         await reader.read(10000)
         writer.transport.abort()  # a reset
-        for _ in range(200):
-            if app.cancelled or not s.connections:
-                break
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
+        await until(lambda: not s.connections)  # the reset closes the connection, within a deadline
         assert app.streamed < 50 * 1024 * 1024
         assert not s.connections
         await s.close()
@@ -440,7 +445,7 @@ def test_connections_over_the_cap_get_503():
     async def case():
         s, port = await site(App(), max_connections=2)
         held = [await connect(port) for _ in range(2)]
-        await asyncio.sleep(0.1)
+        await until(lambda: len(s.connections) == 2)  # the server holds both before the third arrives
         reader, writer = await connect(port)
         status, headers, _ = await read_response(reader)
         assert status == 503 and headers["retry-after"] == "1"

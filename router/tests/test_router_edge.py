@@ -223,8 +223,8 @@ def test_a_second_signal_forces_exit(fleet, backend):
     slow, _ = in_background(post, fleet.port, headers={"X-Test-Delay": "30"}, timeout=40)
     assert wait_for(lambda: len(backend.seen) == 1)
     fleet.router.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
-    assert fleet.router.poll() is None  # draining: waits for the request in flight
+    assert wait_for(lambda: readyz(fleet) == 503)  # the first signal is being handled: draining
+    assert fleet.router.poll() is None  # ... and waits for the request in flight
     fleet.router.send_signal(signal.SIGTERM)
     assert fleet.router.wait(timeout=5) == 1
     slow.join(timeout=40)
@@ -243,7 +243,7 @@ def test_requests_on_a_kept_alive_connection_during_drain_are_503_with_retry_aft
         s.sendall(head + body)
         assert wait_for(lambda: len(backend.seen) == 2)
         fleet.router.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
+        assert wait_for(lambda: readyz(fleet) == 503)  # draining before the second request is sent
         s.sendall(head + body)
         out = b""
         while chunk := s.recv(65536):

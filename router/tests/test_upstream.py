@@ -50,6 +50,15 @@ async def _serve(handler):
     return server, Origin(f"http://127.0.0.1:{port}/prefix"), count
 
 
+async def _until(cond, timeout: float = 2.0) -> None:
+    """Wait for ``cond()`` to hold, failing after ``timeout`` seconds (no fixed sleeps to synchronise)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not cond():
+        assert loop.time() < deadline, f"not within {timeout} s"
+        await asyncio.sleep(0.005)
+
+
 def _run(coro):
     # Its own loop, never installed as the thread's: asyncio.run would leave the main thread with
     # no current loop, which breaks a later test in the same worker that plans under Pulumi mocks.
@@ -117,7 +126,8 @@ def test_a_stale_keep_alive_connection_is_retried_on_a_fresh_one():
                 r = await pool.request(origin, "/v1/completions", [], b"{}", _d())
                 assert await r.read_all() == b"ok"
                 r.release()
-                await asyncio.sleep(0.05)  # the server's close arrives while the connection is idle
+                # The server has closed its side while the connection sits idle in the pool.
+                await asyncio.wait_for(asyncio.wait(set(count["tasks"])), 2)
             return count
 
     assert _run(main())["requests"] == 3
@@ -269,7 +279,7 @@ def test_a_client_leaving_while_the_backend_prefills_closes_the_backend_connecti
     async def main():
         async with _backend(handler) as (origin, count, pool):
             task = asyncio.ensure_future(pool.request(origin, "/v1/completions", [], b"{}", _d()))
-            await asyncio.sleep(0.2)
+            await _until(lambda: count["requests"] == 1)  # the backend has it and is "prefilling"
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
