@@ -124,9 +124,7 @@ def start_router(pools: list[dict], tiers: list[dict] | None = None, policy: str
                  **extra) -> tuple[str, subprocess.Popen, str]:
     port, admin = free_port(), free_port()
     cfg = {"listen": {"host": HOST, "port": port, "admin_port": admin}, "policy": policy,
-           "auth": {"api_key_hashes": [hashlib.sha256(KEY.encode()).hexdigest()],
-                    # the bench's key picks the policy under test by x-fleet-policy
-                    "routing_headers": {hashlib.sha256(KEY.encode()).hexdigest(): ["tier", "policy"]}},
+           "auth": {"api_key_hashes": [hashlib.sha256(KEY.encode()).hexdigest()]},
            "limits": {"rate_limit_rps": 1_000_000, "rate_limit_burst": 1_000_000},
            "discovery": {"models_refresh_s": 5, "metrics_scrape_s": 1}, "pools": pools,
            # No log line per request, as vllm-router runs here (--log-level warning).

@@ -84,8 +84,6 @@ class AksCluster(pulumi.ComponentResource):
         super().__init__("fleet:aks:AksCluster", name, None, opts)
         spec = args.cluster
         self.spec = spec
-        self.cloud = "azure"
-        self.simulated = False
         child = pulumi.ResourceOptions(parent=self)
         invoke = pulumi.InvokeOutputOptions(parent=self)
         tags = {"fleet-cluster": spec.name}
@@ -191,6 +189,8 @@ class AksCluster(pulumi.ComponentResource):
             f"{name}-k8s", kubeconfig=self.kubeconfig, enable_server_side_apply=True,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.cluster]))
 
+        self.handle = clusters.ClusterHandle(spec=self.spec, provider=self.provider, kubeconfig=self.kubeconfig,
+                                             registry=self.registry, pools=self.pools, component=self)
         self.register_outputs({
             "cluster_name": self.cluster.name,
             "fqdn": self.cluster.fqdn,

@@ -10,42 +10,40 @@ from typing import Callable
 
 import pulumi
 
+from components.clusters import ClusterHandle
 from fleet.spec import ClusterSpec, PoolSpec
 
-ClusterFactory = Callable[[ClusterSpec, list[PoolSpec], pulumi.ResourceOptions | None], pulumi.ComponentResource]
+ClusterFactory = Callable[[ClusterSpec, list[PoolSpec], pulumi.ResourceOptions | None], ClusterHandle]
 
 
-def _local(cluster: ClusterSpec, pools: list[PoolSpec], opts: pulumi.ResourceOptions | None):
+def _local(cluster: ClusterSpec, pools: list[PoolSpec], opts: pulumi.ResourceOptions | None) -> ClusterHandle:
     from components.local import LocalCluster, LocalClusterArgs
 
-    return LocalCluster(cluster.name, LocalClusterArgs(cluster=cluster, pools=pools), opts)
+    return LocalCluster(cluster.name, LocalClusterArgs(cluster=cluster, pools=pools), opts).handle
 
 
-def _gke(cluster: ClusterSpec, pools: list[PoolSpec], opts: pulumi.ResourceOptions | None):
+def _gke(cluster: ClusterSpec, pools: list[PoolSpec], opts: pulumi.ResourceOptions | None) -> ClusterHandle:
     from components.gke import GkeCluster, GkeClusterArgs
 
-    return GkeCluster(cluster.name, GkeClusterArgs(cluster=cluster, pools=pools), opts)
+    return GkeCluster(cluster.name, GkeClusterArgs(cluster=cluster, pools=pools), opts).handle
 
 
-def _eks(cluster: ClusterSpec, pools: list[PoolSpec], opts: pulumi.ResourceOptions | None):
+def _eks(cluster: ClusterSpec, pools: list[PoolSpec], opts: pulumi.ResourceOptions | None) -> ClusterHandle:
     from components.eks import EksCluster, EksClusterArgs
 
-    return EksCluster(cluster.name, EksClusterArgs(cluster=cluster, pools=pools), opts)
+    return EksCluster(cluster.name, EksClusterArgs(cluster=cluster, pools=pools), opts).handle
 
 
-def _aks(cluster: ClusterSpec, pools: list[PoolSpec], opts: pulumi.ResourceOptions | None):
+def _aks(cluster: ClusterSpec, pools: list[PoolSpec], opts: pulumi.ResourceOptions | None) -> ClusterHandle:
     from components.aks import AksCluster, AksClusterArgs
 
-    return AksCluster(cluster.name, AksClusterArgs(cluster=cluster, pools=pools), opts)
+    return AksCluster(cluster.name, AksClusterArgs(cluster=cluster, pools=pools), opts).handle
 
 
 CLUSTER_COMPONENTS: dict[str, ClusterFactory] = {"local": _local, "gcp": _gke, "aws": _eks, "azure": _aks}
 
 
 def create_cluster(cluster: ClusterSpec, pools: list[PoolSpec],
-                   opts: pulumi.ResourceOptions | None = None) -> pulumi.ComponentResource:
-    """The cluster component for ``cluster.cloud``.
-
-    Every one exposes ``spec``, ``cloud``, ``provider`` (a Kubernetes provider built from its
-    kubeconfig), ``kubeconfig`` (secret), ``registry`` (or None) and ``pools``."""
+                   opts: pulumi.ResourceOptions | None = None) -> ClusterHandle:
+    """The cluster component for ``cluster.cloud``, created; returns its typed handle."""
     return CLUSTER_COMPONENTS[cluster.cloud](cluster, pools, opts)

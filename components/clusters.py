@@ -1,9 +1,45 @@
-"""What every cloud's cluster component shares: the labels of accelerator pool nodes."""
+"""What every cloud's cluster component shares: the handle it gives the layers above it, and the
+labels of accelerator pool nodes."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Mapping
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.registry import RegistryAccess
 from fleet import catalog, naming
-from fleet.spec import PoolSpec
+from fleet.spec import ClusterSpec, PoolSpec
+
+
+@dataclass(frozen=True)
+class ClusterHandle:
+    """What a cluster component (GKE, EKS, AKS, local) gives the layers above it, in the manner of
+    pulumi-eks's ``CoreData``: everything they may use of a cluster, typed, and nothing cloud-specific.
+    ``stacks/_compose.py`` reads it; no layer sees the cluster component itself."""
+
+    spec: ClusterSpec
+    provider: k8s.Provider
+    """Kubernetes provider built from the cluster's kubeconfig: every object on the cluster uses it."""
+    kubeconfig: pulumi.Output[str]
+    """Always a secret."""
+    registry: RegistryAccess | None
+    """Where images for this cluster are pushed (None: kind/k3d load images directly)."""
+    pools: Mapping[str, pulumi.Resource]
+    """Pool name -> the node pool resource (empty for simulated pools)."""
+    component: pulumi.ComponentResource
+    """The cluster component itself, for ``depends_on``."""
+
+    @property
+    def cloud(self) -> str:
+        return self.spec.cloud
+
+    @property
+    def simulated(self) -> bool:
+        """Local pools have no nodes: their model servers run the simulator."""
+        return self.spec.cloud == "local"
 
 
 def node_labels(pool: PoolSpec) -> dict[str, str]:

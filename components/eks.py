@@ -37,7 +37,7 @@ import pulumi_aws.iam as iam
 import pulumi_kubernetes as k8s
 
 from components import platform_versions as pins
-from components.clusters import node_labels
+from components.clusters import ClusterHandle, node_labels
 from components.registry import RegistryAccess
 from components.router_image import REPOSITORY
 from fleet import catalog, naming
@@ -121,8 +121,6 @@ class EksCluster(pulumi.ComponentResource):
         super().__init__("fleet:eks:EksCluster", name, None, opts)
         spec = args.cluster
         self.spec = spec
-        self.cloud = "aws"
-        self.simulated = False
         child = pulumi.ResourceOptions(parent=self)
         invoke = pulumi.InvokeOutputOptions(parent=self)
         cluster_name = naming.cloud_name("aws", spec.name, max_len=100)
@@ -278,6 +276,8 @@ class EksCluster(pulumi.ComponentResource):
 
         self.autoscaler = self._cluster_autoscaler(name, base_tags)
 
+        self.handle = ClusterHandle(spec=self.spec, provider=self.provider, kubeconfig=self.kubeconfig,
+                                    registry=self.registry, pools=self.pools, component=self)
         self.register_outputs({
             "cluster_name": self.cluster.name,
             "endpoint": self.cluster.endpoint,

@@ -36,7 +36,7 @@ import pulumi_gcp.projects as projects
 import pulumi_gcp.serviceaccount as serviceaccount
 import pulumi_kubernetes as k8s
 
-from components.clusters import node_labels
+from components.clusters import ClusterHandle, node_labels
 from components.registry import RegistryAccess
 from fleet import catalog, naming
 from fleet.spec import ClusterSpec, PoolSpec
@@ -98,8 +98,6 @@ class GkeCluster(pulumi.ComponentResource):
         super().__init__("fleet:gke:GkeCluster", name, None, opts)
         spec = args.cluster
         self.spec = spec
-        self.cloud = "gcp"
-        self.simulated = False
         child = pulumi.ResourceOptions(parent=self)
         client = organizations.get_client_config_output(opts=pulumi.InvokeOutputOptions(parent=self))
         project = pulumi.Output.from_input(spec.project) if spec.project else client.project
@@ -233,6 +231,8 @@ class GkeCluster(pulumi.ComponentResource):
             f"{name}-k8s", kubeconfig=self.kubeconfig, enable_server_side_apply=True,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.system_pool]))
 
+        self.handle = ClusterHandle(spec=self.spec, provider=self.provider, kubeconfig=self.kubeconfig,
+                                    registry=self.registry, pools=self.pools, component=self)
         self.register_outputs({
             "cluster_name": self.cluster.name,
             "endpoint": self.cluster.endpoint,

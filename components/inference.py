@@ -36,7 +36,7 @@ from components.platform import Platform
 from components.routes import Routes, RoutesArgs
 from components.router_image import RouterImage
 from fleet import drain, layout
-from fleet.spec import ClusterSpec, FleetSpec, PoolSpec
+from fleet.clusterplan import ClusterPlan
 
 HF_SECRET = "hf-token"
 
@@ -47,9 +47,7 @@ def sim_service_name(pool: str) -> str:
 
 @dataclass
 class InferenceLayerArgs:
-    spec: FleetSpec
-    cluster: ClusterSpec
-    pools: list[PoolSpec]
+    plan: ClusterPlan
     hf_token: pulumi.Output[str] | None
     platform: Platform
     namespaces: Namespaces
@@ -60,11 +58,12 @@ class InferenceLayerArgs:
 class InferenceLayer(pulumi.ComponentResource):
     def __init__(self, name: str, args: InferenceLayerArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("fleet:inference:InferenceLayer", name, None, opts)
-        spec, cluster = args.spec, args.cluster
+        plan = args.plan
+        cluster = plan.cluster
         simulated = cluster.cloud == "local"
-        keda = spec.platform.keda
-        served = [p for p in args.pools if spec.models_on(p.name)]
-        drain_s = drain.server_termination_grace_s(spec.router.request_timeout_s)
+        keda = plan.platform.keda
+        served = plan.served_pools
+        drain_s = drain.server_termination_grace_s(plan.request_timeout_s)
 
         # The token only reaches real vLLM servers (gated models); the simulator downloads nothing.
         hf_secret = None
@@ -83,10 +82,10 @@ class InferenceLayer(pulumi.ComponentResource):
         self.inference_pools: dict[str, InferencePool] = {}
         for pool in served:
             ipool = InferencePool(f"{name}-{pool.name}",
-                                  InferencePoolArgs(pool=pool, drain_s=drain_s, istio=spec.platform.istio),
+                                  InferencePoolArgs(pool=pool, drain_s=drain_s, istio=plan.platform.istio),
                                   pulumi.ResourceOptions(parent=self))
             self.inference_pools[pool.name] = ipool
-            for model in spec.models_on(pool.name):
+            for model in plan.models_on(pool.name):
                 kserve = model.serving == "kserve"
                 server = ModelServer(
                     f"{name}-{server_name(model, pool)}",
@@ -94,7 +93,7 @@ class InferenceLayer(pulumi.ComponentResource):
                         model=model, pool=pool, cluster=cluster, inference_pool=ipool.name, image=image,
                         hf_secret=HF_SECRET if hf_secret is not None else None,
                         autoscaled=keda and not kserve, drain_s=drain_s,
-                        pool_models=tuple(m.name for m in spec.models_on(pool.name)),
+                        pool_models=tuple(m.name for m in plan.models_on(pool.name)),
                     ),
                     pulumi.ResourceOptions(parent=self, depends_on=[hf_secret] if hf_secret else []),
                 )
@@ -121,7 +120,7 @@ class InferenceLayer(pulumi.ComponentResource):
         self.gateway = Gateway(f"{name}-gateway",
                                GatewayArgs(cluster=cluster, gateway_class_name=args.platform.gateway_class_name),
                                pulumi.ResourceOptions(parent=self))
-        self.routes = Routes(f"{name}-routes", RoutesArgs(spec=spec, cluster=cluster),
+        self.routes = Routes(f"{name}-routes", RoutesArgs(plan=plan),
                              pulumi.ResourceOptions(parent=self, depends_on=[
                                  self.gateway, *(p.inference_pool for p in self.inference_pools.values())]))
 
@@ -129,7 +128,7 @@ class InferenceLayer(pulumi.ComponentResource):
         # pool name -> base URL the cross-cloud router sends that pool's traffic to (every pool of the
         # cluster; a pool that serves no model has no route or servers, and the router never picks it)
         self.pool_endpoints: dict[str, pulumi.Output[str]] = {}
-        for pool in args.pools:
+        for pool in plan.pools:
             if simulated:
                 url = (f"http://{sim_service_name(pool.name)}.{layout.NS_INFERENCE}.svc.cluster.local:"
                        f"{layout.VLLM_PORT}")

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.clusters import ClusterHandle
 from fleet.spec import ClusterSpec, PoolSpec
 
 
@@ -25,8 +26,6 @@ class LocalCluster(pulumi.ComponentResource):
     def __init__(self, name: str, args: LocalClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("fleet:local:LocalCluster", name, None, opts)
         self.spec = args.cluster
-        self.cloud = "local"
-        self.simulated = True
         self.provider = k8s.Provider(
             f"{name}-k8s",
             context=args.cluster.kubeconfig_context,
@@ -37,4 +36,6 @@ class LocalCluster(pulumi.ComponentResource):
         self.kubeconfig = pulumi.Output.secret(f"context: {args.cluster.kubeconfig_context}")
         self.registry = None  # kind/k3d load images directly (`make image` + `kind load`)
         self.pools: dict[str, pulumi.Resource] = {}
+        self.handle = ClusterHandle(spec=self.spec, provider=self.provider, kubeconfig=self.kubeconfig,
+                                    registry=self.registry, pools=self.pools, component=self)
         self.register_outputs({"context": args.cluster.kubeconfig_context})

@@ -23,7 +23,7 @@ import pulumi_kubernetes as k8s
 from components import alerts
 from components.namespaces import Namespaces
 from fleet import layout
-from fleet.spec import ClusterSpec, FleetSpec
+from fleet.clusterplan import ClusterPlan
 
 DASHBOARDS = Path(__file__).resolve().parent / "dashboards"
 SCRAPE_INTERVAL = "15s"
@@ -54,12 +54,8 @@ def dashboard_files() -> list[Path]:
 
 @dataclass
 class MonitoringArgs:
-    spec: FleetSpec
-    cluster: ClusterSpec
-    vendors: frozenset[str]
-    """Accelerator vendors with pools in this cluster."""
+    plan: ClusterPlan
     namespaces: Namespaces
-    hosts_router: bool
 
 
 class Monitoring(pulumi.ComponentResource):
@@ -68,7 +64,7 @@ class Monitoring(pulumi.ComponentResource):
         ns = layout.NS_MONITORING
         labels = {**layout.COMMON_LABELS, **PROMETHEUS_SELECTOR_LABELS}
         child = pulumi.ResourceOptions(parent=self)
-        has_pools = bool(args.spec.pools_in(args.cluster.name))
+        has_pools = bool(args.plan.pools)
         self.monitors: list[pulumi.CustomResource] = []
 
         def meta(obj_name: str, extra: dict[str, str] | None = None) -> dict:
@@ -84,7 +80,7 @@ class Monitoring(pulumi.ComponentResource):
                 opts=child,
             ))
 
-        if args.hosts_router and args.spec.router.enabled:
+        if args.plan.hosts_router:
             add("ServiceMonitor", "fleet-router", {
                 "namespaceSelector": {"matchNames": [layout.NS_ROUTER]},
                 "selector": {"matchLabels": {layout.APP: layout.APP_ROUTER,
@@ -105,7 +101,7 @@ class Monitoring(pulumi.ComponentResource):
                 "podMetricsEndpoints": [{"portNumber": layout.EPP_METRICS_PORT, "path": "/metrics",
                                          "interval": SCRAPE_INTERVAL, "relabelings": _relabelings()}],
             })
-        if "nvidia" in args.vendors and args.cluster.cloud != "local":
+        if "nvidia" in args.plan.vendors and args.plan.cloud != "local":
             add("PodMonitor", "dcgm-exporter", {
                 "namespaceSelector": {"matchNames": [alerts.DCGM_EXPORTER["namespace"]]},
                 "selector": {"matchLabels": dict(alerts.DCGM_EXPORTER["labels"])},

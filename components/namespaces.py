@@ -8,12 +8,12 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from fleet import layout
-from fleet.spec import FleetSpec
+from fleet.clusterplan import ClusterPlan
 
 
-def owned_namespaces(spec: FleetSpec, hosts_router: bool) -> list[str]:
+def owned_namespaces(plan: ClusterPlan) -> list[str]:
     """Every namespace this stack creates in a cluster (each gets default-deny policies)."""
-    p = spec.platform
+    p = plan.platform
     wanted = [
         (layout.NS_CERT_MANAGER, p.cert_manager),
         (layout.NS_ISTIO, p.istio),
@@ -23,7 +23,7 @@ def owned_namespaces(spec: FleetSpec, hosts_router: bool) -> list[str]:
         (layout.NS_GPU_OPERATORS, True),
         (layout.NS_GATEWAY, True),
         (layout.NS_INFERENCE, True),
-        (layout.NS_ROUTER, hosts_router and spec.router.enabled),
+        (layout.NS_ROUTER, plan.hosts_router),
     ]
     return [ns for ns, on in wanted if on]
 
@@ -37,8 +37,7 @@ PRIVILEGED = {layout.NS_GPU_OPERATORS, layout.NS_MONITORING, layout.NS_ISTIO}
 
 @dataclass
 class NamespacesArgs:
-    spec: FleetSpec
-    hosts_router: bool
+    plan: ClusterPlan
 
 
 class Namespaces(pulumi.ComponentResource):
@@ -46,7 +45,7 @@ class Namespaces(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: NamespacesArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("fleet:namespaces:Namespaces", name, None, opts)
-        self.names = owned_namespaces(args.spec, args.hosts_router)
+        self.names = owned_namespaces(args.plan)
         self.resources: dict[str, k8s.core.v1.Namespace] = {}
         for ns in self.names:
             labels = {

@@ -25,7 +25,8 @@ from components import platform_versions as pins
 from components.namespaces import Namespaces
 from components.registry import RegistryAccess
 from fleet import catalog, layout
-from fleet.spec import ClusterSpec, FleetSpec
+from fleet.clusterplan import ClusterPlan
+from fleet.spec import PlatformSpec
 
 
 def node_daemon_tolerations(vendor: str, cloud: str) -> list[dict[str, str]]:
@@ -45,10 +46,10 @@ def vendor_affinity(vendor: str) -> dict[str, Any]:
         {"matchExpressions": [{"key": f"{catalog.LABEL_PREFIX}/vendor", "operator": "In", "values": [vendor]}]}]}}}
 
 
-def _values(key: str, spec: FleetSpec, cloud: str) -> dict[str, Any]:
+def _values(key: str, platform: PlatformSpec, cloud: str) -> dict[str, Any]:
     """Chart values, by chart: only what differs from the chart's defaults, with the reason."""
     return {
-        "cert-manager": {"crds": {"enabled": True}, "prometheus": {"enabled": spec.platform.monitoring}},
+        "cert-manager": {"crds": {"enabled": True}, "prometheus": {"enabled": platform.monitoring}},
         # Seed 003: istiod with the inference extension; sidecars only where a namespace asks.
         # Gateway pods run in the `restricted` namespace NS_GATEWAY (components/namespaces.py). istiod
         # 1.28.5 files/kube-gateway.yaml sets a pod seccompProfile only from `gateways.seccompProfile`
@@ -69,7 +70,7 @@ def _values(key: str, spec: FleetSpec, cloud: str) -> dict[str, Any]:
             "controller": {"gateway": {"ingressGateway": {
                 "kserveGateway": f"{layout.NS_GATEWAY}/{layout.GATEWAY_NAME}"}}},
         }},
-        "keda": {"prometheus": {"operator": {"enabled": spec.platform.monitoring}}},
+        "keda": {"prometheus": {"operator": {"enabled": platform.monitoring}}},
         # The Grafana sidecar loads dashboards from ConfigMaps labelled grafana_dashboard=1
         # (components/monitoring.py); monitors are selected across namespaces.
         # The DeviceConfig is the program's (Platform._amd_operator), not the chart's default one.
@@ -138,9 +139,7 @@ def vendor_charts(cloud: str, vendors: frozenset[str]) -> list[str]:
 
 @dataclass
 class PlatformArgs:
-    spec: FleetSpec
-    cluster: ClusterSpec
-    vendors: frozenset[str]
+    plan: ClusterPlan
     namespaces: Namespaces
     registry: RegistryAccess | None = None
     """The cluster's registry: where KMM pushes and nodes pull the AMD driver image it builds."""
@@ -152,7 +151,8 @@ class Platform(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: PlatformArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("fleet:platform:Platform", name, None, opts)
-        p, ns = args.spec.platform, args.namespaces.resources
+        p, ns = args.plan.platform, args.namespaces.resources
+        cluster = args.plan.cluster
         self.gateway_class_name = "istio"
 
         def release(key: str, *after: pulumi.Resource | None, values: dict[str, Any] | None = None
@@ -175,7 +175,7 @@ class Platform(pulumi.ComponentResource):
                 create_namespace=False,  # components/namespaces.py owns namespaces (labels, policies)
                 atomic=True,
                 timeout=600,
-                values=values if values is not None else _values(key, args.spec, args.cluster.cloud),
+                values=values if values is not None else _values(key, p, cluster.cloud),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[ns[pin.namespace], *[a for a in after if a]]),
             )
 
@@ -205,7 +205,7 @@ class Platform(pulumi.ComponentResource):
         self.keda = release("keda", self.monitoring) if p.keda else None
         self.vendor_operators = {}
         self.amd_device_config: k8s.apiextensions.CustomResource | None = None
-        for key in vendor_charts(args.cluster.cloud, args.vendors):
+        for key in vendor_charts(cluster.cloud, args.plan.vendors):
             if key == "amd-gpu-operator":
                 self.vendor_operators[key] = self._amd_operator(name, args, release)
             else:
@@ -216,11 +216,12 @@ class Platform(pulumi.ComponentResource):
     def _amd_operator(self, name: str, args: PlatformArgs, release) -> k8s.helm.v3.Release:
         """The AMD GPU operator, after cert-manager (its KMM subchart, charts/kmm v1.0.0, issues
         its webhook certificate from a cert-manager Issuer), with a push secret for the driver image."""
+        cluster = args.plan.cluster
         if self.cert_manager is None:
-            raise ValueError(f"{args.cluster.name}: the AMD GPU operator needs cert-manager "
+            raise ValueError(f"{cluster.name}: the AMD GPU operator needs cert-manager "
                              "(KMM's webhook certificate); set platform.cert_manager: true")
         if args.registry is None:
-            raise ValueError(f"{args.cluster.name}: the AMD GPU operator needs the cluster's registry "
+            raise ValueError(f"{cluster.name}: the AMD GPU operator needs the cluster's registry "
                              "for the driver image KMM builds")
         reg = args.registry
         auth = pulumi.Output.all(reg.address, reg.username, reg.password).apply(
@@ -243,7 +244,7 @@ class Platform(pulumi.ComponentResource):
             kind="DeviceConfig",
             metadata=k8s.meta.v1.ObjectMetaArgs(name=AMD_DEVICE_CONFIG, namespace=layout.NS_GPU_OPERATORS,
                                                 labels=dict(layout.COMMON_LABELS)),
-            spec=amd_device_config_spec(args.cluster.cloud, image),
+            spec=amd_device_config_spec(cluster.cloud, image),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[operator]),
         )
         return operator

@@ -27,7 +27,7 @@ import pulumi_kubernetes as k8s
 
 from components import inference_data as data
 from fleet import drain, layout, naming
-from fleet.spec import ClusterSpec, FleetSpec
+from fleet.clusterplan import ClusterPlan
 
 POOL_GROUP = "inference.networking.k8s.io"
 
@@ -47,17 +47,15 @@ def pool_rule(pool: str, timeout: str) -> dict[str, Any]:
     }
 
 
-def route_specs(spec: FleetSpec, cluster: ClusterSpec) -> dict[str, list[dict[str, Any]]]:
+def route_specs(plan: ClusterPlan) -> dict[str, list[dict[str, Any]]]:
     """Route name -> rules, for this cluster (pure: tests read it as well as the plan)."""
-    timeout = drain.pool_route_timeout(spec.router.request_timeout_s)
-    return {naming.k8s_name("pool", p.name): [pool_rule(p.name, timeout)]
-            for p in spec.pools_in(cluster.name) if spec.models_on(p.name)}
+    timeout = drain.pool_route_timeout(plan.request_timeout_s)
+    return {naming.k8s_name("pool", p.name): [pool_rule(p.name, timeout)] for p in plan.served_pools}
 
 
 @dataclass
 class RoutesArgs:
-    spec: FleetSpec
-    cluster: ClusterSpec
+    plan: ClusterPlan
 
 
 class Routes(pulumi.ComponentResource):
@@ -66,10 +64,10 @@ class Routes(pulumi.ComponentResource):
         parent_ref = {"group": "gateway.networking.k8s.io", "kind": "Gateway",
                       "name": layout.GATEWAY_NAME, "namespace": layout.NS_GATEWAY}
         self.names: list[str] = []
-        for route, rules in route_specs(args.spec, args.cluster).items():
+        for route, rules in route_specs(args.plan).items():
             body: dict[str, Any] = {"parentRefs": [parent_ref], "rules": rules}
-            if args.cluster.gateway_hostname:
-                body["hostnames"] = [args.cluster.gateway_hostname]
+            if args.plan.cluster.gateway_hostname:
+                body["hostnames"] = [args.plan.cluster.gateway_hostname]
             k8s.apiextensions.CustomResource(
                 f"{name}-{route}",
                 api_version="gateway.networking.k8s.io/v1",
