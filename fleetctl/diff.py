@@ -8,8 +8,9 @@ files are compared by URN and the result is printed as Markdown, for a terminal 
 * **added / removed** — URNs only on one side;
 * **changed** — the same URN with different inputs, listed as property paths ``old → new``
   (secrets stay masked: the plan only ever records ``[secret]``);
-* **replaced** — a change to a property the cloud cannot update in place (:data:`REPLACE_ON_CHANGE`,
-  plus any ``replace_on_changes`` option a resource declares), or a resource deleted and
+* **replaced** — a change to a property the provider cannot update in place (the upstream facts in
+  :mod:`fleetctl.diff_rules`, each with its source file and version, plus any ``replace_on_changes``
+  option a resource declares), or a resource deleted and
   re-created under a new name — a renamed pool: same type, same (or correspondingly renamed)
   parent, mostly the same inputs. Pulumi would show that as delete + create; a reviewer needs to
   read it as "this pool is drained and rebuilt";
@@ -40,6 +41,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from fleet import cost as fcost
+from fleetctl import diff_rules
 from fleetctl.cost import cost_of_stack
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,52 +49,6 @@ SECRET = "[secret]"
 MAX_PROPS_SHOWN = 25
 MAX_MARKDOWN = 60_000
 """GitHub rejects comments over 65,536 characters; the review is cut below that."""
-
-# Properties whose change makes the provider delete and re-create the resource, per type
-# (from the providers' schemas: GKE node pool and EKS node group fields marked ForceNew, AKS
-# agent pool fields Azure cannot update, Kubernetes identity and immutable selector fields).
-# ``[*]`` matches any list index; a pattern also covers everything beneath it.
-REPLACE_ON_CHANGE: Mapping[str, tuple[str, ...]] = {
-    "gcp:container/nodePool:NodePool": (
-        "name", "namePrefix", "cluster", "location", "project", "nodeLocations",
-        "nodeConfig.machineType", "nodeConfig.guestAccelerators", "nodeConfig.spot", "nodeConfig.preemptible",
-        "nodeConfig.diskSizeGb", "nodeConfig.diskType", "nodeConfig.serviceAccount", "nodeConfig.oauthScopes",
-        "placementPolicy", "networkConfig",
-    ),
-    "gcp:container/cluster:Cluster": ("name", "location", "project", "network", "subnetwork",
-                                      "privateClusterConfig.enablePrivateNodes", "ipAllocationPolicy"),
-    "gcp:compute/network:Network": ("name", "project", "autoCreateSubnetworks"),
-    "gcp:compute/subnetwork:Subnetwork": ("name", "network", "region", "ipCidrRange"),
-    "gcp:artifactregistry/repository:Repository": ("repositoryId", "location", "format", "project"),
-    "aws:eks/nodeGroup:NodeGroup": (
-        "nodeGroupName", "nodeGroupNamePrefix", "clusterName", "instanceTypes", "capacityType", "amiType",
-        "subnetIds", "nodeRoleArn", "diskSize", "remoteAccess",
-    ),
-    "aws:eks/cluster:Cluster": ("name", "roleArn", "vpcConfig.subnetIds", "kubernetesNetworkConfig"),
-    "aws:ec2/vpc:Vpc": ("cidrBlock", "instanceTenancy"),
-    "aws:ec2/subnet:Subnet": ("vpcId", "cidrBlock", "availabilityZone"),
-    "aws:ecr/repository:Repository": ("name",),
-    "azure-native:containerservice:AgentPool": (
-        "agentPoolName", "resourceName", "resourceGroupName", "vmSize", "scaleSetPriority",
-        "scaleSetEvictionPolicy", "spotMaxPrice", "osDiskSizeGB", "osDiskType", "osType", "vnetSubnetID",
-        "availabilityZones", "gpuProfile",
-    ),
-    "azure-native:containerservice:ManagedCluster": (
-        "resourceName", "resourceGroupName", "location", "agentPoolProfiles[*].name",
-        "agentPoolProfiles[*].vmSize", "networkProfile.networkPlugin", "dnsPrefix",
-    ),
-    "azure-native:resources:ResourceGroup": ("resourceGroupName", "location"),
-    "azure-native:containerregistry:Registry": ("registryName", "resourceGroupName", "location"),
-    "kubernetes:*": ("metadata.name", "metadata.namespace"),
-    "kubernetes:apps/v1:Deployment": ("spec.selector",),
-    "kubernetes:apps/v1:StatefulSet": ("spec.selector", "spec.volumeClaimTemplates", "spec.serviceName"),
-    "kubernetes:apps/v1:DaemonSet": ("spec.selector",),
-    "kubernetes:batch/v1:Job": ("spec.template", "spec.selector"),
-    "kubernetes:core/v1:Service": ("spec.clusterIP", "spec.clusterIPs"),
-    "kubernetes:rbac.authorization.k8s.io/v1:RoleBinding": ("roleRef",),
-    "kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding": ("roleRef",),
-    "kubernetes:policy/v1:PodDisruptionBudget": (),
-}
 
 RENAME_SIMILARITY = 0.5
 """Share of identical input properties above which a removed and an added resource of the same
@@ -205,8 +161,9 @@ def chart_resources(plan: Mapping[str, Any], manifests: Path, notes: list[str] |
             typ = f"kubernetes:{api if '/' in api else 'core/' + api}:{o['kind']}"
             name = f"{rname}:{o['namespace'] + '/' if o['namespace'] else ''}{o['name']}"
             obj = yaml.load((manifests / o["file"]).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+            # chart_object: Helm installs and upgrades it (a patch in place), not the kubernetes provider.
             out.append({"urn": f"{scheme}::{project}::{qualified}${typ}::{name}", "type": typ, "name": name,
-                        "custom": True, "parent": rel["urn"], "provider": parent.get("provider", ""),
+                        "custom": True, "chart_object": True, "parent": rel["urn"], "provider": parent.get("provider", ""),
                         "dependencies": [], "property_dependencies": {}, "options": {}, "inputs": obj})
     return out
 
@@ -252,15 +209,33 @@ def _pattern_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(rf"^{body}(?:$|[.\[])")
 
 
-def forces_replace(typ: str, path: str, declared: Iterable[str] = ()) -> bool:
+DECLARED = diff_rules.Rule("(option) replace_on_changes", diff_rules.ENGINE, "applyReplaceOnChanges")
+
+
+def verdict(typ: str, path: str, declared: Iterable[str] = (),
+            ctx: Mapping[str, Any] | None = None) -> diff_rules.Rule | None:
+    """The upstream rule a change to ``path`` of a ``typ`` resource falls under (a replace or a change the
+    provider never applies), or None for a plain in-place update. A conditional rule holds only when its
+    condition does on ``ctx`` (the two sides' inputs and providers); without ``ctx`` it is assumed to."""
+    declared = list(declared)
+    if "*" in declared or any(_pattern_regex(p).match(path) for p in declared):
+        return DECLARED
+    found = None
+    for rule in diff_rules.rules_for(typ):
+        if rule.path != "*" and not _pattern_regex(rule.path).match(path):
+            continue
+        if rule.when is not None and ctx is not None and not diff_rules.CONDITIONS[rule.when](rule.path, ctx):
+            continue
+        if rule.effect == diff_rules.REPLACE:
+            return rule
+        found = found or rule
+    return found
+
+
+def forces_replace(typ: str, path: str, declared: Iterable[str] = (), ctx: Mapping[str, Any] | None = None) -> bool:
     """Whether changing ``path`` of a ``typ`` resource makes the provider replace it."""
-    patterns: list[str] = list(declared)
-    for t, props in REPLACE_ON_CHANGE.items():
-        if t == typ or ("*" in t and fnmatch.fnmatchcase(typ, t)):
-            patterns.extend(props)
-    if "*" in patterns:
-        return True
-    return any(_pattern_regex(p).match(path) for p in patterns)
+    rule = verdict(typ, path, declared, ctx)
+    return rule is not None and rule.effect == diff_rules.REPLACE
 
 
 @dataclass
@@ -269,6 +244,12 @@ class PropChange:
     old: Any
     new: Any
     forces_replace: bool = False
+    rule: diff_rules.Rule | None = None
+    """The upstream fact behind the verdict (a replace, or a change the provider never applies)."""
+
+    @property
+    def not_applied(self) -> bool:
+        return self.rule is not None and self.rule.effect == diff_rules.NOT_APPLIED
 
 
 @dataclass
@@ -297,7 +278,7 @@ def _components(resources: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
 
 
 def _prop_changes(typ: str, old: Mapping[str, Any], new: Mapping[str, Any],
-                  declared: Iterable[str] = ()) -> list[PropChange]:
+                  declared: Iterable[str] = (), ctx: Mapping[str, Any] | None = None) -> list[PropChange]:
     a, b = flatten(old), flatten(new)
     declared = list(declared)
     changes = []
@@ -305,9 +286,28 @@ def _prop_changes(typ: str, old: Mapping[str, Any], new: Mapping[str, Any],
         va, vb = a.get(path, None), b.get(path, None)
         if path in a and path in b and va == vb:
             continue
+        rule = None if ctx is not None and ctx.get("chart_object") else verdict(typ, path, declared, ctx)
         changes.append(PropChange(path, va if path in a else None, vb if path in b else None,
-                                  forces_replace(typ, path, declared)))
+                                  rule is not None and rule.effect == diff_rules.REPLACE, rule))
     return changes
+
+
+def _cite(rule: diff_rules.Rule) -> str:
+    return f"{rule.why}: {rule.source}"
+
+
+def _reason(props: list[PropChange]) -> str:
+    forced = [p for p in props if p.forces_replace]
+    if forced:
+        rules: dict[str, list[str]] = {}
+        for p in forced:
+            rules.setdefault(_cite(p.rule), []).append(p.path)  # type: ignore[arg-type]
+        return "; ".join(f"{', '.join(paths)} cannot change in place ({cite})" for cite, paths in rules.items())
+    idle = [p for p in props if p.not_applied]
+    if idle:
+        return (f"{', '.join(p.path for p in idle)}: the provider has no update for it, so `up` succeeds and the "
+                f"cloud keeps the old value ({_cite(idle[0].rule)})")  # type: ignore[arg-type]
+    return ""
 
 
 def _similarity(old: Mapping[str, Any], new: Mapping[str, Any]) -> float:
@@ -389,9 +389,14 @@ def compare(base_plan: Mapping[str, Any] | None, head_plan: Mapping[str, Any] | 
     def declared(r: Mapping[str, Any]) -> list[str]:
         return list((r.get("options") or {}).get("replace_on_changes") or [])
 
+    def ctx(o: Mapping[str, Any], n: Mapping[str, Any]) -> dict[str, Any]:
+        return {"old": o["inputs"], "new": n["inputs"], "chart_object": bool(n.get("chart_object")),
+                "provider_old": (base.get(o.get("provider") or "") or {}).get("inputs") or {},
+                "provider_new": (head.get(n.get("provider") or "") or {}).get("inputs") or {}}
+
     for urn in sorted(set(base) & set(head)):
         o, n = base[urn], head[urn]
-        props = _prop_changes(n["type"], o["inputs"], n["inputs"], declared(n))
+        props = _prop_changes(n["type"], o["inputs"], n["inputs"], declared(n), ctx(o, n))
         for opt in sorted(set(o.get("options") or {}) | set(n.get("options") or {})):
             vo, vn = (o.get("options") or {}).get(opt), (n.get("options") or {}).get(opt)
             if vo != vn:
@@ -399,18 +404,17 @@ def compare(base_plan: Mapping[str, Any] | None, head_plan: Mapping[str, Any] | 
         if not props:
             unchanged += 1
             continue
-        forced = [p.path for p in props if p.forces_replace]
         changes.append(ResourceChange(
-            action="replace" if forced else "update", type=n["type"], name=n["name"], urn=urn,
-            component=comp_head[urn], properties=props,
-            reason=f"{', '.join(forced)} cannot change in place" if forced else ""))
+            action="replace" if any(p.forces_replace for p in props) else "update", type=n["type"], name=n["name"],
+            urn=urn, component=comp_head[urn], properties=props, reason=_reason(props)))
     for old, new in renames.items():
         o, n = base[old], head[new]
-        props = _prop_changes(n["type"], o["inputs"], n["inputs"], declared(n))
+        props = _prop_changes(n["type"], o["inputs"], n["inputs"], declared(n), ctx(o, n))
         changes.append(ResourceChange(
             action="replace", type=n["type"], name=n["name"], urn=new, component=comp_head[new],
             old_name=o["name"], properties=props,
-            reason=f"renamed {o['name']} → {n['name']}: deleted and re-created"))
+            reason=f"renamed {o['name']} → {n['name']}: a new name is a new URN, so `up` creates it and deletes "
+                   "the old one"))
     for urn in added:
         if urn not in renames.values():
             r = head[urn]
@@ -575,7 +579,8 @@ def render_markdown(result: DiffResult) -> str:
                 head += f" — {ch.reason}"
             lines.append(head)
             for p in ch.properties[:MAX_PROPS_SHOWN]:
-                mark = " **(forces replacement)**" if p.forces_replace and not ch.old_name else ""
+                mark = (" **(forces replacement)**" if p.forces_replace and not ch.old_name
+                        else " **(not applied by the provider)**" if p.not_applied else "")
                 lines.append(f"  - `{p.path}`: {_short(p.old)} → {_short(p.new)}{mark}")
             if len(ch.properties) > MAX_PROPS_SHOWN:
                 lines.append(f"  - … and {len(ch.properties) - MAX_PROPS_SHOWN} more properties")
@@ -668,8 +673,9 @@ def to_json(result: DiffResult) -> dict[str, Any]:
         "stack": result.stack, "base": result.base_sha, "unchanged": result.unchanged,
         "changes": [{"action": ch.action, "type": ch.type, "name": ch.name, "old_name": ch.old_name,
                      "component": ch.component, "reason": ch.reason,
-                     "properties": [{"path": p.path, "old": p.old, "new": p.new,
-                                     "forces_replace": p.forces_replace} for p in ch.properties]}
+                     "properties": [{"path": p.path, "old": p.old, "new": p.new, "forces_replace": p.forces_replace,
+                                     "effect": p.rule.effect if p.rule else "update",
+                                     "source": _cite(p.rule) if p.rule else None} for p in ch.properties]}
                     for ch in result.changes],
         "cost": result.cost_delta, "policy": result.policy, "verify": result.verify,
     }

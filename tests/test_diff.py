@@ -96,8 +96,9 @@ def test_renamed_pool_shows_as_replace_not_create_and_delete(repo):
     pool = result.find("local-inference-amd-instinct-pool", "kubernetes:inference.networking.k8s.io/v1:InferencePool")
     assert pool.action == "replace"
     assert pool.old_name == "local-inference-amd-mi300x-pool"
-    assert {"path": "metadata.name", "old": "amd-mi300x", "new": "amd-instinct", "forces_replace": True} in \
-        next(c for c in doc["changes"] if c["name"] == pool.name)["properties"]
+    assert ("metadata.name", "amd-mi300x", "amd-instinct", True) in \
+        [(p["path"], p["old"], p["new"], p["forces_replace"])
+         for p in next(c for c in doc["changes"] if c["name"] == pool.name)["properties"]]
     # Every resource of the renamed pool is a replace; the routes that merely point at it update.
     for ch in result.changes:
         if ch.old_name:
@@ -209,12 +210,24 @@ def _gke_plan(pool_name: str, machine: str = "n1-standard-4", max_nodes: int = 2
     return {"resources": [cluster, pool]}
 
 
-def test_a_node_pool_machine_type_change_is_a_replace():
+def test_a_node_pool_machine_type_change_updates_in_place():
+    # terraform-provider-google v7.45.0 node_config.go: machine_type is not ForceNew; nodePoolNodeConfigUpdate
+    # resizes the pool's nodes in place (a rolling node update, not a new pool).
     changes, unchanged = compare(_gke_plan("t4"), _gke_plan("t4", machine="n1-standard-8"))
     (ch,) = changes
-    assert (ch.action, ch.component, unchanged) == ("replace", f"{GKE} gcp-central", 1)
+    assert (ch.action, ch.component, unchanged) == ("update", f"{GKE} gcp-central", 1)
     assert [(p.path, p.old, p.new, p.forces_replace) for p in ch.properties] == [
-        ("nodeConfig.machineType", "n1-standard-4", "n1-standard-8", True)]
+        ("nodeConfig.machineType", "n1-standard-4", "n1-standard-8", False)]
+
+
+def test_a_node_pool_spot_change_is_a_replace_citing_its_source():
+    # node_config.go: spot is ForceNew.
+    new = _gke_plan("t4")
+    new["resources"][1]["inputs"]["nodeConfig"]["spot"] = False
+    (ch,), _ = compare(_gke_plan("t4"), new)
+    assert ch.action == "replace"
+    assert ch.reason.startswith("nodeConfig.spot cannot change in place (ForceNew")
+    assert "terraform-provider-google google/services/container/node_config.go @ v7.45.0" in ch.reason
 
 
 def test_a_node_pool_max_change_is_an_update():
@@ -240,20 +253,42 @@ def test_a_new_pool_of_another_shape_is_a_create_and_a_delete():
 
 
 @pytest.mark.parametrize("typ, path, replaces", [
+    # terraform-provider-aws eks/node_group.go: instance_types ForceNew, scaling_config updatable.
     ("aws:eks/nodeGroup:NodeGroup", "instanceTypes[0]", True),
     ("aws:eks/nodeGroup:NodeGroup", "scalingConfig.maxSize", False),
+    # eks/cluster.go: vpc_config.subnet_ids is not ForceNew (UpdateClusterConfig).
+    ("aws:eks/cluster:Cluster", "vpcConfig.subnetIds[0]", False),
+    # pulumi-azure-native replacement.go: AgentPool vmSize force-new; ManagedCluster's agentPoolProfiles not.
     ("azure-native:containerservice:AgentPool", "vmSize", True),
     ("azure-native:containerservice:AgentPool", "maxCount", False),
-    ("azure-native:containerservice:ManagedCluster", "agentPoolProfiles[1].vmSize", True),
-    ("azure-native:containerservice:ManagedCluster", "agentPoolProfiles[1].maxCount", False),
-    ("gcp:container/nodePool:NodePool", "placementPolicy.tpuTopology", True),
+    ("azure-native:containerservice:ManagedCluster", "agentPoolProfiles[1].vmSize", False),
+    ("azure-native:containerservice:ManagedCluster", "agentPoolProfiles[0].name", False),
+    ("azure-native:containerservice:ManagedCluster", "networkProfile.networkDataplane", True),
+    # terraform-provider-google: node_locations, disk size/type and enable_private_nodes update in place;
+    # master_ipv4_cidr_block, datapath_provider and shielded_instance_config are ForceNew.
+    ("gcp:container/nodePool:NodePool", "nodeLocations[0]", False),
+    ("gcp:container/nodePool:NodePool", "nodeConfig.diskSizeGb", False),
+    ("gcp:container/nodePool:NodePool", "nodeConfig.diskType", False),
+    ("gcp:container/nodePool:NodePool", "nodeConfig.shieldedInstanceConfig.enableSecureBoot", True),
     ("gcp:container/nodePool:NodePool", "nodeConfig.labels", False),
+    ("gcp:container/cluster:Cluster", "privateClusterConfig.enablePrivateNodes", False),
+    ("gcp:container/cluster:Cluster", "privateClusterConfig.masterIpv4CidrBlock", True),
+    ("gcp:container/cluster:Cluster", "datapathProvider", True),
+    # Whole-identity types: every input of an IAM member is ForceNew.
+    ("gcp:projects/iAMMember:IAMMember", "role", True),
+    ("azure-native:authorization:RoleAssignment", "principalId", True),
+    # pulumi-kubernetes diff.go: metadata identity for every kind, apps/v1 selectors, Service clusterIP
+    # (not clusterIPs), and a v1 PodDisruptionBudget updates (only policy/v1beta1 is listed).
     ("kubernetes:core/v1:ConfigMap", "metadata.name", True),
     ("kubernetes:core/v1:ConfigMap", "metadata.namespaceX", False),
     ("kubernetes:apps/v1:Deployment", "spec.selector.matchLabels.app", True),
     ("kubernetes:apps/v1:Deployment", "spec.replicas", False),
+    ("kubernetes:core/v1:Service", "spec.clusterIP", True),
+    ("kubernetes:core/v1:Service", "spec.clusterIPs[0]", False),
+    ("kubernetes:policy/v1:PodDisruptionBudget", "spec.minAvailable", False),
+    ("kubernetes:apps/v1:StatefulSet", "spec.podManagementPolicy", True),
 ])
-def test_replace_on_change_table(typ, path, replaces):
+def test_replace_rules(typ, path, replaces):
     assert forces_replace(typ, path) is replaces
 
 
