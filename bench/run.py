@@ -125,7 +125,8 @@ def start_router(pools: list[dict], tiers: list[dict] | None = None, policy: str
     port, admin = free_port(), free_port()
     cfg = {"listen": {"host": HOST, "port": port, "admin_port": admin}, "policy": policy,
            "auth": {"api_key_hashes": [hashlib.sha256(KEY.encode()).hexdigest()]},
-           "limits": {"rate_limit_rps": 1_000_000, "rate_limit_burst": 1_000_000},
+           # No per-key limits: the router's default (issue 19: none unless the config sets one),
+           # and vllm-router and LiteLLM enforce none here either. The key is still checked.
            "discovery": {"models_refresh_s": 5, "metrics_scrape_s": 1}, "pools": pools,
            # No log line per request, as vllm-router runs here (--log-level warning).
            "server": {"access_log": False}, **extra}

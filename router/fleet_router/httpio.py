@@ -129,7 +129,7 @@ class Request:
         self.keep_alive = True
         self.upgrade = False
         self.expect_continue = False
-        self.started = time.perf_counter()
+        self.started = conn.now  # the loop's clock when its head was parsed
         self._chunks: list[bytes] = []
         self._size = 0
         self._done = False
@@ -318,6 +318,9 @@ class _Connection(asyncio.Protocol):
         # a float per state change is far cheaper than a loop timer armed and cancelled per request.
         self._deadline = 0.0
         self._on_deadline: Callable[[], None] | None = None
+        # The loop's clock, read once per data_received for every parser callback it runs (a clock
+        # read costs about as much as a callback here; deadlines are checked at sweep precision).
+        self.now = 0.0
         self._last_body = 0.0
         self._read_paused = False
         self._write_paused = False
@@ -377,6 +380,7 @@ class _Connection(asyncio.Protocol):
             self._lingered(len(data))
             return
         begun, in_head = self._begun, self._in_head
+        self.now = self.loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -407,7 +411,7 @@ class _Connection(asyncio.Protocol):
         self._begun += 1
         self._in_head = True
         if self.active is None:
-            self._arm(self.limits.header_timeout, self._on_head_timeout)
+            self._arm(self.limits.header_timeout, self._on_head_timeout, self.now)
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -455,8 +459,8 @@ class _Connection(asyncio.Protocol):
         self.parsing = r
         self._cancel_timer()
         if r.content_length or r.chunked:
-            self._last_body = self.loop.time()
-            self._arm(self.limits.body_timeout, self._on_body_timeout)
+            self._last_body = self.now
+            self._arm(self.limits.body_timeout, self._on_body_timeout, self.now)
         if self.active is None:
             self._start(r)
         else:
@@ -465,7 +469,7 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         r = self.parsing
-        self._last_body = self.loop.time()
+        self._last_body = self.now
         r._feed(body, self.limits.max_body_bytes)
         if r._size > self.limits.max_body_bytes:
             self._pause_reading()  # the handler answers 413 and the connection closes: read no more
@@ -659,8 +663,8 @@ class _Connection(asyncio.Protocol):
         if not self.closed:
             self.transport.close()
 
-    def _arm(self, delay: float, fn: Callable[[], None]) -> None:
-        self._deadline = self.loop.time() + delay
+    def _arm(self, delay: float, fn: Callable[[], None], now: float | None = None) -> None:
+        self._deadline = (self.loop.time() if now is None else now) + delay
         self._on_deadline = fn
 
     def _cancel_timer(self) -> None:
@@ -790,7 +794,7 @@ class Site:
         self._access.append(orjson.dumps({
             "ts": round(time.time(), 3), "event": "access", "id": r.request_id, "peer": r.peer,
             "method": r.method, "path": r.path, "status": r._status or 499, "bytes": r._sent,
-            "ms": round((time.perf_counter() - r.started) * 1000, 3)}))
+            "ms": round((self.loop.time() - r.started) * 1000, 3)}))
         if self._access_flush is None:
             self._access_flush = self.loop.call_later(_ACCESS_FLUSH_S, self.flush_access_log)
 

@@ -127,6 +127,7 @@ class Proxy:
             if key is not None:
                 keys[p.name] = [("Authorization", f"Bearer {key}")]
         self.config, self.states, self._pool_auth = config, states, keys
+        self._tiers = {t.name: t for t in config.tiers}
         self._pass = RESPONSE_HEADERS | {h.lower() for h in config.limits.pass_response_headers}
 
     async def start(self) -> None:
@@ -249,7 +250,7 @@ class Proxy:
             if not req.stream:
                 # vLLM reports no time to first token in a non-streaming answer: none is recorded
                 # (the whole latency is not a TTFT, and must not feed SLOs or the cost policy).
-                core.on_first_byte(attempt, None, time.monotonic())
+                core.on_first_byte(attempt, None, 0.0)  # no TTFT: the clock is not read
                 usage = usage_of(whole)  # parsed once, for the metrics and the key's charge
                 self._account(decision, state, req.model, None, _completion_tokens(usage), status)
                 if on_usage is not None:
@@ -417,7 +418,7 @@ class Proxy:
         m.decisions.inc(decision.tier, p.name, p.vendor, decision.policy, decision.reason.split(" ")[0])
         if ttft is not None:
             m.ttft.observe(p.name, value=ttft)
-            tier = next((t for t in self.config.tiers if t.name == decision.tier), None)
+            tier = self._tiers.get(decision.tier)
             if tier is not None and tier.ttft_slo_ms is not None and status < 400:
                 (m.sla_ok if ttft * 1000 <= tier.ttft_slo_ms else m.sla_bad).inc(tier.name, p.name, p.name, p.vendor)
         if tokens:

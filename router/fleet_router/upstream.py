@@ -165,7 +165,7 @@ class Response:
 
     # fed by the protocol
     def _got_head(self) -> None:
-        self.head_at = self._last = now = self._conn.loop.time()
+        self.head_at = self._last = now = self._conn.now
         if self._idle is not None:
             self._set_timer(now + self._idle)
         if not self._head.done():
@@ -173,9 +173,9 @@ class Response:
 
     def _feed(self, data: bytes) -> None:
         if not self.first_byte_at:
-            self.first_byte_at = self._conn.loop.time()
+            self.first_byte_at = self._conn.now
         if self._idle is not None:
-            self._last = self._conn.loop.time()
+            self._last = self._conn.now
         self._chunks.append(data)
         self._buffered += len(data)
         if self._buffered > _HIGH_WATER:
@@ -257,6 +257,7 @@ class _Connection(asyncio.Protocol):
         self.got_bytes = False
         self.paused = False
         self.framed = True  # the body has a length or chunks (else it ends with the connection)
+        self.now = 0.0  # the loop's clock, read once per data_received for the parser's callbacks
 
     # asyncio.Protocol
     def connection_made(self, transport) -> None:
@@ -264,6 +265,7 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
+        self.now = self.loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:

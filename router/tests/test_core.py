@@ -119,6 +119,24 @@ def test_round_robin_is_exactly_proportional():
     assert first == {"nvidia": 90, "amd": 10}
 
 
+def test_round_robin_interleaves_by_weight_and_fails_over_to_the_other_pool():
+    # nginx's smooth weighted round-robin, worked by hand (ties to the greater name): 3:1 is
+    # n, n, a, n — spread, not n, n, n, a — and each decision's failover order is the other tier
+    # pool, then what else serves the model (the two-pool path).
+    cfg = config(policy="round-robin", tiers=[
+        {"name": "default", "backends": [{"pool": "nvidia", "weight": 75}, {"pool": "amd", "weight": 25}]}])
+    st = states(cfg)
+    seq = [core.route(cfg, st, "m", {}, "", 0, random.Random(0)).attempts for _ in range(8)]
+    n, a = ("nvidia", "amd", "tpu"), ("amd", "nvidia", "tpu")
+    assert seq == [n, n, a, n] * 2
+    # 2:1:1 over three pools: n, t, a, n
+    three = config(policy="round-robin", tiers=[{"name": "default", "backends": [
+        {"pool": "nvidia", "weight": 50}, {"pool": "amd", "weight": 25}, {"pool": "tpu", "weight": 25}]}])
+    st = states(three)
+    firsts = [core.route(three, st, "m", {}, "", 0, random.Random(0)).attempts[0] for _ in range(8)]
+    assert firsts == ["nvidia", "tpu", "amd", "nvidia"] * 2
+
+
 def test_round_robin_is_a_picker_with_no_scorers():
     """A config-defined profile of just the smooth round-robin picker routes exactly like the
     built-in round-robin: a new policy is configuration."""

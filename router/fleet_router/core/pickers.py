@@ -43,11 +43,17 @@ def smooth_round_robin(ctx: RequestContext, pools: Sequence[PoolState], scores: 
     """nginx's smooth weighted round-robin over the tier's weights: deterministic, proportional,
     interleaved. Scores are ignored (round-robin is this picker with no scorers)."""
     w = ctx.weights
-    total = sum(w.get(p.name, 0.0) for p in pools) or 1.0
+    total = 0.0
+    best = None
     for p in pools:
-        p.rr_current += w.get(p.name, 0.0)
-    best = max(pools, key=lambda p: (p.rr_current, p.name))
-    best.rr_current -= total
+        weight = w.get(p.name, 0.0)
+        total += weight
+        p.rr_current += weight
+        if best is None or (p.rr_current, p.name) > (best.rr_current, best.name):
+            best = p
+    best.rr_current -= total or 1.0
+    if len(pools) == 2:  # the common fleet: the other one
+        return [best, pools[1] if pools[0] is best else pools[0]]
     rest = sorted((p for p in pools if p is not best), key=lambda p: -w.get(p.name, 0.0))
     return [best, *rest]
 

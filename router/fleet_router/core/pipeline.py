@@ -53,8 +53,12 @@ def profile_for(config: "RouterConfig", policy: str) -> Profile:
 def _prefer_other_vendors(first: PoolState, rest: list[PoolState]) -> list[PoolState]:
     """Failover order: after the chosen pool, pools of another vendor or cloud first (a spot pool
     that vanished tends to take its neighbours with it)."""
-    other = [p for p in rest if (p.pool.vendor, p.pool.cloud) != (first.pool.vendor, first.pool.cloud)]
-    same = [p for p in rest if p not in other]
+    if not rest:
+        return [first]
+    home = (first.pool.vendor, first.pool.cloud)
+    other, same = [], []
+    for p in rest:
+        (same if (p.pool.vendor, p.pool.cloud) == home else other).append(p)
     return [first, *other, *same]
 
 
@@ -121,9 +125,11 @@ def route(config: "RouterConfig", states: Mapping[str, PoolState], model: str, h
         scores = [1.0] * len(pools)
     ordered = PICKERS[profile.picker](ctx, pools, scores, rng)
     reason = _reason(profile, ctx, ordered[0], scores, pools)
-    rest = [s for s in live if s not in ordered]
-    attempts = _prefer_other_vendors(ordered[0], ordered[1:] + sorted(rest, key=lambda s: (s.load(), s.name)))
-    return Decision(tier=tier.name if tier else "none", policy=policy, attempts=tuple(s.name for s in attempts),
+    rest = [s for s in live if s not in ordered] if len(ordered) < len(live) else []
+    if rest:
+        rest.sort(key=lambda s: (s.load(), s.name))
+    attempts = _prefer_other_vendors(ordered[0], ordered[1:] + rest)
+    return Decision(tier=tier.name if tier else "none", policy=policy, attempts=tuple([s.name for s in attempts]),
                     reason="overflow" if overflow_used else reason, overflow=overflow_used, blocks=blocks,
                     total_blocks=ctx.total_blocks)
 

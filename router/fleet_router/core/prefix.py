@@ -120,6 +120,8 @@ def prefix_blocks(prompt: Prompt | str | bytes, model: str = "", max_blocks: int
     n = len(data) // BLOCK_BYTES
     if max_blocks is not None and n > max_blocks:
         n = max_blocks
+    if not n:
+        return []  # a prompt shorter than a block: nothing to hash (not even the model's seed)
     h, out = model_seed(model), []
     append, f = out.append, _hash
     for i in range(0, n * BLOCK_BYTES, BLOCK_BYTES):
