@@ -243,3 +243,12 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as e:
+        # What the program itself refuses while planning (a topology's own rules: program.main) comes
+        # as Pulumi's RunError: one line and bad input, as for the spec's rules, not a traceback.
+        from pulumi.errors import RunError
+
+        if not isinstance(e, RunError):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT

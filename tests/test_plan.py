@@ -146,3 +146,23 @@ def test_every_topology_the_spec_accepts_has_a_row_in_the_stacks_table():
     from stacks import TOPOLOGIES
 
     assert set(typing.get_args(Topology)) == set(TOPOLOGIES)
+
+
+def test_fleet_plan_reports_a_topologys_refusal_as_bad_input_in_one_line(tmp_path):
+    """The multicloud topology needs every remote cluster's gateway hostname (stacks/multicloud.problems):
+    the program raises pulumi.RunError, and `fleet plan` says so as bad input, naming the field."""
+    doc = yaml.safe_load((ROOT / "Pulumi.multicloud.yaml").read_text())
+    fleet = doc["config"]["inference-fleet:fleet"]
+    home = fleet["router"]["cluster"]
+    remote = next(i for i, c in enumerate(fleet["clusters"]) if c["name"] != home)
+    del fleet["clusters"][remote]["gateway_hostname"]
+    path = tmp_path / "Pulumi.multicloud.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    p = subprocess.run([sys.executable, "-m", "fleet", "plan", "--stack", "multicloud", "--config-file", str(path),
+                        "--no-charts", "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert "Traceback" not in p.stderr
+    [line] = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    assert f"fleet.clusters[{remote}].gateway_hostname" in line and "needs a gateway_hostname" in line
+    assert not (tmp_path / "out" / "plan.json").exists()  # nothing half-written

@@ -32,6 +32,9 @@ class Backend:
 
     script: object
     models: list[dict] | None = None
+    metrics: str | None = None
+    """The Prometheus text its ``GET /metrics`` answers (None: answered like any other GET); may be set
+    while it runs."""
     seen: list[Seen] = field(default_factory=list)
     port: int = 0
 
@@ -83,6 +86,12 @@ class Backend:
                         k, v = line.split(":", 1)
                         headers[k.strip().lower()] = v.strip()
                 body = await reader.readexactly(int(headers.get("content-length", 0)))
+                if method == "GET" and path == "/metrics" and self.metrics is not None:
+                    data = self.metrics.encode()
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: "
+                                 + str(len(data)).encode() + b"\r\n\r\n" + data)
+                    await writer.drain()
+                    continue
                 if method == "GET":
                     data = orjson.dumps({"object": "list", "data": self.models}) if self.models is not None else b""
                     status = b"200 OK" if self.models is not None else b"404 Not Found"
