@@ -143,7 +143,7 @@ class Relay:
         tokens = 0
         got = False
         try:
-            while chunk := await leg.upstream.read():
+            while chunk := await leg.upstream.read_available():  # all that has arrived: one write for it
                 if not got:
                     got = True
                     leg.first_byte(time.perf_counter() - leg.t0)

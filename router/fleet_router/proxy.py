@@ -292,7 +292,7 @@ class Proxy:
         ttft = None
         tail = b""  # the stream's end, where the usage event is (per-key accounting)
         try:
-            while chunk := await upstream.read():
+            while chunk := await upstream.read_available():  # what has arrived, in one write
                 if on_usage is not None:
                     tail = (tail + chunk)[-8192:]
                 if ttft is None:  # the first token: prefill is done (vLLM sent the head before it)

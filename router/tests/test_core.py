@@ -7,6 +7,7 @@ import random
 from collections import Counter
 
 import pytest
+import xxhash
 
 from fleet_router import core
 from fleet_router.config import RouterConfig
@@ -548,3 +549,17 @@ def test_the_fleet_spec_accepts_the_registrys_policies_and_nothing_else():
         assert adapter.validate_python(name) == name
     with pytest.raises(ValidationError):
         adapter.validate_python("random")
+
+
+def test_prefix_blocks_are_the_chained_hash_of_each_64_byte_block_seeded_with_the_model():
+    # The chaining GAIE v1.5.0 hashing.go describes (block i = hash(block i's bytes, block i-1's
+    # hash), the first seeded with the model), over xxh3-64, stopped at MAX_PREFIX_BLOCKS full
+    # blocks; a partial last block is not a block. Computed here with xxhash directly.
+    text = ("0123456789abcdef" * 4 * 300) + "tail"  # 300 full blocks and a partial one
+    h, want = xxhash.xxh3_64_intdigest(b"m"), []
+    for i in range(core.MAX_PREFIX_BLOCKS):
+        h = xxhash.xxh3_64_intdigest(text[i * 64:(i + 1) * 64].encode(), h)
+        want.append(h)
+    assert core.prefix_blocks(text, "m") == want
+    assert core.prefix_blocks(text[:64 * 3 + 10], "m") == want[:3]
+    assert core.prefix_blocks("short", "m") == [] and core.prefix_blocks(text, "other")[0] != want[0]

@@ -94,8 +94,19 @@ class App:
         return httpio.Response(int(r.headers.get("x-status", "200")), b"hi",
                                headers={"X-Echo": r.headers.get("x-echo", ""), "Content-Length": "999"})
 
+    async def events(self, r: httpio.Request):
+        # Three events in one go, then one more once the test has read the first three.
+        resp = httpio.StreamResponse(200, {"Content-Type": "text/event-stream"})
+        await resp.prepare(r)
+        for i in range(3):
+            await resp.write(b"data: %d\n\n" % i)
+        self.started.set()
+        await asyncio.wait_for(self.release.wait(), 10)
+        await resp.write(b"data: 3\n\n")
+        return resp
+
     def routes(self):
-        return [("GET", "/headers", self.headers), ("POST", "/echo", self.echo), ("GET", "/echo", self.echo), ("POST", "/body", self.body),
+        return [("GET", "/headers", self.headers), ("GET", "/events", self.events), ("POST", "/echo", self.echo), ("GET", "/echo", self.echo), ("POST", "/body", self.body),
                 ("POST", "/body-errors", self.body_errors), ("GET", "/slow", self.slow),
                 ("GET", "/stream", self.stream)]
 
@@ -554,3 +565,46 @@ def test_response_headers_carry_each_answer_s_own_values_and_the_server_s_framin
     got = run(case())
     assert got == [(200, "a", "2", b"hi"), (200, "b", "2", b"hi"), (299, "a", "2", b"hi"),
                    (200, "é", "2", b"hi")]  # a Latin-1 value, as sent
+
+
+def test_stream_writes_reach_the_client_without_waiting_for_the_end_and_pipelining_stays_in_order():
+    # Writes are corked until the loop iteration ends (one send for the head and three events),
+    # never until the stream ends: the client reads the first events while the handler still
+    # waits. A request pipelined behind the stream is answered after the stream's last byte.
+    async def case():
+        app = App()
+        s, port = await site(app)
+        reader, writer = await connect(port)
+        writer.write(get("/events") + get("/echo?n=2"))
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding: chunked" in head.lower()
+        first = b""
+        while first.count(b"\n\n") < 3:  # the handler is blocked on release until these arrive
+            first += await asyncio.wait_for(reader.read(65536), 5)
+        app.release.set()
+        rest = b""
+        while b"0\r\n\r\n" not in rest:
+            rest += await asyncio.wait_for(reader.read(65536), 5)
+        stream, _, after = (first + rest).partition(b"0\r\n\r\n")
+        events = [line for line in stream.split(b"\r\n") if line.startswith(b"data:")]
+        status, _, body = await read_response(asyncio_reader_with(after, reader))
+        writer.close()
+        await s.close()
+        return events, status, json.loads(body)["query"]
+
+    events, status, query = run(case())
+    assert events == [b"data: %d\n\n" % i for i in range(4)]
+    assert (status, query) == (200, "n=2")
+
+
+def asyncio_reader_with(prefix: bytes, reader: asyncio.StreamReader) -> asyncio.StreamReader:
+    """A reader that yields ``prefix`` (bytes already read past a stream's end), then ``reader``'s."""
+    merged = asyncio.StreamReader()
+    merged.feed_data(prefix)
+
+    async def pump():
+        while data := await reader.read(65536):
+            merged.feed_data(data)
+        merged.feed_eof()
+    asyncio.get_running_loop().create_task(pump())
+    return merged

@@ -362,3 +362,32 @@ def test_how_a_body_ends_is_read_from_the_head_whatever_the_case_of_its_names(re
         assert got == b"all of it"
     else:
         assert isinstance(got, UpstreamError) and got.phase == "body"
+
+
+def test_read_available_gives_what_has_arrived_in_one_piece_and_waits_only_for_more():
+    # Three chunks in one packet are one read; a chunk sent later is the next read (it is not
+    # held back for more); then the end.
+    go_on = asyncio.Event()
+
+    async def handler(reader, writer, n, head, body):
+        writer.write(SSE_HEAD + b"".join(_chunk(b"data: %d\n\n" % i) for i in range(3)))
+        await writer.drain()
+        await asyncio.wait_for(go_on.wait(), 5)
+        writer.write(_chunk(b"data: 3\n\n") + b"0\r\n\r\n")
+        await writer.drain()
+
+    async def main():
+        async with _backend(handler) as (origin, count, pool):
+            r = await pool.request(origin, "/v1/chat/completions", [], b"{}", _d(idle=5, total=None))
+            first = await r.read_available()
+            while first.count(b"\n\n") < 3:  # the packet may still be arriving in pieces
+                first += await r.read_available()
+            go_on.set()
+            second = await r.read_available()
+            end = await r.read_available()
+            r.release()
+            return first, second, end
+
+    first, second, end = _run(main())
+    assert first == b"data: 0\n\ndata: 1\n\ndata: 2\n\n"
+    assert (second, end) == (b"data: 3\n\n", b"")
