@@ -16,7 +16,8 @@ before any resource is declared (seed 001's Mistral-7B on a T4).
 
 ``pool_endpoints`` is what the cross-cloud router targets: on a cloud cluster the pool's route on
 this cluster's gateway (``<gateway>/pools/<pool>``); on a local cluster the in-cluster Service of the
-pool's simulated servers.
+pool's simulated servers. ``pool_ca`` is the CA the router verifies those HTTPS endpoints with (the
+cluster's gateway CA, components/gateway.py).
 """
 
 from __future__ import annotations
@@ -118,7 +119,8 @@ class InferenceLayer(pulumi.ComponentResource):
                 )
 
         self.gateway = Gateway(f"{name}-gateway",
-                               GatewayArgs(cluster=cluster, gateway_class_name=args.platform.gateway_class_name),
+                               GatewayArgs(cluster=cluster, gateway_class_name=args.platform.gateway_class_name,
+                                           router_hostname=plan.router_hostname),
                                pulumi.ResourceOptions(parent=self))
         self.routes = Routes(f"{name}-routes", RoutesArgs(plan=plan),
                              pulumi.ResourceOptions(parent=self, depends_on=[
@@ -136,4 +138,8 @@ class InferenceLayer(pulumi.ComponentResource):
             else:
                 self.pool_endpoints[pool.name] = self.gateway_url.apply(
                     lambda base, p=pool.name: f"{base}{inference_data.POOL_PATH_PREFIX}/{p}")
+        # The CA the router must trust for this cluster's pool endpoints: the gateway's (HTTPS); none
+        # where the router reaches the pools by plain HTTP in-cluster (simulated) or the gateway's
+        # certificate is publicly trusted.
+        self.pool_ca: pulumi.Output[str] | None = None if simulated else self.gateway.ca_cert_pem
         self.register_outputs({"gateway_url": self.gateway_url, "pool_endpoints": self.pool_endpoints})

@@ -182,7 +182,6 @@ GATEWAY_CA_SECRET = "inference-gateway-ca"
 GATEWAY_SERVICE = f"{layout.GATEWAY_NAME}-istio"
 CERT_DURATION = "2160h"  # 90 days
 CERT_RENEW_BEFORE = "720h"  # 30 days
-CA_DURATION = "87600h"  # 10 years
 
 # --- routes --------------------------------------------------------------------------------------
 

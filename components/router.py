@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import pulumi
@@ -35,6 +35,7 @@ from components.namespaces import Namespaces
 from components.platform import Platform
 from components.router_image import RouterImage
 from components import workload
+from components.gateway import HTTP_LISTENER, ROUTER_LISTENER, router_listener_hostname
 from components.router_store import RouterStore, RouterStoreArgs
 from fleet import layout
 from fleet import drain
@@ -47,7 +48,10 @@ KEYS_DIR = "/etc/fleet-router/keys"
 KEYS_FILE = "api-key-hashes"
 STORE_DIR = "/etc/fleet-router/store"
 BACKEND_KEYS_DIR = "/etc/fleet-router/backend-keys"
+UPSTREAM_CA_DIR = "/etc/fleet-router/upstream-ca"
+UPSTREAM_CA_CONFIGMAP = f"{NAME}-upstream-ca"
 CHECKSUM_ANNOTATION = "inference-fleet.io/config-checksum"
+CA_CHECKSUM_ANNOTATION = "inference-fleet.io/upstream-ca-checksum"
 RUN_AS = 10001
 """The image's non-root user (router/Dockerfile); a high UID no host account shares."""
 """Never fewer than two: one pod can drain or be evicted while the other serves."""
@@ -99,8 +103,15 @@ def backend_key_files(spec: FleetSpec, keys_json: str) -> dict[str, str]:
     return {name: keys.get(name, "").strip() for name in served}
 
 
+def upstream_ca_files(spec: FleetSpec, clusters_with_ca: set[str] | frozenset[str]) -> dict[str, str]:
+    """pool -> the mounted CA file its gateway's certificate is verified against (served pools of the
+    clusters that have one)."""
+    return {p.name: f"{UPSTREAM_CA_DIR}/{p.cluster}.pem" for p in spec.pools
+            if spec.models_on(p.name) and p.cluster in clusters_with_ca}
+
+
 def _render_config(spec: FleetSpec, endpoints: dict[str, str], keys_file: str | None, store_password_file: str,
-                   backend_keys: bool = False) -> str:
+                   backend_keys: bool = False, ca_files: dict[str, str] | None = None) -> str:
     # Interim until the router package (fleet_router.config) lands: the generator's plain data as
     # YAML; tests/test_router_deploy.py loads it with the router's schema once it exists.
     from fleet.routerconfig import router_config_data
@@ -108,7 +119,8 @@ def _render_config(spec: FleetSpec, endpoints: dict[str, str], keys_file: str | 
     files = ({p.name: f"{BACKEND_KEYS_DIR}/{p.name}" for p in spec.pools if spec.models_on(p.name)}
              if backend_keys else None)
     return yaml.safe_dump(router_config_data(spec, endpoints, api_key_hashes_file=keys_file, store=True,
-                                             store_password_file=store_password_file, backend_key_files=files),
+                                             store_password_file=store_password_file, backend_key_files=files,
+                                             ca_files=ca_files or None),
                           sort_keys=False)
 
 
@@ -122,6 +134,9 @@ class RouterArgs:
     namespaces: Namespaces
     platform: Platform
     backend_keys: pulumi.Output[str] | None = None
+    gateway_cas: dict[str, pulumi.Output[str]] = field(default_factory=dict)
+    """cluster -> the CA certificate (PEM) that signs that cluster's gateway, for the clusters whose
+    pools the router reaches over HTTPS through a private CA."""
 
 
 class Router(pulumi.ComponentResource):
@@ -165,8 +180,10 @@ class Router(pulumi.ComponentResource):
         # --- config ------------------------------------------------------------------------------
         endpoints = dict(sorted(args.pool_endpoints.items()))
         with_backend_keys = args.backend_keys is not None
+        ca_files = upstream_ca_files(spec, set(args.gateway_cas))
+        cas = {c: args.gateway_cas[c] for c in sorted({p.cluster for p in spec.pools if p.name in ca_files})}
         config_yaml = pulumi.Output.all(**endpoints).apply(
-            lambda eps: _render_config(spec, dict(eps), keys_file, store_password_file, with_backend_keys))
+            lambda eps: _render_config(spec, dict(eps), keys_file, store_password_file, with_backend_keys, ca_files))
         self.config_map = k8s.core.v1.ConfigMap(
             f"{name}-config",
             metadata=meta(f"{NAME}-config"),
@@ -174,6 +191,15 @@ class Router(pulumi.ComponentResource):
             opts=child,
         )
         self.config_checksum = config_yaml.apply(config_checksum)
+
+        self.upstream_ca = None
+        ca_checksum: pulumi.Output[str] | None = None
+        if cas:
+            bundle = {f"{c}.pem": pem for c, pem in cas.items()}
+            self.upstream_ca = k8s.core.v1.ConfigMap(
+                f"{name}-upstream-ca", metadata=meta(UPSTREAM_CA_CONFIGMAP), data=bundle, opts=child)
+            ca_checksum = pulumi.Output.all(**bundle).apply(
+                lambda b: config_checksum("".join(f"{k}\n{v}" for k, v in sorted(b.items()))))
 
         # --- workload ----------------------------------------------------------------------------
         service_account = k8s.core.v1.ServiceAccount(
@@ -205,6 +231,9 @@ class Router(pulumi.ComponentResource):
             volumes.append({"name": "backend-keys", "secret": {"secretName": f"{NAME}-backend-keys",
                                                                "defaultMode": 0o440}})
             mounts.append({"name": "backend-keys", "mountPath": BACKEND_KEYS_DIR, "readOnly": True})
+        if self.upstream_ca is not None:
+            volumes.append({"name": "upstream-ca", "configMap": {"name": UPSTREAM_CA_CONFIGMAP}})
+            mounts.append({"name": "upstream-ca", "mountPath": UPSTREAM_CA_DIR, "readOnly": True})
 
         def probe(path: str, period: int, failures: int) -> dict:
             return workload.http_probe(path, "admin", period=period, failures=failures, timeout=2)
@@ -236,8 +265,11 @@ class Router(pulumi.ComponentResource):
                                     "IfNotPresent is the only policy that starts",
             }
 
-        def pod_annotations(checksum: str) -> dict[str, str]:
-            return {CHECKSUM_ANNOTATION: checksum}
+        def pod_annotations(sums: list[str]) -> dict[str, str]:
+            out = {CHECKSUM_ANNOTATION: sums[0]}
+            if len(sums) > 1:
+                out[CA_CHECKSUM_ANNOTATION] = sums[1]
+            return out
 
         spread = [
             {"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
@@ -253,7 +285,8 @@ class Router(pulumi.ComponentResource):
                 "selector": {"matchLabels": selector},
                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
                 "template": {
-                    "metadata": {"labels": labels, "annotations": self.config_checksum.apply(pod_annotations)},
+                    "metadata": {"labels": labels, "annotations": pulumi.Output.all(
+                    self.config_checksum, *([ca_checksum] if ca_checksum is not None else [])).apply(pod_annotations)},
                     "spec": {
                         "serviceAccountName": NAME,
                         "automountServiceAccountToken": False,
@@ -342,9 +375,17 @@ class Router(pulumi.ComponentResource):
         )
 
         hostname = rspec.hostname or args.cluster.gateway_hostname
+        parent = {"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                  "name": layout.GATEWAY_NAME, "namespace": layout.NS_GATEWAY}
+        parents = [parent]
+        if router_listener_hostname(args.cluster, rspec.hostname):
+            # The listener for the router's own name, whose certificate covers it; on kind also the
+            # plain-HTTP listener the local cluster has.
+            parents = [{**parent, "sectionName": ROUTER_LISTENER}]
+            if local:
+                parents.append({**parent, "sectionName": HTTP_LISTENER})
         route_spec: dict = {
-            "parentRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway",
-                            "name": layout.GATEWAY_NAME, "namespace": layout.NS_GATEWAY}],
+            "parentRefs": parents,
             "rules": [{
                 "matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}],
                 "backendRefs": [{"kind": "Service", "name": NAME, "port": layout.ROUTER_PORT}],

@@ -32,6 +32,8 @@ class ClusterPlan:
     """How many clusters the fleet has: the router calls the others' gateways when above one."""
     request_timeout_s: float
     """The router's longest request: every drain and gateway timeout follows from it (fleet.drain)."""
+    router_hostname: str | None = None
+    """The router's public hostname when it runs here (its Gateway gets a listener for it)."""
 
     @property
     def name(self) -> str:
@@ -56,12 +58,14 @@ class ClusterPlan:
 
 def plan_cluster(spec: FleetSpec, cluster: str) -> ClusterPlan:
     pools = tuple(spec.pools_in(cluster))
+    hosts_router = spec.router.enabled and spec.router_cluster().name == cluster
     return ClusterPlan(
         cluster=spec.cluster(cluster),
         platform=spec.platform,
         pools=pools,
         models=MappingProxyType({p.name: tuple(spec.models_on(p.name)) for p in pools}),
-        hosts_router=spec.router.enabled and spec.router_cluster().name == cluster,
+        hosts_router=hosts_router,
         fleet_size=len(spec.clusters),
         request_timeout_s=spec.router.request_timeout_s,
+        router_hostname=spec.router.hostname if hosts_router else None,
     )

@@ -7,6 +7,10 @@ not this module, so a mismatch between layers shows up there.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import re
 from types import MappingProxyType
 
 # --- namespaces the project owns (each gets a default-deny NetworkPolicy) -----------------------
@@ -66,3 +70,22 @@ ROUTER_STORE_NAME = "fleet-router-store"
 APP_PROMETHEUS = "prometheus"
 GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
 GATEWAY_NAME = "inference-gateway"
+
+# --- trust -----------------------------------------------------------------------------------------
+# On a cert-manager `ca` Issuer the program makes (components/gateway.py): the SHA-256 fingerprint
+# of its CA certificate, so `fleet verify` can check that whoever calls the gateways it signs for
+# trusts that very CA (the Secret holding it is masked in a plan).
+CA_SHA256_ANNOTATION = "inference-fleet.io/ca-sha256"
+
+
+def pem_certificate_sha256s(pem: str) -> list[str]:
+    """SHA-256 fingerprints (hex of the DER bytes, as ``openssl x509 -fingerprint -sha256``) of the
+    certificates in a PEM text, in order; text that is no PEM certificate yields none."""
+    out = []
+    for body in re.findall(r"-----BEGIN CERTIFICATE-----\s*(.*?)\s*-----END CERTIFICATE-----", pem or "", re.S):
+        try:
+            der = base64.b64decode("".join(body.split()), validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        out.append(hashlib.sha256(der).hexdigest())
+    return out

@@ -75,12 +75,14 @@ def store_url(namespace: str = layout.NS_ROUTER) -> str:
 
 def router_config_data(spec: FleetSpec, endpoints: Mapping[str, str], *,
                        api_key_hashes_file: str | None = None, backend_key_files: Mapping[str, str] | None = None,
-                       listen_host: str = "0.0.0.0",
+                       ca_files: Mapping[str, str] | None = None, listen_host: str = "0.0.0.0",
                        port: int = layout.ROUTER_PORT, admin_port: int = layout.ROUTER_ADMIN_PORT,
                        store_password_file: str | None = None, store: bool = False) -> dict[str, Any]:
     """The config as plain data, before the router's model validates it.
 
     ``backend_key_files``: pool -> a mounted file with the key its servers require (vLLM ``--api-key``).
+    ``ca_files``: pool -> a mounted PEM of the CA its gateway's certificate chains to (the pool's
+    cluster CA, components/gateway.py); the router trusts only that for the pool (fleet_router.tls).
     ``store``: the replicas share their per-key limits through the store beside them (the cluster);
     without it (``fleet demo``, one process) each router keeps its own."""
     served = [p for p in spec.pools if spec.models_on(p.name)]
@@ -107,6 +109,8 @@ def router_config_data(spec: FleetSpec, endpoints: Mapping[str, str], *,
         })
         if backend_key_files and p.name in backend_key_files:
             pools[-1]["api_key_file"] = backend_key_files[p.name]
+        if ca_files and p.name in ca_files:
+            pools[-1]["ca_file"] = ca_files[p.name]
     tiers = [{
         "name": t.name,
         "match": dict(t.match),

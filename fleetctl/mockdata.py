@@ -9,6 +9,7 @@ kubeconfig, an image digest) add it here, next to the type that produces it.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from typing import Any, Callable, Mapping
 
@@ -18,6 +19,13 @@ FAKE_CA = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCm9mZmxpbmUtcGxhbgotLS0tLUVORCBDR
 def digest_of(*parts: str) -> str:
     """A stable fake sha256 digest for an offline build or lookup."""
     return "sha256:" + hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def offline_pem(kind: str, *parts: str) -> str:
+    """A PEM-framed placeholder that names what it stands for (no key or certificate in it): the same
+    resource gets the same text, different ones differ, so the plan shows where each one goes."""
+    body = base64.b64encode(f"offline plan: {kind} of {' / '.join(parts)}".encode()).decode()
+    return f"-----BEGIN {kind}-----\n{body}\n-----END {kind}-----\n"
 
 
 def _endpoint(name: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
@@ -59,6 +67,11 @@ RESOURCE_OUTPUTS: dict[str, Callable[[str, Mapping[str, Any]], dict[str, Any]]] 
         "fqdn": f"{name}.hcp.offline.azmk8s.io", "name": i.get("resourceName", name),
         "identityProfile": {"kubeletidentity": {"objectId": f"00000000-0000-0000-0000-{name[:12]:0>12}"}},
         "oidcIssuerProfile": {"issuerUrl": f"https://oidc.offline.invalid/{name}/"}},
+    # pulumi_tls: a gateway CA's key (a secret, masked in the plan) and its public certificate.
+    "tls:index/privateKey:PrivateKey": lambda name, i: {
+        "privateKeyPem": offline_pem("PRIVATE KEY", name), "publicKeyPem": offline_pem("PUBLIC KEY", name)},
+    "tls:index/selfSignedCert:SelfSignedCert": lambda name, i: {
+        "certPem": offline_pem("CERTIFICATE", name, str((i.get("subject") or {}).get("commonName", "")))},
     # The digest follows what changes a real image: context, Dockerfile, build args and labels
     # (RouterImage labels its image with the content hash of router/, so a code change shows).
     "docker-build:index:Image": lambda name, i: {

@@ -70,9 +70,11 @@ def build_router(spec: FleetSpec, stacks: list[ClusterStack], image: RouterImage
         return None
     host = next(s for s in stacks if s.plan.hosts_router)
     pool_endpoints = {pool: url for s in stacks for pool, url in s.inference.pool_endpoints.items()}
+    gateway_cas = {s.plan.name: s.inference.pool_ca for s in stacks if s.inference.pool_ca is not None}
     return Router(
         "router",
-        RouterArgs(spec=spec, cluster=host.plan.cluster, pool_endpoints=pool_endpoints, image=image,
+        RouterArgs(spec=spec, cluster=host.plan.cluster, pool_endpoints=pool_endpoints, gateway_cas=gateway_cas,
+                   image=image,
                    api_keys=secrets.router_api_keys, namespaces=host.namespaces, platform=host.platform,
                    backend_keys=secrets.router_backend_keys),
         pulumi.ResourceOptions(provider=host.cluster.provider, depends_on=[host.platform]),
@@ -95,4 +97,9 @@ def build_fleet(spec: FleetSpec, secrets: FleetSecrets) -> dict[str, Any]:
     }
     if router is not None:
         outputs["router_url"] = router.url
+        # The router's certificate is signed by its cluster's gateway CA: clients verify it with this
+        # (public) certificate, e.g. `curl --cacert`, or OpenAI clients' SSL_CERT_FILE.
+        host = next(s for s in stacks if s.plan.hosts_router)
+        if host.inference.gateway.ca_cert_pem is not None:
+            outputs["router_ca_certificate"] = host.inference.gateway.ca_cert_pem
     return outputs

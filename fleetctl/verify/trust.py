@@ -1,10 +1,14 @@
 """Trust: the router trusts the CA that signs each gateway it calls; certificates cover the names.
 
-The router verifies upstream TLS with ``ssl.create_default_context()`` (router/fleet_router/
-upstream.py), i.e. the image's default trust store, or the bundle named by ``SSL_CERT_FILE``
-(Python ssl docs, ``load_default_certs`` -> ``set_default_verify_paths``). A gateway certificate from
-a cert-manager ``selfSigned`` or ``ca`` Issuer is in no default store; an ``acme`` issuer's is.
-cert-manager v1.19 Certificate: ``spec.secretName``, ``spec.dnsNames``, ``spec.issuerRef``.
+The router verifies a pool's TLS against the pool's ``ca_file`` (a PEM bundle, and only that) or,
+without one, the image's default trust store — or the bundle named by ``SSL_CERT_FILE`` (Python ssl
+docs, ``load_default_certs`` -> ``set_default_verify_paths``); see router/fleet_router/tls.py. A
+gateway certificate from a cert-manager ``selfSigned`` or ``ca`` Issuer is in no default store; an
+``acme`` issuer's is. A ``ca_file`` must be a file of a mounted ConfigMap or Secret (else the router
+refuses to start), and where the plan shows both — the ConfigMap's text and the Issuer's
+``inference-fleet.io/ca-sha256`` (the fingerprint of the CA in its Secret, which a plan masks) — the
+bundle must hold that CA. cert-manager v1.19 Certificate: ``spec.secretName``, ``spec.dnsNames``,
+``spec.issuerRef``; CA Issuer: ``spec.ca.secretName``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from fleet.layout import CA_SHA256_ANNOTATION, pem_certificate_sha256s
 from fleetctl.verify.findings import Finding
 from fleetctl.verify.routing import attached_listeners, gateway_for_host, host_matches, router_config
 from fleetctl.verify.topology import Cluster, Obj, Topology, workload_templates
@@ -59,6 +64,40 @@ def _router_trusts_private_ca(cluster: Cluster, router_pod: Mapping[str, Any]) -
     return False
 
 
+def mounted_file(cluster: Cluster, namespace: str, pod: Mapping[str, Any], path: str
+                 ) -> tuple[str | None, str | None]:
+    """Where ``path`` comes from in the pod — ``ConfigMap ns/name key k``, ``Secret ns/name`` or a
+    projected volume — and its text when the plan shows it (a ConfigMap's data); (None, None) when no
+    container mounts it from one of those."""
+    vols = {v.get("name"): v for v in pod.get("volumes") or []}
+    for c in pod.get("containers") or []:
+        # The deepest mount holds the path (a volume mounted below another hides what is there).
+        mounts = sorted(c.get("volumeMounts") or [], key=lambda m: -len(m.get("mountPath", "")))
+        for m in mounts:
+            root = m.get("mountPath", "").rstrip("/") + "/"
+            if not path.startswith(root):
+                continue
+            rel = path[len(root):]
+            v = vols.get(m.get("name"), {})
+            if "configMap" in v:
+                name = v["configMap"].get("name", "")
+                items = {i.get("path"): i.get("key") for i in v["configMap"].get("items") or []}
+                if items and rel not in items:
+                    break
+                key = items.get(rel, rel)
+                cm = cluster.get("ConfigMap", namespace, name)
+                data = (cm.doc.get("data") or {}) if cm is not None else None
+                if data is not None and key not in data:
+                    break  # the ConfigMap has no such key: no such file
+                return f"ConfigMap {namespace}/{name} key {key}", (data or {}).get(key)
+            if "secret" in v:
+                return f"Secret {namespace}/{v['secret'].get('secretName', '')}", None
+            if "projected" in v:
+                return f"projected volume {m.get('name')}", None
+            break  # an emptyDir or a volume that is not there
+    return None, None
+
+
 def check(topo: Topology) -> list[Finding]:
     out: list[Finding] = []
     for cluster in topo.clusters.values():
@@ -102,14 +141,32 @@ def check(topo: Topology) -> list[Finding]:
                         continue
                     issuer = _issuer(c, cert)
                     private = issuer is None or any(k in issuer.spec for k in ("selfSigned", "ca", "vault"))
-                    if private and not trusted:
-                        what = f"{issuer.kind} {issuer.name}" if issuer else "an issuer not in the plan"
+                    what = f"{issuer.kind} {issuer.name}" if issuer else "an issuer not in the plan"
+                    ca_file = pool.get("ca_file")
+                    if ca_file:
+                        source, text = mounted_file(cluster, t.namespace, t.spec, str(ca_file))
+                        want = [h for h in (issuer.doc.get("metadata", {}).get("annotations") or {}).get(
+                            CA_SHA256_ANNOTATION, "").split(",") if h] if issuer else []
+                        if source is None:
+                            out.append(Finding(
+                                "trust", cluster.name, t.owner.ref, t.owner.file,
+                                f"pool {pool.get('name')}'s ca_file {ca_file} is no file of a ConfigMap or Secret "
+                                "the router mounts: the router refuses to start",
+                                "mount the bundle at that path (components/router.py: the upstream-ca ConfigMap)"))
+                        elif want and text is not None and not set(want) & set(pem_certificate_sha256s(text)):
+                            out.append(Finding(
+                                "trust", cluster.name, t.owner.ref, t.owner.file,
+                                f"calls {url.geturl()} (pool {pool.get('name')}) trusting only {ca_file} "
+                                f"({source}), which does not hold the CA of {what} on {c.name} "
+                                f"(sha256 {want[0][:16]}...) that signs {cert.name}: every handshake fails",
+                                f"put {c.name}'s gateway CA certificate in that bundle"))
+                    elif private and not trusted:
                         out.append(Finding(
                             "trust", cluster.name, t.owner.ref, t.owner.file,
                             f"calls {url.geturl()} (pool {pool.get('name')}), whose certificate {cert.name} on "
                             f"{c.name} is signed by {what}, a private CA; the router trusts only the default store",
-                            "mount the gateways' CA bundle into the router and set SSL_CERT_FILE to it (or use a "
-                            "publicly trusted issuer for the gateways)"))
+                            "set the pool's ca_file to a mounted bundle of that CA (or mount one and set "
+                            "SSL_CERT_FILE to it, or use a publicly trusted issuer for the gateways)"))
                     if not covers(list(cert.spec.get("dnsNames") or []), url.hostname or ""):
                         out.append(Finding("trust", c.name, cert.ref, cert.file,
                                            f"the router calls {url.hostname}, which the certificate does not cover",

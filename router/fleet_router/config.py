@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fleet_router.core import profiles as _profiles
+from fleet_router.tls import TrustError, client_context
 
 
 class _Strict(BaseModel):
@@ -167,6 +168,15 @@ class Pool(_Strict):
     api_key_file: str | None = Field(None, description="a mounted file holding the key the pool's servers require "
                                                        "(vLLM --api-key), sent as `Authorization: Bearer`; "
                                                        "empty: none")
+    ca_file: str | None = Field(None, description="a mounted PEM bundle of the CAs the pool's TLS certificate must "
+                                                  "chain to, and only those (fleet_router.tls); none: the system's "
+                                                  "default store. Only for an https url")
+
+    @model_validator(mode="after")
+    def _ca_file_needs_tls(self) -> "Pool":
+        if self.ca_file and not self.url.startswith("https://"):
+            raise ValueError(f"ca_file is set but {self.url} is not https: nothing would be verified with it")
+        return self
 
     def load_api_key(self) -> str | None:
         """The pool's key, or None (no file configured, or an empty one); a configured file that is
@@ -285,8 +295,9 @@ def parse_config(text: str, source: str = "config") -> RouterConfig:
 
 
 def load_config(path: str | Path) -> RouterConfig:
-    """Parse and validate ``path``; the files it names for backend keys must be readable too, so
-    a missing Secret mount fails the start (or the reload) with one line instead of 401s later."""
+    """Parse and validate ``path``; the files it names for backend keys and CA bundles must be readable
+    too, so a missing Secret or ConfigMap mount fails the start (or the reload) with one line instead of
+    401s or failed handshakes later."""
     path = Path(path)
     config = parse_config(path.read_text(), str(path))
     for p in config.pools:
@@ -294,4 +305,9 @@ def load_config(path: str | Path) -> RouterConfig:
             p.load_api_key()
         except OSError as e:
             raise ConfigError(f"{path}: pools.{p.name}.api_key_file: {e.strerror or e}: {p.api_key_file}") from None
+        if p.ca_file:
+            try:
+                client_context(p.ca_file)
+            except TrustError as e:
+                raise ConfigError(f"{path}: pools.{p.name}.ca_file: {e}") from None
     return config

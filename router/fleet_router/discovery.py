@@ -15,6 +15,7 @@ import orjson
 from fleet_router import core
 from fleet_router.config import Limits
 from fleet_router.metrics import RouterMetrics
+from fleet_router.tls import Contexts, TrustError
 
 _WAITING = re.compile(r'^vllm:num_requests_waiting(?:\{[^}]*\})?\s+([0-9.eE+-]+)', re.M)
 _PREFIX_QUERIES = re.compile(r'^vllm:prefix_cache_queries_total(?:\{[^}]*\})?\s+([0-9.eE+-]+)', re.M)
@@ -26,6 +27,7 @@ class Discovery:
     def __init__(self, metrics: RouterMetrics):
         self.metrics = metrics
         self.session: aiohttp.ClientSession | None = None
+        self.trust = Contexts()  # a pool's TLS is verified as the proxy verifies it (its ca_file)
 
     async def start(self, limits: Limits) -> None:
         self.session = aiohttp.ClientSession(
@@ -38,11 +40,12 @@ class Discovery:
         if self.session:
             await self.session.close()
 
-    async def _get(self, url: str, headers: dict | None = None) -> bytes | None:
+    async def _get(self, url: str, headers: dict | None = None, ca_file: str | None = None) -> bytes | None:
         try:
-            async with self.session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=2)) as r:
+            kw = {"ssl": self.trust.get(ca_file)} if url.startswith("https:") else {}
+            async with self.session.get(url, headers=headers, timeout=aiohttp.ClientTimeout(total=2), **kw) as r:
                 return await r.read() if r.status == 200 else None
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, TrustError):
             return None
 
     async def refresh(self, states: Iterable[core.PoolState]) -> None:
@@ -51,7 +54,7 @@ class Discovery:
 
     async def refresh_models(self, states: Iterable[core.PoolState]) -> None:
         async def one(s: core.PoolState):
-            raw = await self._get(f"{s.pool.url.rstrip('/')}/v1/models", _auth(s))
+            raw = await self._get(f"{s.pool.url.rstrip('/')}/v1/models", _auth(s), s.pool.ca_file)
             if raw is not None:
                 try:
                     s.discovered_models = frozenset(m["id"] for m in orjson.loads(raw).get("data", []))
@@ -61,7 +64,7 @@ class Discovery:
 
     async def scrape_metrics(self, states: Iterable[core.PoolState]) -> None:
         async def one(s: core.PoolState):
-            raw = await self._get(f"{s.pool.url.rstrip('/')}/metrics")
+            raw = await self._get(f"{s.pool.url.rstrip('/')}/metrics", ca_file=s.pool.ca_file)
             if raw is not None:
                 text = raw.decode(errors="replace")
                 s.waiting = sum(float(v) for v in _WAITING.findall(text))

@@ -128,6 +128,8 @@ class Proxy:
                 keys[p.name] = [("Authorization", f"Bearer {key}")]
         self.config, self.states, self._pool_auth = config, states, keys
         self._tiers = {t.name: t for t in config.tiers}
+        if self.upstream is not None:
+            self.upstream.trust.clear()  # a reload re-reads the pools' CA bundles (a rotated CA)
         self._pass = RESPONSE_HEADERS | {h.lower() for h in config.limits.pass_response_headers}
 
     async def start(self) -> None:
@@ -225,7 +227,8 @@ class Proxy:
                 deadlines = (Deadlines(t.connect_s, t.stream_head_s, t.stream_idle_s) if req.stream
                              else Deadlines(t.connect_s, t.response_s, None, t.response_s))
                 auth = self._pool_auth.get(state.name)
-                upstream = await self.upstream.request(self.upstream.origin(state.pool.url), req.target,
+                origin = self.upstream.origin(state.pool.url, state.pool.ca_file)
+                upstream = await self.upstream.request(origin, req.target,
                                                        fwd_headers + auth if auth else fwd_headers, req.raw,
                                                        deadlines)
                 status = upstream.status
@@ -357,7 +360,8 @@ class Proxy:
             up = None
             t1 = time.perf_counter()
             try:
-                up = await self.upstream.request(self.upstream.origin(state.pool.url), req.target,
+                origin = self.upstream.origin(state.pool.url, state.pool.ca_file)
+                up = await self.upstream.request(origin, req.target,
                                                  fwd_headers + auth if auth else fwd_headers, body,
                                                  Deadlines(t.connect_s, t.stream_head_s, t.stream_idle_s))
                 if up.status != 200:

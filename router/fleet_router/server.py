@@ -71,6 +71,7 @@ class Router:
         self.metrics.drop_pools(set(states))
         self.admission.apply_config(config)
         self.proxy.apply_config(config, states)
+        self.discovery.trust.clear()
         if self.config_path:
             try:
                 self._config_mtime = Path(self.config_path).stat().st_mtime

@@ -33,6 +33,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from fleet_router.tls import Contexts
+
 _HIGH_WATER = 256 * 1024  # buffered body bytes before the backend socket stops being read
 
 
@@ -69,11 +71,14 @@ class Deadlines(NamedTuple):
 
 
 class Origin:
-    """Where a pool lives: scheme, host, port, path prefix, and the ``Host`` header to send."""
+    """Where a pool lives: scheme, host, port, path prefix, the ``Host`` header to send, and the CA
+    bundle its certificate is verified against (``ca_file``; None: the default store, fleet_router.tls).
+    Connections are kept per origin key, which includes the bundle: one verified under another trust
+    is never reused."""
 
-    __slots__ = ("key", "host", "port", "tls", "prefix", "host_header")
+    __slots__ = ("key", "host", "port", "tls", "prefix", "host_header", "ca_file")
 
-    def __init__(self, base_url: str):
+    def __init__(self, base_url: str, ca_file: str | None = None):
         u = urlsplit(base_url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
@@ -83,7 +88,8 @@ class Origin:
         self.prefix = u.path.rstrip("/")
         default = (self.tls and self.port == 443) or (not self.tls and self.port == 80)
         self.host_header = self.host if default else f"{self.host}:{self.port}"
-        self.key = (u.scheme, self.host, self.port)
+        self.ca_file = ca_file if self.tls else None
+        self.key = (u.scheme, self.host, self.port, self.ca_file)
 
 
 class Response:
@@ -374,24 +380,20 @@ class UpstreamPool:
     def __init__(self, max_idle_per_origin: int = 256, ssl_context: ssl.SSLContext | None = None):
         self.max_idle = max_idle_per_origin
         self._idle: dict[tuple, list[_Connection]] = {}
-        self._origins: dict[str, Origin] = {}
-        self._ssl = ssl_context
+        self._origins: dict[tuple[str, str | None], Origin] = {}
+        # ``ssl_context``: what origins without a bundle are verified with (default: the system store).
+        self.trust = Contexts(ssl_context)
         self._all: set[_Connection] = set()
 
-    def origin(self, base_url: str) -> Origin:
-        o = self._origins.get(base_url)
+    def origin(self, base_url: str, ca_file: str | None = None) -> Origin:
+        o = self._origins.get((base_url, ca_file))
         if o is None:
-            o = self._origins[base_url] = Origin(base_url)
+            o = self._origins[(base_url, ca_file)] = Origin(base_url, ca_file)
         return o
-
-    def _ssl_context(self) -> ssl.SSLContext:
-        if self._ssl is None:
-            self._ssl = ssl.create_default_context()  # honours SSL_CERT_FILE (a mounted cluster CA)
-        return self._ssl
 
     async def _connect(self, origin: Origin, timeout: float) -> _Connection:
         loop = asyncio.get_running_loop()
-        kw = {"ssl": self._ssl_context(), "server_hostname": origin.host} if origin.tls else {}
+        kw = {"ssl": self.trust.get(origin.ca_file), "server_hostname": origin.host} if origin.tls else {}
         try:
             async with asyncio.timeout(timeout):
                 _, conn = await loop.create_connection(lambda: _Connection(self, origin, loop),

@@ -5,6 +5,7 @@ records what reached it, and when each client connection went away (what vLLM ab
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ class Backend:
     while it runs."""
     seen: list[Seen] = field(default_factory=list)
     port: int = 0
+    tls: ssl.SSLContext | None = None
+    """Serve TLS with this context (the URL is then https)."""
 
     def start(self) -> str:
         ready = threading.Event()
@@ -44,7 +47,8 @@ class Backend:
 
         def run():
             asyncio.set_event_loop(self._loop)
-            self._server = self._loop.run_until_complete(asyncio.start_server(self._on_conn, HOST, 0))
+            self._server = self._loop.run_until_complete(asyncio.start_server(self._on_conn, HOST, 0,
+                                                                                    ssl=self.tls))
             self.port = self._server.sockets[0].getsockname()[1]
             ready.set()
             self._loop.run_forever()
@@ -53,7 +57,7 @@ class Backend:
         self._thread.start()
         if not ready.wait(10):
             raise RuntimeError("scripted backend did not start")
-        return f"http://{HOST}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{HOST}:{self.port}"
 
     def stop(self) -> None:
         def shutdown():
