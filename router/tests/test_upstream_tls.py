@@ -80,6 +80,13 @@ def test_another_clusters_ca_does_not_vouch_for_this_gateway(pki):
     assert "certificate verify failed" in str(e.value)
 
 
+def test_a_ca_renewed_with_its_own_key_still_vouches_for_certificates_issued_before(pki):
+    # components/gateway.py renews a cluster CA by re-signing the same key: the router's bundle gets
+    # the new CA certificate while the gateway still serves one the old certificate signed. OpenSSL
+    # builds the chain by subject and key identifier, not by the anchor's serial or validity.
+    assert _post(pki, str(pki.renewed_ca)) == (200, b"{}")
+
+
 def _config(tmp_path, **pool):
     path = tmp_path / "router.yaml"
     path.write_text(yaml.safe_dump({"pools": [{"name": "p", "url": "https://127.0.0.1:9", "vendor": "nvidia",

@@ -16,12 +16,22 @@ def _openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
 
 
+_CA_EXT = ("-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+
+
 def _ca(d: Path, name: str) -> Path:
     _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-             "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN={name}",
-             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+             "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN={name}", *_CA_EXT,
              cwd=d)
     return d / f"{name}.pem"
+
+
+def _resign(d: Path, name: str) -> Path:
+    """The CA certificate re-signed with the same key and subject (another serial and validity), as
+    pulumi_tls re-creates a SelfSignedCert in its early-renewal window while the PrivateKey stays."""
+    _openssl("req", "-x509", "-new", "-key", f"{name}.key", "-out", f"{name}-renewed.pem", "-days", "20",
+             "-set_serial", "4242", "-subj", f"/CN={name}", *_CA_EXT, cwd=d)
+    return d / f"{name}-renewed.pem"
 
 
 @dataclass
@@ -30,6 +40,8 @@ class PKI:
     """PEM of the CA that signed the server certificate."""
     other_ca: Path
     """PEM of a CA that signed nothing here."""
+    renewed_ca: Path
+    """The first CA re-signed with its own key after the server certificate was issued."""
     cert: Path
     key: Path
 
@@ -49,4 +61,5 @@ def make_pki(d: Path) -> PKI:
              "-out", "server.csr", "-subj", "/CN=gateway", cwd=d)
     _openssl("x509", "-req", "-in", "server.csr", "-CA", ca.name, "-CAkey", "test-gateway-ca.key",
              "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "server.ext", cwd=d)
-    return PKI(ca=ca, other_ca=other, cert=d / "server.pem", key=d / "server.key")
+    return PKI(ca=ca, other_ca=other, renewed_ca=_resign(d, "test-gateway-ca"), cert=d / "server.pem",
+               key=d / "server.key")
