@@ -104,10 +104,26 @@ def flows(plan: ClusterPlan, namespaces: list[str]) -> list[Flow]:
         gw_egress.append({"to": [ns_sel(layout.NS_ROUTER, **{layout.COMPONENT: layout.COMPONENT_ROUTER})],
                           "ports": ports(layout.ROUTER_PORT)})
     add(Flow(gw, "allow-gateway-to-backends", gw_pods, egress=tuple(gw_egress)))
-    # --- router: other clusters' gateways are on the internet (multicloud) ---------------------------
-    if hosts_router and plan.fleet_size > 1:
-        add(Flow(layout.NS_ROUTER, "allow-router-to-remote-gateways",
-                 {layout.COMPONENT: layout.COMPONENT_ROUTER}, egress=({"to": INTERNET, "ports": ports(443)},)))
+    # --- router, on the cluster that hosts it: clients come through this cluster's gateway, Prometheus
+    # scrapes its admin port; it calls this cluster's gateway (or, in dev, the simulated servers
+    # directly), its limit store, and in a multicloud fleet the other clusters' gateways, which are
+    # public load balancers (internet 443; the private ranges, cloud metadata included, stay shut).
+    if hosts_router:
+        router_pods = {layout.APP: layout.APP_ROUTER, layout.COMPONENT: layout.COMPONENT_ROUTER}
+        store_pods = {layout.APP: layout.APP_REDIS, layout.COMPONENT: layout.COMPONENT_ROUTER_STORE}
+        router_egress = [
+            {"to": [ns_sel(gw)], "ports": ports(layout.GATEWAY_HTTP_PORT, layout.GATEWAY_HTTPS_PORT)},
+            {"to": [ns_sel(inf, **MODEL_SERVER)], "ports": ports(layout.VLLM_PORT)},
+            {"to": [{"podSelector": {"matchLabels": store_pods}}], "ports": ports(layout.ROUTER_STORE_PORT)},
+        ]
+        if plan.fleet_size > 1:
+            router_egress.append({"to": INTERNET, "ports": ports(layout.GATEWAY_HTTPS_PORT)})
+        add(Flow(layout.NS_ROUTER, "allow-router", router_pods, ingress=(
+            {"from": [ns_sel(gw)], "ports": ports(layout.ROUTER_PORT)},
+            {"from": [PROMETHEUS], "ports": ports(layout.ROUTER_ADMIN_PORT)},
+        ), egress=tuple(router_egress)))
+        add(Flow(layout.NS_ROUTER, "allow-router-to-store", store_pods, ingress=(
+            {"from": [{"podSelector": {"matchLabels": router_pods}}], "ports": ports(layout.ROUTER_STORE_PORT)},)))
     # --- platform controllers: API server, webhooks, metrics --------------------------------------------
     # Ports the API server calls (webhooks, KEDA's external-metrics APIService): it is no pod, so an
     # ipBlock names it. Metrics ports are scraped by Prometheus, a pod: a podSelector names it, since

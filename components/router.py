@@ -14,10 +14,11 @@
   token), requests and limits, startup/readiness/liveness probes, spread over zones and nodes.
 * **RouterStore** (components/router_store.py): the Redis the replicas share per-key limits through;
   its password Secret is mounted as a file and the config's ``store`` points at its Service.
-* **Service** (API + admin ports), **PodDisruptionBudget**, **HorizontalPodAutoscaler**,
-  **NetworkPolicy** (API only from the gateway, admin only from Prometheus; egress to DNS, the
-  in-cluster pools, the limit store and other clusters' gateways), and an **HTTPRoute** on the
-  cluster Gateway, which terminates TLS with the certificate the inference layer requests.
+* **Service** (API + admin ports), **PodDisruptionBudget**, **HorizontalPodAutoscaler**, and an
+  **HTTPRoute** on the cluster Gateway, which terminates TLS with the certificate the inference
+  layer requests. Its NetworkPolicies (API only from the gateway, admin only from Prometheus;
+  egress to DNS, the in-cluster pools, the limit store and other clusters' gateways) are in the
+  flows table with every other one (components/network_policies.py).
 """
 
 from __future__ import annotations
@@ -63,19 +64,6 @@ RESOURCES = MappingProxyType({
     "limits": {"cpu": "2", "memory": "1Gi"},
 })
 TARGET_CPU_UTILIZATION = 70
-
-DNS_EGRESS = {
-    "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
-    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
-}
-# Other clusters' gateways are public load balancers: HTTPS anywhere but the link-local range
-# (cloud metadata endpoints hand out credentials).
-REMOTE_GATEWAY_EGRESS = {
-    "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}}],
-    "ports": [{"protocol": "TCP", "port": layout.GATEWAY_HTTPS_PORT}],
-}
-
 
 def config_checksum(config_yaml: str) -> str:
     return hashlib.sha256(config_yaml.encode()).hexdigest()
@@ -336,40 +324,6 @@ class Router(pulumi.ComponentResource):
                 # Scale down slowly: streams are long, and a shrinking fleet drains them.
                 "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300,
                                            "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]}},
-            },
-            opts=child,
-        )
-
-        remote_pools = [p for p in spec.pools if p.cluster != args.cluster.name]
-        egress = [
-            DNS_EGRESS,
-            # In-cluster pools: through this cluster's gateway, or straight to the model servers.
-            {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": layout.NS_GATEWAY}}}],
-             "ports": [{"protocol": "TCP", "port": layout.GATEWAY_HTTP_PORT},
-                       {"protocol": "TCP", "port": layout.GATEWAY_HTTPS_PORT}]},
-            {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": layout.NS_INFERENCE}},
-                     "podSelector": {"matchLabels": {layout.COMPONENT: layout.COMPONENT_MODEL_SERVER}}}],
-             "ports": [{"protocol": "TCP", "port": layout.VLLM_PORT}]},
-            # The shared limit store beside it (same namespace).
-            {"to": [{"podSelector": {"matchLabels": {layout.COMPONENT: layout.COMPONENT_ROUTER_STORE}}}],
-             "ports": [{"protocol": "TCP", "port": layout.ROUTER_STORE_PORT}]},
-        ]
-        if remote_pools:
-            egress.append(REMOTE_GATEWAY_EGRESS)
-        k8s.networking.v1.NetworkPolicy(
-            f"{name}-netpol",
-            metadata=meta(NAME),
-            spec={
-                "podSelector": {"matchLabels": selector},
-                "policyTypes": ["Ingress", "Egress"],
-                "ingress": [
-                    {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": layout.NS_GATEWAY}}}],
-                     "ports": [{"protocol": "TCP", "port": layout.ROUTER_PORT}]},
-                    {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": layout.NS_MONITORING}},
-                               "podSelector": {"matchLabels": {layout.APP: layout.APP_PROMETHEUS}}}],
-                     "ports": [{"protocol": "TCP", "port": layout.ROUTER_ADMIN_PORT}]},
-                ],
-                "egress": egress,
             },
             opts=child,
         )

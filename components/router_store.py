@@ -12,8 +12,9 @@ for the fleet of router replicas (``fleet_router.limits``), not per replica.
   Pod hardened as the router's: non-root high UID, read-only root, no capabilities, seccomp
   RuntimeDefault, no service-account token; TCP probes (no password in a probe command).
 * **Service** (ClusterIP), **PodDisruptionBudget** (one voluntary disruption at a time: with one
-  replica it never blocks a node drain, which fail-open makes safe), **NetworkPolicy**: ingress
-  on 6379 from the router's pods only; no egress at all.
+  replica it never blocks a node drain, which fail-open makes safe). Its NetworkPolicy, in the
+  flows table (components/network_policies.py): ingress on 6379 from the router's pods only; no
+  egress at all (the namespace's default deny).
 """
 
 from __future__ import annotations
@@ -159,19 +160,6 @@ class RouterStore(pulumi.ComponentResource):
             f"{name}-pdb",
             metadata=meta(),
             spec={"maxUnavailable": 1, "selector": {"matchLabels": selector}},
-            opts=child,
-        )
-        k8s.networking.v1.NetworkPolicy(
-            f"{name}-netpol",
-            metadata=meta(),
-            spec={
-                "podSelector": {"matchLabels": selector},
-                "policyTypes": ["Ingress", "Egress"],
-                # Same namespace: a bare podSelector peer matches pods of the policy's own namespace.
-                "ingress": [{"from": [{"podSelector": {"matchLabels": dict(args.router_selector)}}],
-                             "ports": [{"protocol": "TCP", "port": layout.ROUTER_STORE_PORT}]}],
-                "egress": [],
-            },
             opts=child,
         )
         self.register_outputs({})

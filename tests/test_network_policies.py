@@ -14,6 +14,7 @@ DNS = Pod("kube-system", {"k8s-app": "kube-dns"}, "coredns", "10.0.0.10")
 PROMETHEUS = Pod(layout.NS_MONITORING, {layout.APP: layout.APP_PROMETHEUS}, "prometheus")
 GATEWAY = Pod(layout.NS_GATEWAY, {layout.GATEWAY_NAME_LABEL: layout.GATEWAY_NAME}, "gateway")
 ISTIOD = Pod(layout.NS_ISTIO, {"app": "istiod"}, "istiod")
+STORE = Pod(layout.NS_ROUTER, {layout.APP: layout.APP_REDIS, layout.COMPONENT: layout.COMPONENT_ROUTER_STORE}, "store")
 INTERNET = External()
 
 
@@ -56,6 +57,8 @@ def test_required_flows_are_allowed(dev):
     assert cluster.allows(INTERNET, GATEWAY, 443)
     assert cluster.allows(GATEWAY, router, layout.ROUTER_PORT)
     assert cluster.allows(PROMETHEUS, router, layout.ROUTER_ADMIN_PORT)
+    assert cluster.allows(router, DNS, 53, "UDP")
+    assert cluster.allows(router, STORE, layout.ROUTER_STORE_PORT), "router -> its shared limit store"
     assert cluster.allows(GATEWAY, ISTIOD, 15012)
 
 
@@ -72,6 +75,26 @@ def test_forbidden_flows_are_denied(dev):
         assert not cluster.allows(pod, router, layout.ROUTER_ADMIN_PORT), f"{pod.name} -> router admin"
     assert not cluster.allows(INTERNET, a, layout.VLLM_PORT), "model servers are not reachable from outside"
     assert not cluster.allows(INTERNET, router, layout.ROUTER_ADMIN_PORT)
+    # The limit store holds every key's spend: only the router's pods reach it, and it reaches nothing.
+    for pod in (a, pickers[0], GATEWAY, Pod(layout.NS_ROUTER, {"app": "debug"})):
+        assert not cluster.allows(pod, STORE, layout.ROUTER_STORE_PORT), f"{pod.name} -> router store"
+    assert not cluster.allows(STORE, INTERNET, 443) and not cluster.allows(STORE, router, layout.ROUTER_PORT)
+    # One cluster: the router has no remote gateway to call, so no internet egress at all.
+    assert not cluster.allows(router, INTERNET, 443)
+
+
+def test_a_multicloud_router_reaches_the_other_clusters_gateways_on_443_only():
+    # The remote gateways are public load balancers (components/gateway.py): internet 443, and
+    # nothing in the private ranges (cloud metadata at 169.254.169.254 hands out credentials).
+    plan = plan_of("multicloud")
+    host = plan.spec.router_cluster().name
+    objects = [m for key, m in sorted(plan.manifests.items()) if key.startswith(f"{host}-k8s/")]
+    cluster = Cluster.from_objects(objects)
+    (router,) = [p for p in workload_pods(objects) if p.labels.get(layout.COMPONENT) == layout.COMPONENT_ROUTER]
+    assert cluster.allows(router, INTERNET, 443), "router -> another cluster's gateway"
+    assert not cluster.allows(router, INTERNET, 80)
+    assert not cluster.allows(router, External("169.254.169.254", "metadata"), 443), "cloud metadata"
+    assert not cluster.allows(router, Pod("default", {}, ip="10.9.9.9"), 443), "443 egress excludes private ranges"
 
 
 def test_evaluator_reads_policies_as_kubernetes_does():

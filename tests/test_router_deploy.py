@@ -282,18 +282,6 @@ def test_router_service_has_the_port_its_service_monitor_scrapes(dev_plan):
     assert monitor["spec"]["endpoints"][0]["port"] in ports
 
 
-def test_router_api_is_reachable_only_from_the_gateway_and_metrics_only_from_prometheus(dev_plan):
-    pol = _router_objects(dev_plan)["NetworkPolicy"]["spec"]
-    by_port = {r["ports"][0]["port"]: r["from"] for r in pol["ingress"]}
-    assert set(by_port) == {layout.ROUTER_PORT, layout.ROUTER_ADMIN_PORT}
-    api_from = by_port[layout.ROUTER_PORT][0]["namespaceSelector"]["matchLabels"]
-    assert api_from == {"kubernetes.io/metadata.name": layout.NS_GATEWAY}
-    admin_from = by_port[layout.ROUTER_ADMIN_PORT][0]
-    assert admin_from["podSelector"]["matchLabels"] == {layout.APP: layout.APP_PROMETHEUS}
-    egress_ports = {p["port"] for r in pol["egress"] for p in r["ports"]}
-    assert 53 in egress_ports
-
-
 def test_router_is_published_on_the_cluster_gateway_with_its_hostname(dev_plan):
     route = _router_objects(dev_plan)["HTTPRoute"]
     parent = route["spec"]["parentRefs"][0]

@@ -33,7 +33,8 @@ def _router_config(plan) -> dict:
 def test_every_router_has_its_store_and_its_config_points_at_it(stack):
     plan = plan_of(stack)
     objs = _store_objects(plan)
-    assert {"StatefulSet", "Service", "Secret", "NetworkPolicy", "PodDisruptionBudget"} <= set(objs)
+    # (its NetworkPolicy is in the flows table: tests/test_network_policies.py)
+    assert {"StatefulSet", "Service", "Secret", "PodDisruptionBudget"} <= set(objs)
     store = _router_config(plan)["store"]
     svc = objs["Service"]
     host, port = re.fullmatch(r"redis://([^:/]+):(\d+)/0", store["url"]).groups()
