@@ -124,7 +124,9 @@ def start_router(pools: list[dict], tiers: list[dict] | None = None, policy: str
                  **extra) -> tuple[str, subprocess.Popen, str]:
     port, admin = free_port(), free_port()
     cfg = {"listen": {"host": HOST, "port": port, "admin_port": admin}, "policy": policy,
-           "auth": {"api_key_hashes": [hashlib.sha256(KEY.encode()).hexdigest()]},
+           "auth": {"api_key_hashes": [hashlib.sha256(KEY.encode()).hexdigest()],
+                    # the bench's key picks the policy under test by x-fleet-policy
+                    "routing_headers": {hashlib.sha256(KEY.encode()).hexdigest(): ["tier", "policy"]}},
            # No per-key limits: the router's default (issue 19: none unless the config sets one),
            # and vllm-router and LiteLLM enforce none here either. The key is still checked.
            "discovery": {"models_refresh_s": 5, "metrics_scrape_s": 1}, "pools": pools,

@@ -77,12 +77,15 @@ def router_config_data(spec: FleetSpec, endpoints: Mapping[str, str], *,
                        api_key_hashes_file: str | None = None, backend_key_files: Mapping[str, str] | None = None,
                        ca_files: Mapping[str, str] | None = None, listen_host: str = "0.0.0.0",
                        port: int = layout.ROUTER_PORT, admin_port: int = layout.ROUTER_ADMIN_PORT,
-                       store_password_file: str | None = None, store: bool = False) -> dict[str, Any]:
+                       store_password_file: str | None = None, store: bool = False,
+                       routing_headers: Mapping[str, list[str]] | None = None) -> dict[str, Any]:
     """The config as plain data, before the router's model validates it.
 
     ``backend_key_files``: pool -> a mounted file with the key its servers require (vLLM ``--api-key``).
     ``ca_files``: pool -> a mounted PEM of the CA its gateway's certificate chains to (the pool's
     cluster CA, components/gateway.py); the router trusts only that for the pool (fleet_router.tls).
+    ``routing_headers``: key digest -> routing headers it may set, besides the spec's
+    ``router.routing_headers`` (``fleet demo`` grants its own key).
     ``store``: the replicas share their per-key limits through the store beside them (the cluster);
     without it (``fleet demo``, one process) each router keeps its own."""
     served = [p for p in spec.pools if spec.models_on(p.name)]
@@ -137,6 +140,13 @@ def router_config_data(spec: FleetSpec, endpoints: Mapping[str, str], *,
         "pools": pools,
         "tiers": tiers,
     }
+    # Which keys may pick their tier / policy by header (the spec's grants and the caller's, sorted);
+    # none: nobody may, and the key stays out of the file.
+    grants = {**{d: set(h) for d, h in r.routing_headers.items()}}
+    for d, h in (routing_headers or {}).items():
+        grants.setdefault(d, set()).update(h)
+    if grants:
+        data["auth"]["routing_headers"] = {d: sorted(grants[d]) for d in sorted(grants)}
     if store:
         data["store"] = {"url": store_url(), "password_file": store_password_file,
                          "on_unavailable": r.limits_on_store_unavailable}

@@ -19,7 +19,7 @@ import re
 from collections import Counter
 from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator
 
 from fleet import catalog
 from fleet.models import BYTES_PER_PARAM, Architecture, Fit, model_fit
@@ -162,17 +162,21 @@ class RouterSpec(_Strict):
     budget_period: Literal["day", "month", "total"] = "month"
     key_limits: dict[str, KeyLimitSpec] = Field(default_factory=dict,
                                                 description="sha256 hex of an API key -> that key's own limits")
+    routing_headers: dict[str, tuple[Literal["tier", "policy"], ...]] = Field(
+        default_factory=dict,
+        description="sha256 hex of an API key (or `*`: every caller) -> the routing headers it may set: tier "
+                    "(the tiers' match headers), policy (x-fleet-policy); other callers' are ignored")
     limits_on_store_unavailable: Literal["open", "closed"] = Field(
         "open", description="open: per-replica limits while the store is down; closed: 503 for limited keys")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     request_timeout_s: float = Field(300.0, gt=0, le=3600)
     hostname: str | None = None
 
-    @field_validator("key_limits")
+    @field_validator("key_limits", "routing_headers")
     @classmethod
-    def _key_hashes(cls, v: dict[str, KeyLimitSpec]) -> dict[str, KeyLimitSpec]:
+    def _key_hashes(cls, v: dict, info: ValidationInfo) -> dict:
         for digest in v:
-            if not re.fullmatch(r"[0-9a-f]{64}", digest):
+            if not re.fullmatch(r"[0-9a-f]{64}", digest) and not (digest == "*" and info.field_name == "routing_headers"):
                 raise ValueError(f"{digest!r} is not a sha256 hex digest (never put a key itself in a stack file)")
         return v
 

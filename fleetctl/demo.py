@@ -113,8 +113,10 @@ def run_demo(spec: FleetSpec, port: int, api_key: str | None, out=sys.stdout, tr
     keys_file = workdir / "api-key-hashes"
     keys_file.write_text(hashlib.sha256(key.encode()).hexdigest() + "\n")
     admin_port = free_port()
+    # the demo's key is the operator's: it may pick tiers and policies by header
     config = router_config(spec, {s.pool: s.url for s in sims}, api_key_hashes_file=str(keys_file),
-                           listen_host=HOST, port=port, admin_port=admin_port)
+                           listen_host=HOST, port=port, admin_port=admin_port,
+                           routing_headers={hashlib.sha256(key.encode()).hexdigest(): ["tier", "policy"]})
     config_path = workdir / "config.yaml"
     config_path.write_text(config.to_yaml())
 

@@ -134,3 +134,19 @@ def test_pools_are_stream_continuation_targets_unless_the_spec_says_not():
     resume = {p.name: p.resume for p in cfg.pools}
     first = spec.pools[0].name
     assert resume[first] is False and all(v for n, v in resume.items() if n != first) and len(resume) > 1
+
+
+def test_routing_header_grants_come_from_the_spec_by_key_digest():
+    # Issue 23 item 10: only keys the spec names may pick their tier / policy by header; with no
+    # grant nobody may (an unlisted key gets the default tier and its policy).
+    from fleet.routerconfig import router_config
+    from fleet_router.config import RouterConfig
+
+    assert router_config(_dev_spec(), _endpoints(_dev_spec())).auth.routing_headers == {}
+    digest = "ab" * 32
+    spec = _spec_with(**{"router.routing_headers": {digest: ["tier"]}})
+    cfg = router_config(spec, _endpoints(spec), routing_headers={"*": ["policy"]})
+    assert cfg.auth.may_set(digest) == {"tier", "policy"} and cfg.auth.may_set("cd" * 32) == {"policy"}
+    assert RouterConfig.model_validate(yaml.safe_load(cfg.to_yaml())) == cfg
+    with pytest.raises(ValueError, match="sha256"):
+        _spec_with(**{"router.routing_headers": {"sk-live-a-real-key": ["tier"]}})

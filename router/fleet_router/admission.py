@@ -38,6 +38,8 @@ class Admission:
         self.limiter.update(config.limits)
         self.key_hashes = config.auth.load_hashes()
         self.tier_headers = core.tier_header_names(config.tiers)
+        # the built-in policies and the config's own profiles (core.profile_for resolves both)
+        self.policies = (*core.POLICY_NAMES, *(p.name for p in config.profiles))
 
     def authenticate(self, headers: Mapping[str, str]) -> tuple[str | None, httpio.Response | None]:
         """``(key id, None)`` for an accepted key (its sha256; ``"anonymous"`` with auth off), else
@@ -78,19 +80,24 @@ class Admission:
             message, code = f"Budget of ${p.budget_usd:g} {PERIOD_TEXT[p.period]} spent.", "budget_exceeded"
         return v, error(429, message, "rate_limit_error", code, headers={**v.headers, **retry})
 
-    def routing_headers(self, headers: Mapping[str, str]) -> tuple[dict[str, str], str | None] | httpio.Response:
-        """The tier headers (only known values) and the ``x-fleet-policy`` override, or a 400."""
+    def routing_headers(self, headers: Mapping[str, str],
+                        key: str) -> tuple[dict[str, str], str | None] | httpio.Response:
+        """The tier headers (only known values) and the ``x-fleet-policy`` override, or a 400 naming
+        the header. Only the headers ``key`` is allowed to set (``auth.routing_headers``) count;
+        anyone else's are ignored, so the caller gets the default tier and its policy."""
+        may = self.config.auth.may_set(key)
         chosen = {}
-        for name, allowed in self.tier_headers.items():
-            value = headers.get(name)
-            if value is None:
-                continue
-            if value not in allowed:
-                return error(400, f"Header `{name}` must be one of: {', '.join(sorted(allowed))} (got {value!r}).",
-                             "invalid_request_error", "invalid_header", name)
-            chosen[name] = value
-        policy = headers.get("x-fleet-policy")
-        if policy is not None and policy not in core.POLICY_ORDER:
-            return error(400, f"Header `x-fleet-policy` must be one of: {', '.join(core.POLICY_ORDER)}.",
+        if "tier" in may:
+            for name, allowed in self.tier_headers.items():
+                value = headers.get(name)
+                if value is None:
+                    continue
+                if value not in allowed:
+                    return error(400, f"Header `{name}` must be one of: {', '.join(sorted(allowed))} "
+                                      f"(got {value!r}).", "invalid_request_error", "invalid_header", name)
+                chosen[name] = value
+        policy = headers.get("x-fleet-policy") if "policy" in may else None
+        if policy is not None and policy not in self.policies:
+            return error(400, f"Header `x-fleet-policy` must be one of: {', '.join(self.policies)} (got {policy!r}).",
                          "invalid_request_error", "invalid_header", "x-fleet-policy")
         return chosen, policy

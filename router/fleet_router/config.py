@@ -90,9 +90,31 @@ class Shutdown(_Strict):
     drain_s: float = Field(30.0, ge=0)
 
 
+ROUTING_HEADERS = ("tier", "policy")
+"""What a key may be allowed to choose by header: ``tier`` (the tiers' ``match`` headers, e.g.
+``X-Priority``), ``policy`` (``x-fleet-policy``)."""
+
+
 class Auth(_Strict):
     api_key_hashes: tuple[str, ...] = Field((), description="sha256 hex of accepted API keys")
     api_key_hashes_file: str | None = Field(None, description="a mounted file, one sha256 hex per line")
+    routing_headers: dict[str, tuple[Literal["tier", "policy"], ...]] = Field(
+        default_factory=dict,
+        description="sha256 hex of a key (or `*`: every caller, anonymous ones too) -> the routing headers it may "
+                    "set (tier, policy); any other caller's are ignored: it gets the default tier and its policy")
+
+    @field_validator("routing_headers")
+    @classmethod
+    def _grantees(cls, v: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for digest in v:
+            if digest != "*" and not re.match(SHA256_HEX, digest):
+                raise ValueError(f"{digest!r} is neither `*` nor the sha256 hex digest of a key")
+        return v
+
+    def may_set(self, key: str) -> frozenset[str]:
+        """Which of :data:`ROUTING_HEADERS` the caller with this key id (its sha256, or
+        ``"anonymous"`` with auth off) may set."""
+        return frozenset((*self.routing_headers.get(key, ()), *self.routing_headers.get("*", ())))
 
     def load_hashes(self) -> frozenset[str]:
         hashes = set(self.api_key_hashes)
@@ -132,7 +154,16 @@ class Failover(_Strict):
 
 class Discovery(_Strict):
     models_refresh_s: float = Field(10.0, gt=0)
+    models_expire_s: float = Field(30.0, gt=0, description="a pool whose /v1/models cannot be read this long "
+                                                           "loses the models only it reported (list and routing)")
     metrics_scrape_s: float = Field(2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _expiry(self) -> "Discovery":
+        if self.models_expire_s < self.models_refresh_s:
+            raise ValueError(f"models_expire_s ({self.models_expire_s:g}) must be at least models_refresh_s "
+                             f"({self.models_refresh_s:g}): a model would expire between two refreshes")
+        return self
 
 
 # --- the backend side: how long to wait on a pool, and its credential -------------------------

@@ -6,7 +6,7 @@ No routing and no I/O beyond reading the request body through :mod:`fleet_router
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -201,11 +201,12 @@ async def read_inference(request: httpio.Request, max_body_bytes: int,
     return InferenceRequest(path=path, target=request.target, raw=raw, body=body, model=model)
 
 
-def model_list(ids: list[str], now: int) -> dict:
-    """``GET /v1/models`` in OpenAI's shape."""
-    return {"object": "list", "data": [model_card(m, now) for m in ids]}
+def model_list(cards: Mapping[str, Mapping], now: int) -> dict:
+    """``GET /v1/models`` in OpenAI's shape; ``cards``: model id -> what the backends' cards add
+    (vLLM's ``root``, ``parent``, ``max_model_len``: :data:`fleet_router.discovery.CARD_FIELDS`)."""
+    return {"object": "list", "data": [model_card(m, now, extra) for m, extra in cards.items()]}
 
 
-def model_card(model_id: str, now: int) -> dict:
+def model_card(model_id: str, now: int, extra: Mapping | None = None) -> dict:
     """One model in OpenAI's shape (``GET /v1/models/{id}`` answers it alone)."""
-    return {"id": model_id, "object": "model", "created": now, "owned_by": "inference-fleet"}
+    return {"id": model_id, "object": "model", "created": now, "owned_by": "inference-fleet", **(extra or {})}

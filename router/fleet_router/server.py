@@ -96,7 +96,7 @@ class Router:
         await self.admission.start()
         await self.discovery.start(self.config.limits)
         await self.proxy.start()
-        await self.discovery.refresh(self.states.values())
+        await self.discovery.refresh(self.states.values(), self.config.discovery.models_expire_s)
         self.ready = True
         every = self.config.discovery
         self._tasks = [
@@ -117,7 +117,7 @@ class Router:
         self.stopping, self.ready = True, False
 
     async def refresh_models(self) -> None:
-        await self.discovery.refresh_models(self.states.values())
+        await self.discovery.refresh_models(self.states.values(), self.config.discovery.models_expire_s)
 
     async def scrape_metrics(self) -> None:
         await self.discovery.scrape_metrics(self.states.values())
@@ -159,7 +159,8 @@ class Router:
         _, denied = self.admission.authenticate(request.headers)
         if denied:
             return denied
-        return httpio.json_response(openai_api.model_list(served_models(self.states.values()), int(time.time())))
+        cards = self.discovery.model_cards(self.states.values())
+        return httpio.json_response(openai_api.model_list(cards, int(time.time())))
 
     async def model(self, request: httpio.Request) -> httpio.Response:
         """``GET /v1/models/{id}`` (the openai client's ``models.retrieve``); an id may hold slashes."""
@@ -167,10 +168,11 @@ class Router:
         if denied:
             return denied
         model_id = unquote(request.path[len(openai_api.MODEL_PREFIX):])
-        if model_id not in served_models(self.states.values()):
+        card = self.discovery.model_cards(self.states.values()).get(model_id)
+        if card is None:
             return error(404, f"The model `{model_id}` does not exist.", "invalid_request_error", "model_not_found",
                          "model")
-        return httpio.json_response(openai_api.model_card(model_id, int(time.time())))
+        return httpio.json_response(openai_api.model_card(model_id, int(time.time()), card))
 
     async def inference(self, request: httpio.Request) -> httpio.StreamResponse:
         started = time.perf_counter()
@@ -204,7 +206,7 @@ class Router:
                                               lambda: served_models(self.states.values()))
         if not isinstance(req, openai_api.InferenceRequest):
             return req
-        routing = self.admission.routing_headers(request.headers)
+        routing = self.admission.routing_headers(request.headers, key)
         if not isinstance(routing, tuple):
             return routing
         headers, policy = routing

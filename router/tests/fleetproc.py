@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 HOST = "127.0.0.1"
-KEY = "sk-router-test"
+KEY = "sk-router-test"  # may set tier and policy headers (auth.routing_headers)
+PLAIN_KEY = "sk-router-plain"  # accepted, but its routing headers are ignored
 
 
 def free_port() -> int:
@@ -66,9 +67,10 @@ class Fleet:
         keys = self.tmp / "keys"
         import hashlib
 
-        keys.write_text(hashlib.sha256(KEY.encode()).hexdigest() + "\n")
+        keys.write_text("".join(hashlib.sha256(k.encode()).hexdigest() + "\n" for k in (KEY, PLAIN_KEY)))
         config = {"listen": {"host": HOST, "port": self.port, "admin_port": self.admin_port},
-                  "auth": {"api_key_hashes_file": str(keys)},
+                  "auth": {"api_key_hashes_file": str(keys),
+                           "routing_headers": {hashlib.sha256(KEY.encode()).hexdigest(): ["tier", "policy"]}},
                   "discovery": {"models_refresh_s": 0.5, "metrics_scrape_s": 0.5}, **config}
         path = self.tmp / "router.yaml"
         path.write_text(yaml.safe_dump(config))

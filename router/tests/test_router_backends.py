@@ -8,7 +8,7 @@ import urllib.request
 
 import openai
 
-from fleetproc import HOST, KEY, fleet, pool  # noqa: F401 - fixtures
+from fleetproc import HOST, KEY, PLAIN_KEY, fleet, pool  # noqa: F401 - fixtures
 
 
 def test_a_pool_started_with_an_api_key_gets_its_key_not_the_clients(fleet, tmp_path):
@@ -362,6 +362,99 @@ def test_in_flight_gauge_and_series_of_pools_removed_by_reload(fleet, backends, 
         time.sleep(0.05)
 
 
+def _card(model: str, **fields) -> dict:
+    # A model card as vLLM's /v1/models lists it (vllm/entrypoints/openai/protocol.py ModelCard).
+    return {"id": model, "object": "model", "created": 1, "owned_by": "vllm", "root": None, "parent": None,
+            "max_model_len": None, "permission": [{"id": "modelperm-1", "object": "model_permission"}], **fields}
+
+
+def _listed(fleet) -> dict[str, dict]:
+    return {m.id: m.model_dump() for m in fleet.client().models.list()}
+
+
+def test_the_model_list_keeps_vllms_card_fields_and_forgets_a_dead_backends_models(fleet, backends):
+    # Issue 23 item 10: the list dropped vLLM's parent / max_model_len, and a model only a dead
+    # backend had reported stayed listed (and routable) forever.
+    a, url_a = backends(_answer(), [_card("m1", root="meta-llama/Llama-3.1-8B", max_model_len=8192),
+                                    _card("m1-sql", root="/adapters/sql", parent="m1", max_model_len=8192)])
+    _, url_b = backends(_answer(), [_card("m1", root="meta-llama/Llama-3.1-8B", max_model_len=4096)])
+    _router(fleet, [pool("a", url_a, "nvidia", 1.0), pool("b", url_b, "amd", 1.0)],
+            discovery={"models_refresh_s": 0.2, "models_expire_s": 1.0, "metrics_scrape_s": 0.5})
+    cards = _listed(fleet)
+    assert cards["m1-sql"]["parent"] == "m1" and cards["m1-sql"]["root"] == "/adapters/sql"
+    assert cards["m1-sql"]["max_model_len"] == 8192
+    assert cards["m1"]["max_model_len"] == 4096  # the smallest context among the pools that serve it
+    assert "permission" not in cards["m1"]
+    one = fleet.client().models.retrieve("m1-sql").model_dump()
+    assert one["parent"] == "m1" and one["max_model_len"] == 8192
+    assert _post(fleet, {**CHAT, "model": "m1-sql"})[0] == 200
+    a.stop()
+    deadline = time.monotonic() + 10
+    while "m1-sql" in _listed(fleet):
+        assert time.monotonic() < deadline, "a dead backend's model is still listed"
+        time.sleep(0.1)
+    status, _, data = _post(fleet, {**CHAT, "model": "m1-sql"})
+    assert status == 404 and json.loads(data)["error"]["code"] == "model_not_found"
+    # what the config names stays: the fleet's contract, served by the pools still up
+    assert set(_listed(fleet)) == {"m1"} and _post(fleet, CHAT)[0] == 200
+
+
+def test_a_model_expiry_shorter_than_the_refresh_is_refused_naming_both_fields():
+    from fleet_router.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match="models_expire_s.*models_refresh_s"):
+        parse_config(json.dumps({"pools": [pool("p", "http://127.0.0.1:9", "nvidia", 1.0)],
+                                 "discovery": {"models_refresh_s": 10, "models_expire_s": 5}}))
+
+
+def _as(key: str, **headers) -> dict:
+    return {"Authorization": f"Bearer {key}", **headers}
+
+
+def test_routing_headers_count_only_for_keys_allowed_to_set_them(fleet, backends):
+    # Issue 23 item 10: any client could choose its tier or policy by header; x-fleet-policy knew
+    # the built-in policies only, not the config's own profiles.
+    _, url_cheap = backends(_answer())
+    _, url_dear = backends(_answer())
+    _router(fleet, [pool("cheap", url_cheap, "nvidia", 0.1), pool("dear", url_dear, "amd", 5.0)],
+            tiers=[{"name": "premium", "match": {"X-Priority": "high"}, "backends": [{"pool": "dear", "weight": 100}]},
+                   {"name": "default", "backends": [{"pool": "cheap", "weight": 50}, {"pool": "dear", "weight": 50}]}],
+            profiles=[{"name": "cheapest", "scorers": {"cost": 1}, "picker": "max-score"}])
+
+    def served(key, n=6, **headers) -> tuple[set[str], set[str]]:
+        tiers, pools = set(), set()
+        for _ in range(n):
+            status, h, _ = _post(fleet, CHAT, headers=_as(key, **headers))
+            assert status == 200
+            tiers.add(h["x-fleet-tier"])
+            pools.add(h["x-fleet-pool"])
+        return tiers, pools
+
+    assert served(KEY, **{"X-Priority": "high"}) == ({"premium"}, {"dear"})
+    assert served(PLAIN_KEY, **{"X-Priority": "high"}) == ({"default"}, {"cheap", "dear"})  # ignored
+    assert served(KEY, **{"x-fleet-policy": "cheapest"}) == ({"default"}, {"cheap"})  # the config's profile
+    assert served(PLAIN_KEY, **{"x-fleet-policy": "cheapest"}) == ({"default"}, {"cheap", "dear"})
+    assert _post(fleet, CHAT, headers=_as(PLAIN_KEY, **{"x-fleet-policy": "magic"}))[0] == 200  # not read at all
+    for header, value in (("x-fleet-policy", "magic"), ("X-Priority", "banana")):
+        status, _, data = _post(fleet, CHAT, headers=_as(KEY, **{header: value}))
+        err = json.loads(data)["error"]
+        assert status == 400 and err["code"] == "invalid_header" and err["param"] == header.lower()
+        assert header.lower() in err["message"].lower() and value in err["message"]
+    status, _, data = _post(fleet, CHAT, headers=_as(KEY, **{"x-fleet-policy": "magic"}))
+    assert "cheapest" in json.loads(data)["error"]["message"]  # the accepted names include the config's
+
+
+def test_routing_header_grants_name_keys_by_digest():
+    from fleet_router.config import ConfigError, parse_config
+
+    with pytest.raises(ConfigError, match="auth.routing_headers.*sha256"):
+        parse_config(json.dumps({"pools": [pool("p", "http://127.0.0.1:9", "nvidia", 1.0)],
+                                 "auth": {"routing_headers": {"sk-a-raw-key": ["tier"]}}}))
+    with pytest.raises(ConfigError, match="auth.routing_headers"):
+        parse_config(json.dumps({"pools": [pool("p", "http://127.0.0.1:9", "nvidia", 1.0)],
+                                 "auth": {"routing_headers": {"*": ["pool"]}}}))
+
+
 # --- the same misbehaviours through the config the IaC generates ---------------------------------
 
 @pytest.fixture(scope="module")
@@ -381,22 +474,29 @@ def iac_fleet(tmp_path_factory):
     from fleetproc import free_port, wait_http
 
     tmp = tmp_path_factory.mktemp("iac")
+    import hashlib
+
     cfg = read_stack_config("dev")
     spec = load_spec(cfg.fleet_raw(), cfg.source)
+    # The one spec field set here: KEY may pick its tier by header (PLAIN_KEY, accepted too, may not).
+    spec = spec.model_copy(update={"router": spec.router.model_copy(update={
+        "routing_headers": {hashlib.sha256(KEY.encode()).hexdigest(): ("tier",)}})})
     behaviour = {}
     backends, urls = {}, {}
     for p in spec.pools:
         async def script(seen, n, w, name=p.name):
             return await behaviour[name](seen, n, w)
-        backends[p.name] = Backend(script)
+        # the pool's model cards as vLLM lists them; the first pool also serves a LoRA adapter
+        cards = [_card(m.name, root=m.hf_id, max_model_len=m.max_context) for m in spec.models_on(p.name)]
+        if p is spec.pools[0]:
+            cards.append(_card("sql-lora", root="/adapters/sql", parent=cards[0]["id"], max_model_len=2048))
+        backends[p.name] = Backend(script, cards)
         urls[p.name] = backends[p.name].start()
     key_files = {}
     for name in urls:
         key_files[name] = str(tmp / f"key-{name}")
         (tmp / f"key-{name}").write_text(f"sk-backend-{name}\n")
-    import hashlib
-
-    (tmp / "hashes").write_text(hashlib.sha256(KEY.encode()).hexdigest() + "\n")
+    (tmp / "hashes").write_text("".join(hashlib.sha256(k.encode()).hexdigest() + "\n" for k in (KEY, PLAIN_KEY)))
     port, admin = free_port(), free_port()
     data = router_config_data(spec, urls, api_key_hashes_file=str(tmp / "hashes"), backend_key_files=key_files,
                               listen_host=HOST, port=port, admin_port=admin)
@@ -513,6 +613,31 @@ def test_iac_config_filters_backend_response_headers(iac_fleet):
     model, _ = _iac_model(f)
     status, headers, _ = _post(f, {**CHAT, "model": model})
     assert status == 200 and "set-cookie" not in headers and "x-internal-node" not in headers
+
+
+def test_iac_config_honours_tier_headers_only_for_keys_the_spec_allows(iac_fleet):
+    f = iac_fleet
+    model, _ = _iac_model(f)
+    _set(f, default=_answer())
+    premium = next(t for t in f.spec.tiers if t.match)
+    status, headers, _ = _post(f, {**CHAT, "model": model}, headers=_as(KEY, **premium.match))
+    assert status == 200 and headers["x-fleet-tier"] == premium.name
+    status, headers, _ = _post(f, {**CHAT, "model": model}, headers=_as(PLAIN_KEY, **premium.match))
+    assert status == 200 and headers["x-fleet-tier"] != premium.name
+    # the spec grants KEY the tier headers, not the policy one: x-fleet-policy is not even read
+    assert _post(f, {**CHAT, "model": model}, headers=_as(KEY, **{"x-fleet-policy": "magic"}))[0] == 200
+    name, value = next(iter(premium.match.items()))
+    status, _, data = _post(f, {**CHAT, "model": model}, headers=_as(KEY, **{name: "banana"}))
+    assert status == 400 and json.loads(data)["error"]["param"] == name.lower()
+
+
+def test_iac_config_lists_vllms_card_fields(iac_fleet):
+    f = iac_fleet
+    c = openai.OpenAI(base_url=f"http://{HOST}:{f.port}/v1", api_key=KEY, max_retries=0, timeout=20)
+    cards = {m.id: m.model_dump() for m in c.models.list()}
+    base = f.spec.models_on(f.spec.pools[0].name)[0]
+    assert cards["sql-lora"]["parent"] == base.name and cards["sql-lora"]["max_model_len"] == 2048
+    assert cards[base.name]["root"] == base.hf_id and cards[base.name]["max_model_len"] == base.max_context
 
 
 def test_a_buffered_answer_over_the_cap_is_a_502_not_router_memory(fleet, backends):
