@@ -5,7 +5,15 @@ Seed 003's security layer, generalised: ``default-deny-all`` (ingress and egress
 ``allow-gateway-to-vllm``, ``allow-vllm-egress`` (HTTPS to the internet for model downloads,
 never to cluster-private ranges), the endpoint picker's paths, Prometheus scraping, the
 controllers' API-server and webhook traffic. The flow table below is the whole truth; the flow
-test (tests/test_network_policies.py) evaluates the rendered objects, not this module.
+test (tests/test_network_policies.py) and ``fleet verify`` evaluate the rendered objects, not this
+module.
+
+On AKS (Azure CNI powered by Cilium, components/aks.py) a NetworkPolicy cannot name the two peers
+the controllers need — the API server and the konnectivity tunnel's nodes — since Cilium's
+``ipBlock`` selects no pod or node IP (learn.microsoft.com/azure/aks/azure-cni-powered-by-cilium,
+"Limitations" and FAQ) and AKS's API server is not a pod. There the program adds
+CiliumNetworkPolicies (cilium.io/v2, L3/L4 — supported by AKS beside NetworkPolicies, same FAQ) that
+select them by Cilium entity; the other clouds keep plain NetworkPolicies only.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.namespaces import Namespaces
+from components.platform import vendor_charts
 from fleet import layout
 from fleet.clusterplan import ClusterPlan
 
@@ -41,9 +50,38 @@ MODEL_SERVER = {layout.COMPONENT: layout.COMPONENT_MODEL_SERVER}
 EPP = {layout.COMPONENT: layout.COMPONENT_EPP}
 PROMETHEUS = ns_sel(layout.NS_MONITORING, **{layout.APP: layout.APP_PROMETHEUS})
 PRIVATE = [{"ipBlock": {"cidr": c}} for c in PRIVATE_RANGES]
-API_SERVER = {"to": PRIVATE, "ports": ports(443, 6443)}
+API_SERVER_PORTS = (443, 6443)
+API_SERVER = {"to": PRIVATE, "ports": ports(*API_SERVER_PORTS)}
 """The control plane: the clusters use private endpoints (policy ``cluster-workload-identity``), so
 API-server egress never opens the internet on 443."""
+
+CILIUM_POLICY_CLOUDS = frozenset({"azure"})
+"""Clouds whose clusters this program builds on a Cilium engine that serves CiliumNetworkPolicy: AKS
+(components/aks.py, network_dataplane and network_policy "cilium"; Cilium >= 1.18.6 on Kubernetes
+1.34/1.35 per the AKS page's version table). GKE Dataplane V2 is Cilium too but serves no namespaced
+CiliumNetworkPolicy; ``fleet verify`` reports one declared where nothing serves it."""
+
+# AKS's API server calls webhooks through konnectivity-agent pods in kube-system
+# (learn.microsoft.com/azure/aks/tunnel-connectivity-issues), labelled app=konnectivity-agent
+# (tigera/operator#5212, found on AKS 1.36). Under Cilium those calls arrive with the identity of
+# the agent's node, remote-node (host when on the webhook's own node): Hubble shows AKS's webhook
+# calls as remote-node (cilium/cilium#31711), and docs.cilium.io/en/v1.18/security/policy/language
+# ("Entities based") warns that fromEntities kube-apiserver does not match them on AKS because the
+# tunnel does not keep the source address.
+AKS_TUNNEL = ns_sel("kube-system", app="konnectivity-agent")
+CILIUM_TUNNEL_ENTITIES = ("remote-node", "host")
+CILIUM_API_SERVER_ENTITY = "kube-apiserver"
+"""docs.cilium.io/en/v1.18/security/policy/language, "Access to/from kube-apiserver": the entity
+"represents both deployments of the kube-apiserver: within the cluster and outside of the cluster";
+restricting egress with ``toEntities: kube-apiserver`` "is expected to work" on AKS."""
+
+
+def cilium_ports(*numbers: int, protocol: str = "TCP") -> list[dict[str, Any]]:
+    """A CiliumNetworkPolicy ``toPorts`` entry (cilium.io/v2 PortProtocol: ``port`` is a string)."""
+    return [{"ports": [{"port": str(n), "protocol": protocol} for n in numbers]}]
+
+
+CILIUM_API_SERVER = {"toEntities": [CILIUM_API_SERVER_ENTITY], "toPorts": cilium_ports(*API_SERVER_PORTS)}
 
 
 @dataclass(frozen=True)
@@ -55,10 +93,15 @@ class Flow:
     pods: dict[str, str]
     ingress: tuple[dict[str, Any], ...] = ()
     egress: tuple[dict[str, Any], ...] = ()
+    kind: str = "NetworkPolicy"
+    """``CiliumNetworkPolicy``: ``pods`` is its endpointSelector and the rules are Cilium's."""
 
 
 def flows(plan: ClusterPlan, namespaces: list[str]) -> list[Flow]:
     """Every policy for one cluster: defaults in each owned namespace, then the system's flows."""
+    cloud = plan.cloud
+    charts = vendor_charts(cloud, plan.vendors)
+    cilium = cloud in CILIUM_POLICY_CLOUDS
     out: list[Flow] = []
     for ns in namespaces:
         out.append(Flow(ns, "default-deny-all", {}))
@@ -89,6 +132,8 @@ def flows(plan: ClusterPlan, namespaces: list[str]) -> list[Flow]:
         {"to": [{"podSelector": {"matchLabels": MODEL_SERVER}}], "ports": ports(layout.VLLM_PORT)},
         API_SERVER,
     )))
+    if cilium:
+        add(Flow(inf, "allow-epp-to-api-server", EPP, egress=(CILIUM_API_SERVER,), kind="CiliumNetworkPolicy"))
     # --- gateway: clients in, out to pools, pickers, the router and istiod --------------------------
     gw_pods = {layout.GATEWAY_NAME_LABEL: layout.GATEWAY_NAME}
     add(Flow(gw, "allow-clients-to-gateway", gw_pods, ingress=(
@@ -133,13 +178,20 @@ def flows(plan: ClusterPlan, namespaces: list[str]) -> list[Flow]:
         layout.NS_ISTIO: ((15017,), (15014,)),  # istiod webhook; metrics (xDS below)
         layout.NS_KSERVE: ((9443,), (8080,)),
         layout.NS_KEDA: ((9443, 6443), (8080,)),  # admission webhook, metrics API server; metrics
-        layout.NS_GPU_OPERATORS: ((), (9400, 8080)),  # DCGM / device metrics
+        # DCGM / device metrics; the AMD operator's KMM admission webhook (gpu-operator-charts v1.4.0,
+        # kmm subchart: Service amd-gpu-operator-kmm-webhook-service 443 -> containerPort 9443).
+        layout.NS_GPU_OPERATORS: ((9443,) if "amd-gpu-operator" in charts else (), (9400, 8080)),
         layout.NS_MONITORING: ((10250,), (8080,)),  # operator webhook; metrics
     }
+    api_callers = ANYWHERE + ([AKS_TUNNEL] if cloud == "azure" else [])
     for ns, (api_ports, metrics_ports) in controllers.items():
-        ingress = ([{"from": ANYWHERE, "ports": ports(*api_ports)}] if api_ports else []) + [
+        ingress = ([{"from": api_callers, "ports": ports(*api_ports)}] if api_ports else []) + [
             {"from": [PROMETHEUS], "ports": ports(*metrics_ports)}]
         add(Flow(ns, "allow-controllers", {}, ingress=tuple(ingress), egress=(API_SERVER,)))
+        if cilium:
+            tunnel = ({"fromEntities": list(CILIUM_TUNNEL_ENTITIES), "toPorts": cilium_ports(*api_ports)},)
+            add(Flow(ns, "allow-controllers-api-server", {}, ingress=tunnel if api_ports else (),
+                     egress=(CILIUM_API_SERVER,), kind="CiliumNetworkPolicy"))
     # keda 2.18.0 chart: the metrics API server reaches the operator's gRPC metrics service on 9666
     # (templates/metrics-server/deployment.yaml --metrics-service-address=<operator>:9666; pods
     # labelled app=keda-operator / app=keda-operator-metrics-apiserver).
@@ -165,6 +217,14 @@ def flows(plan: ClusterPlan, namespaces: list[str]) -> list[Flow]:
 
 
 def policy_object(flow: Flow) -> dict[str, Any]:
+    """The object's ``spec``: a NetworkPolicy's, or a CiliumNetworkPolicy's (cilium.io/v2 Rule)."""
+    if flow.kind == "CiliumNetworkPolicy":
+        rule: dict[str, Any] = {"endpointSelector": {"matchLabels": dict(flow.pods)} if flow.pods else {}}
+        if flow.ingress:
+            rule["ingress"] = [dict(r) for r in flow.ingress]
+        if flow.egress:
+            rule["egress"] = [dict(r) for r in flow.egress]
+        return rule
     types = ["Ingress", "Egress"] if flow.name == "default-deny-all" else (
         (["Ingress"] if flow.ingress else []) + (["Egress"] if flow.egress else []))
     spec: dict[str, Any] = {"podSelector": {"matchLabels": flow.pods} if flow.pods else {}, "policyTypes": types}
@@ -187,12 +247,17 @@ class NetworkPolicies(pulumi.ComponentResource):
     def __init__(self, name: str, args: NetworkPoliciesArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("fleet:network:NetworkPolicies", name, None, opts)
         self.policies: list[k8s.networking.v1.NetworkPolicy] = []
+        self.cilium_policies: list[k8s.apiextensions.CustomResource] = []
         for flow in flows(args.plan, args.namespaces.names):
+            metadata = k8s.meta.v1.ObjectMetaArgs(name=flow.name, namespace=flow.namespace,
+                                                  labels={**layout.COMMON_LABELS, layout.COMPONENT: "network-policy"})
+            child = pulumi.ResourceOptions(parent=self, depends_on=[args.namespaces.resources[flow.namespace]])
+            if flow.kind == "CiliumNetworkPolicy":
+                # The cilium.io CRDs come with the cluster: AKS's managed Cilium installs them.
+                self.cilium_policies.append(k8s.apiextensions.CustomResource(
+                    f"{name}-{flow.namespace}-{flow.name}", api_version="cilium.io/v2", kind=flow.kind,
+                    metadata=metadata, spec=policy_object(flow), opts=child))
+                continue
             self.policies.append(k8s.networking.v1.NetworkPolicy(
-                f"{name}-{flow.namespace}-{flow.name}",
-                metadata=k8s.meta.v1.ObjectMetaArgs(name=flow.name, namespace=flow.namespace,
-                                                    labels={**layout.COMMON_LABELS, layout.COMPONENT: "network-policy"}),
-                spec=policy_object(flow),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[args.namespaces.resources[flow.namespace]]),
-            ))
-        self.register_outputs({"count": len(self.policies)})
+                f"{name}-{flow.namespace}-{flow.name}", metadata=metadata, spec=policy_object(flow), opts=child))
+        self.register_outputs({"count": len(self.policies) + len(self.cilium_policies)})

@@ -38,6 +38,65 @@ CHART_CRDS = (("base-1.28.5.tgz", "base/files/crd-all.gen.yaml"),
               ("gpu-operator-charts-v1.4.0.tgz", "gpu-operator-charts/crds/deviceconfig-crd.yaml"))
 
 
+# Custom kinds the cluster itself serves, with no CRD file in ../shared/crds: AKS's managed Cilium
+# (Azure CNI powered by Cilium, >= 1.18.6 on Kubernetes 1.34/1.35) registers cilium.io/v2
+# CiliumNetworkPolicy. A CRD of that kind put in FLEET_CRDS_DIR takes over; until then the objects are
+# checked against the parts of its schema they use, as upstream writes them
+# (pkg/k8s/apis/cilium.io/client/crds/v2/ciliumnetworkpolicies.yaml): ``spec`` has exactly one of
+# endpointSelector/nodeSelector and at least one of ingress/ingressDeny/egress/egressDeny; each rule
+# names at most one L3 peer field (they are mutually exclusive); entities are the Entity enum
+# (pkg/policy/api/entity.go); a PortProtocol's ``port`` is a string and ``protocol`` an enum.
+_ENTITIES = ["all", "world", "cluster", "host", "init", "ingress", "unmanaged", "remote-node", "health", "none",
+             "kube-apiserver"]
+_SELECTOR = {"type": "object", "additionalProperties": False,
+             "properties": {"matchLabels": {"type": "object", "additionalProperties": {"type": "string"}},
+                            "matchExpressions": {"type": "array", "items": {
+                                "type": "object", "required": ["key", "operator"],
+                                "properties": {"key": {"type": "string"},
+                                               "operator": {"enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
+                                               "values": {"type": "array", "items": {"type": "string"}}}}}}}
+_TO_PORTS = {"type": "array", "items": {"type": "object", "properties": {"ports": {"type": "array", "items": {
+    "type": "object", "additionalProperties": False,
+    "properties": {"port": {"type": "string", "pattern": r"^([0-9]{1,5}|[a-zA-Z0-9-]*[a-zA-Z][a-zA-Z0-9-]*)$"},
+                   "endPort": {"type": "integer"},
+                   "protocol": {"enum": ["TCP", "UDP", "SCTP", "ICMP", "ICMPV6", "VRRP", "IGMP", "ANY"]}}}}}}}
+
+
+def _rule(side: str, peers: tuple[str, ...]) -> dict[str, Any]:
+    props = {f"{side}{p}": {"type": "array", "items": _SELECTOR} for p in ("Endpoints", "Requires", "Nodes")}
+    props.update({f"{side}Entities": {"type": "array", "items": {"enum": _ENTITIES}},
+                  f"{side}CIDR": {"type": "array", "items": {"type": "string"}},
+                  f"{side}CIDRSet": {"type": "array", "items": {"type": "object"}},
+                  f"{side}Groups": {"type": "array"}, "toPorts": _TO_PORTS, "icmps": {"type": "array"},
+                  "authentication": {"type": "object"}})
+    if side == "to":
+        props.update({"toServices": {"type": "array"}, "toFQDNs": {"type": "array"}})
+    exclusive = [f"{side}{p}" for p in peers]
+    return {"type": "object", "additionalProperties": False, "properties": props,
+            "not": {"anyOf": [{"required": [a, b]} for i, a in enumerate(exclusive) for b in exclusive[i + 1:]]}}
+
+
+_INGRESS = _rule("from", ("Endpoints", "CIDR", "CIDRSet", "Entities", "Groups"))
+_EGRESS = _rule("to", ("Endpoints", "CIDR", "CIDRSet", "Entities", "Services", "Groups"))
+_CNP_RULE = {"type": "object",
+             "oneOf": [{"required": ["endpointSelector"]}, {"required": ["nodeSelector"]}],
+             "anyOf": [{"required": [k]} for k in ("ingress", "ingressDeny", "egress", "egressDeny")],
+             "properties": {"endpointSelector": _SELECTOR, "nodeSelector": _SELECTOR, "description": {"type": "string"},
+                            "ingress": {"type": "array", "items": _INGRESS},
+                            "ingressDeny": {"type": "array", "items": _INGRESS},
+                            "egress": {"type": "array", "items": _EGRESS},
+                            "egressDeny": {"type": "array", "items": _EGRESS},
+                            "enableDefaultDeny": {"type": "object"}, "labels": {"type": "array"}},
+             "additionalProperties": False}
+CLUSTER_SERVED_SCHEMAS = {
+    ("cilium.io/v2", "CiliumNetworkPolicy"): {
+        "type": "object", "required": ["apiVersion", "kind", "metadata"],
+        "anyOf": [{"required": ["spec"]}, {"required": ["specs"]}],
+        "properties": {"apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {"type": "object"},
+                       "spec": _CNP_RULE, "specs": {"type": "array", "items": _CNP_RULE}}},
+}
+
+
 def _crd_documents():
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     for path in sorted(CRDS_DIR.glob("*.yaml")):
@@ -106,6 +165,8 @@ def validate_object(obj: dict[str, Any]) -> list[str]:
         obj = {k: v for k, v in obj.items() if v != SECRET}
     schemas = crd_schemas() if crds_available() else {}
     where = f"{key[1]} {obj.get('metadata', {}).get('namespace', '')}/{obj.get('metadata', {}).get('name', '?')}"
+    if key not in schemas and key in CLUSTER_SERVED_SCHEMAS:
+        schemas = CLUSTER_SERVED_SCHEMAS
     if key in schemas:
         validator = jsonschema.Draft7Validator(_strip_k8s_extensions(schemas[key]))
         return [f"{where}: {'.'.join(map(str, e.absolute_path))}: {e.message}"

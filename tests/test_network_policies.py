@@ -140,3 +140,60 @@ def test_controller_flows_hold_where_ipblocks_never_match_pods(stack):
     # Still closed: nothing else reaches the operator's gRPC service.
     assert not cluster.allows(Pod(layout.NS_KEDA, {"app": "other"}), KEDA_OPERATOR, 9666)
     assert not cluster.allows(Pod(layout.NS_INFERENCE, {"app": "debug"}), KEDA_OPERATOR, 9666)
+
+
+def _cnp(ns, selector, **sections):
+    return {"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": {"name": "c", "namespace": ns},
+            "spec": {"endpointSelector": selector, **sections}}
+
+
+def test_evaluator_reads_cilium_policies_as_cilium_does():
+    # Cilium 1.18 (what AKS runs on Kubernetes 1.35), docs.cilium.io/en/v1.18/security/policy/language:
+    # NetworkPolicies and CiliumNetworkPolicies are one allow-list; a rule's section puts the endpoints
+    # it selects into default deny; entities name peers no selector can; fromEndpoints stays in the
+    # policy's namespace unless it names io.kubernetes.pod.namespace (.../policy/kubernetes, "Namespaces").
+    apiserver = External("20.0.0.10", "API server", entities=frozenset({"kube-apiserver"}))
+    node = External("10.224.0.4", "node", in_cluster=True)
+    deny = {"metadata": {"name": "d", "namespace": "a"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}}
+    pod, peer, other_ns = Pod("a", {"app": "s"}), Pod("a", {"app": "c"}), Pod("b", {"app": "c"})
+    to_api = _cnp("a", {}, egress=[{"toEntities": ["kube-apiserver"],
+                                    "toPorts": [{"ports": [{"port": "443", "protocol": "TCP"}]}]}])
+    c = Cluster([deny], cilium=True, cilium_policies=[to_api])
+    assert c.allows(pod, apiserver, 443) and not c.allows(pod, apiserver, 6443)
+    assert not c.allows(pod, INTERNET, 443), "kube-apiserver is not the world"
+    assert not Cluster([deny], cilium=False, cilium_policies=[to_api]).allows(pod, apiserver, 443), \
+        "without Cilium nothing reads a CiliumNetworkPolicy"
+    from_nodes = _cnp("a", {"matchLabels": {"k8s:app": "s"}},
+                      ingress=[{"fromEntities": ["remote-node"], "toPorts": [{"ports": [{"port": "9443"}]}]}])
+    c = Cluster([deny], cilium=True, cilium_policies=[from_nodes])
+    assert c.allows(node, pod, 9443) and not c.allows(node, peer, 9443), "endpointSelector with the k8s: source"
+    assert not c.allows(peer, pod, 9443), "a pod is not remote-node"
+    same_ns = _cnp("a", {}, ingress=[{"fromEndpoints": [{"matchLabels": {"app": "c"}}]}])
+    c = Cluster([deny], cilium=True, cilium_policies=[same_ns])
+    assert c.allows(peer, pod, 80) is False, "the sender's egress is still denied"
+    c = Cluster([], cilium=True, cilium_policies=[same_ns])
+    assert c.allows(peer, pod, 80) and not c.allows(other_ns, pod, 80)
+    any_ns = _cnp("a", {}, ingress=[{"fromEndpoints": [{"matchLabels": {"k8s:io.kubernetes.pod.namespace": "b"}}]}])
+    assert Cluster([], cilium=True, cilium_policies=[any_ns]).allows(other_ns, pod, 80)
+    # A section, even with nothing in it, means default deny for that direction only ...
+    only_egress = _cnp("a", {}, egress=[])
+    c = Cluster([], cilium=True, cilium_policies=[only_egress])
+    assert not c.allows(pod, INTERNET, 443) and c.allows(INTERNET, pod, 80)
+    # ... unless enableDefaultDeny says otherwise; deny rules win over every allow.
+    no_default = _cnp("a", {}, egress=[], enableDefaultDeny={"egress": False})
+    assert Cluster([], cilium=True, cilium_policies=[no_default]).allows(pod, INTERNET, 443)
+    denied = _cnp("a", {}, egressDeny=[{"toEntities": ["world"]}])
+    assert not Cluster([], cilium=True, cilium_policies=[to_api, denied]).allows(pod, INTERNET, 443)
+    # A NetworkPolicy's ipBlock still selects no node under Cilium; the entity does.
+    by_ip = {"metadata": {"name": "i", "namespace": "a"},
+             "spec": {"podSelector": {}, "policyTypes": ["Ingress"],
+                      "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}]}}
+    assert not Cluster([by_ip], cilium=True).allows(node, pod, 9443)
+    assert Cluster([by_ip], cilium=True, cilium_policies=[from_nodes]).allows(node, pod, 9443)
+
+
+@pytest.mark.parametrize("stack", ["aws", "gcp", "dev"])
+def test_no_cilium_network_policy_where_no_cilium_serves_it(stack):
+    # GKE Dataplane V2 serves no namespaced CiliumNetworkPolicy; EKS and kind run no Cilium.
+    assert not plan_of(stack).objects("CiliumNetworkPolicy")

@@ -25,17 +25,25 @@ from urllib.parse import urlsplit
 
 from fleetctl.verify.controllers import GATEWAY_NAME_LABEL, istio_gateway_templates
 from fleetctl.verify.findings import Finding
-from fleetctl.verify.netpol import Cluster as Policies, External, Pod
+from fleetctl.verify.netpol import CILIUM_ENTITIES, CILIUM_POLICY_KINDS, Cluster as Policies, External, Pod, cilium_rules
 from fleetctl.verify.routing import gateway_for_host, router_config
-from fleetctl.verify.topology import Cluster, Obj, PodTemplate, Topology, workload_templates
+from fleetctl.verify.topology import Cluster, Obj, PodTemplate, Topology, selects, workload_templates
 
 INTERNET = External()
 DNS = Pod("kube-system", {"k8s-app": "kube-dns"}, "kube-dns", "10.0.0.10")
 GKE_DEFAULT_MASTER_PORTS = (443, 10250)
 
 # AKS reaches webhooks and aggregated APIs from the API server through konnectivity-agent pods in
-# kube-system (learn.microsoft.com/azure/aks/tunnel-connectivity-issues): inside the cluster.
+# kube-system (learn.microsoft.com/azure/aks/tunnel-connectivity-issues): inside the cluster. Their
+# calls arrive with the agent pod's address under a standard CNI (tigera/operator#5212: AKS labels
+# them app=konnectivity-agent), and under Cilium with a node's identity: Hubble shows the source of
+# AKS's webhook calls as ``remote-node`` (cilium/cilium#31711, Cilium 1.15 on AKS), and Cilium's docs
+# say ``fromEntities: kube-apiserver`` does not match them since the tunnel does not keep the source
+# address (docs.cilium.io/en/v1.18/security/policy/language, "Entities based" note on AKS and GKE).
+# Under Cilium the verifier wants both to pass.
 AKS_TUNNEL = Pod("kube-system", {"app": "konnectivity-agent"}, "konnectivity-agent", "10.244.0.9")
+AKS_TUNNEL_NODE = External("10.224.0.9", "konnectivity-agent's node (remote-node)", in_cluster=True)
+APISERVER = frozenset({"kube-apiserver"})
 # Prometheus pods are made by prometheus-operator from the Prometheus resource of
 # kube-prometheus-stack, labelled app.kubernetes.io/name=prometheus (the label our policies use).
 PROMETHEUS = Pod("monitoring", {"app.kubernetes.io/name": "prometheus", "prometheus": "prometheus"}, "prometheus")
@@ -47,7 +55,8 @@ class _Ctx:
     policies: Policies
     pods: list[tuple[PodTemplate, Pod]]
     apiserver: External | Pod
-    from_apiserver: External | Pod
+    from_apiserver: tuple[External | Pod, ...]
+    """Where the API server's calls to webhooks come from (every one of them must pass)."""
     cni: str
 
 
@@ -77,27 +86,35 @@ def cni_of(cluster: Cluster) -> str:
     return "standard"
 
 
-def _apiserver(cluster: Cluster) -> tuple[External | Pod, External | Pod]:
-    """(where API clients connect, where the API server's calls to webhooks come from)."""
+def _apiserver(cluster: Cluster, cni: str) -> tuple[External | Pod, tuple[External | Pod, ...]]:
+    """(where API clients connect, where the API server's calls to webhooks come from).
+
+    The API server carries Cilium's ``kube-apiserver`` identity wherever it runs (docs.cilium.io/en/
+    v1.18/security/policy/language, "Entities based": "both deployments of the kube-apiserver:
+    within the cluster and outside of the cluster"); egress to it is matched by that entity.
+    """
     if cluster.cloud == "gcp":
         for r in cluster.cloud_resource("gcp:container/cluster:Cluster"):
             cidr = (r["inputs"].get("privateClusterConfig") or {}).get("masterIpv4CidrBlock")
             if cidr:
                 ip = str(ipaddress.ip_network(cidr)[2])
-                return External(ip, "GKE control plane"), External(ip, "GKE control plane")
-        return External("34.0.0.1", "GKE control plane"), External("34.0.0.1", "GKE control plane")
+                return External(ip, "GKE control plane", entities=APISERVER), (External(ip, "GKE control plane"),)
+        return External("34.0.0.1", "GKE control plane", entities=APISERVER), (External("34.0.0.1", "GKE control plane"),)
     if cluster.cloud == "azure":
         for r in cluster.cloud_resource("azure-native:containerservice:ManagedCluster"):
             prof = r["inputs"].get("apiServerAccessProfile") or {}
             if prof.get("enablePrivateCluster") or prof.get("enableVnetIntegration"):
-                return External("10.225.0.4", "AKS API server (private)"), External("10.225.0.4", "AKS API server")
+                return (External("10.225.0.4", "AKS API server (private)", entities=APISERVER),
+                        (External("10.225.0.4", "AKS API server"),))
         # A public AKS API server: clients dial its public address; its calls come through the tunnel.
-        return External("20.0.0.10", "AKS API server (public)"), AKS_TUNNEL
+        return (External("20.0.0.10", "AKS API server (public)", entities=APISERVER),
+                (AKS_TUNNEL, AKS_TUNNEL_NODE) if cni == "cilium" else (AKS_TUNNEL,))
     if cluster.cloud == "aws":
         # endpointPrivateAccess: the API server's ENIs sit in the cluster's VPC subnets.
-        return External("10.0.0.20", "EKS API server ENI"), External("10.0.0.20", "EKS API server ENI")
-    return External("172.18.0.2", "API server node", in_cluster=True), \
-        External("172.18.0.2", "API server node", in_cluster=True)
+        return (External("10.0.0.20", "EKS API server ENI", entities=APISERVER),
+                (External("10.0.0.20", "EKS API server ENI"),))
+    return External("172.18.0.2", "API server node", in_cluster=True, entities=APISERVER | {"host", "remote-node"}), \
+        (External("172.18.0.2", "API server node", in_cluster=True),)
 
 
 def _pods(cluster: Cluster) -> list[tuple[PodTemplate, Pod]]:
@@ -136,12 +153,15 @@ def _service_targets(ctx: _Ctx, ns: str, name: str, port: int | None) -> list[tu
 
 
 def _blocking_policy(ctx: _Ctx, direction: str, selecting: list[Obj | Mapping]) -> Obj | None:
-    objs = {(o.namespace, o.name): o for o in ctx.cluster.of_kind("NetworkPolicy")}
+    objs = {(o.kind, o.namespace, o.name): o for o in ctx.cluster.of_kind("NetworkPolicy", *CILIUM_POLICY_KINDS)}
     key = "ingress" if direction == "Ingress" else "egress"
-    ranked = sorted(selecting, key=lambda p: (not (p["spec"].get(key)), not p["spec"].get("podSelector"),
-                                              p["metadata"]["name"]))
-    for p in ranked:
-        o = objs.get((p["metadata"]["namespace"], p["metadata"]["name"]))
+
+    def rank(p: Mapping) -> tuple:
+        spec = p.get("spec") or {}
+        return (p.get("kind") != "NetworkPolicy", not spec.get(key),
+                not (spec.get("podSelector") or spec.get("endpointSelector")), p["metadata"]["name"])
+    for p in sorted(selecting, key=rank):
+        o = objs.get((p.get("kind", "NetworkPolicy"), p["metadata"]["namespace"], p["metadata"]["name"]))
         if o is not None:
             return o
     return None
@@ -151,6 +171,8 @@ def _ipblock_note(ctx: _Ctx, selecting: Iterable[Mapping], peer: Pod | External,
     if ctx.cni != "cilium" or not (isinstance(peer, Pod) or peer.in_cluster):
         return ""
     for p in selecting:
+        if p.get("kind", "NetworkPolicy") != "NetworkPolicy":
+            continue
         for rule in (p["spec"].get("ingress") or []) + (p["spec"].get("egress") or []):
             peers = rule.get("from") or rule.get("to") or []
             if any("ipBlock" in x for x in peers):
@@ -241,12 +263,58 @@ def _gke_firewall_allows(cluster: Cluster, port: int) -> bool:
     return False
 
 
+def _cilium_policy_findings(cluster: Cluster, cni: str) -> list[Finding]:
+    """CiliumNetworkPolicies the cluster cannot take.
+
+    AKS with Azure CNI powered by Cilium serves cilium.io/v2 CiliumNetworkPolicy, L3/L4 only unless
+    Advanced Container Networking Services is on (FQDN filtering and L7 rules need it):
+    learn.microsoft.com/azure/aks/azure-cni-powered-by-cilium, FAQ "Can I use CiliumNetworkPolicy
+    custom resources ..." and the feature table. Elsewhere nothing serves the kind here (GKE
+    Dataplane V2 offers only CiliumClusterwideNetworkPolicy, opt-in: cloud.google.com/
+    kubernetes-engine/docs/how-to/configure-cilium-network-policy), so the apply fails.
+    """
+    cnps = cluster.of_kind(*CILIUM_POLICY_KINDS)
+    if not cnps:
+        return []
+    out = []
+    aks = next(iter(cluster.cloud_resource("azure-native:containerservice:ManagedCluster")), None)
+    if cluster.cloud != "azure" or cni != "cilium" or aks is None:
+        for o in cnps:
+            out.append(Finding("flows", cluster.name, o.ref, o.file,
+                               f"no CiliumNetworkPolicy CRD is served on this cluster (CNI: {cni}, cloud: "
+                               f"{cluster.cloud}): the apply fails and the flows it allows stay closed",
+                               "declare CiliumNetworkPolicies only on AKS clusters with Azure CNI powered by "
+                               "Cilium; use NetworkPolicy elsewhere"))
+        return out
+    acns = ((((aks["inputs"].get("networkProfile") or {}).get("advancedNetworking") or {}).get("security") or {})
+            .get("enabled"))
+    for o in cnps:
+        for r in cilium_rules(o.doc):
+            for rule in (r.get("ingress") or []) + (r.get("egress") or []) + \
+                    (r.get("ingressDeny") or []) + (r.get("egressDeny") or []):
+                bad = sorted({str(e) for k in ("fromEntities", "toEntities") for e in rule.get(k) or []}
+                             - CILIUM_ENTITIES)
+                if bad:
+                    out.append(Finding("flows", cluster.name, o.ref, o.file,
+                                       f"{', '.join(bad)}: not a Cilium entity (cilium.io/v2 accepts "
+                                       f"{', '.join(sorted(CILIUM_ENTITIES))}); the API server rejects the policy",
+                                       "use one of Cilium's entities"))
+                l7 = "toFQDNs" in rule or any(tp.get("rules") for tp in rule.get("toPorts") or [])
+                if l7 and not acns:
+                    out.append(Finding("flows", cluster.name, o.ref, o.file,
+                                       "FQDN or L7 rules need Advanced Container Networking Services on AKS, "
+                                       "which this cluster does not enable: the rule allows nothing",
+                                       "use L3/L4 rules (entities, endpoints, CIDRs, ports) or enable ACNS "
+                                       "security on the cluster"))
+    return out
+
+
 def _check_cluster(topo: Topology, cluster: Cluster) -> list[Finding]:
     cni = cni_of(cluster)
     policies = Policies.from_objects([o.doc for o in cluster.objects], cilium=cni == "cilium")
-    api, from_api = _apiserver(cluster)
+    api, from_api = _apiserver(cluster, cni)
     ctx = _Ctx(cluster, policies, _pods(cluster), api, from_api, cni)
-    out: list[Finding] = []
+    out: list[Finding] = _cilium_policy_findings(cluster, cni)
     if cni == "unenforced":
         if policies.policies:
             kinds = ("aws:eks/cluster:Cluster", "gcp:container/cluster:Cluster",
@@ -316,10 +384,11 @@ def _check_cluster(topo: Topology, cluster: Cluster) -> list[Finding]:
             if (ns, name, num) in seen:
                 continue
             seen.add((ns, name, num))
-            out += _flow(ctx, f"API server to {o.kind} {o.name}", ctx.from_apiserver, dst, num,
-                         f"allow ingress to {ns}/{name}'s pods on {num} from the API server"
-                         + (" (under Cilium not by ipBlock: select the tunnel's or the host's identity)"
-                            if cni == "cilium" else ""), fallback=o)
+            for src in ctx.from_apiserver:
+                out += _flow(ctx, f"API server to {o.kind} {o.name}", src, dst, num,
+                             f"allow ingress to {ns}/{name}'s pods on {num} from the API server"
+                             + (" (under Cilium not by ipBlock: select the tunnel's pods and, by a CiliumNetworkPolicy "
+                                "fromEntities, the nodes it reaches them from)" if cni == "cilium" else ""), fallback=o)
             if cluster.cloud == "gcp" and not _gke_firewall_allows(cluster, num):
                 out.append(Finding("flows", cluster.name, o.ref, o.file,
                                    f"the GKE private control plane cannot reach {ns}/{name} on {num}: its default "
@@ -424,8 +493,7 @@ def _scrapes(ctx: _Ctx, prom: Pod) -> list[Finding]:
 def _match(sel: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     if not sel:
         return False
-    from fleetctl.verify.routing import _selects
-    return _selects(sel, labels)
+    return selects(sel, labels)
 
 
 def _monitors_without_targets(cluster: Cluster) -> list[Finding]:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from fleetctl.verify.findings import Finding
-from fleetctl.verify.topology import Cluster, Obj, Topology, workload_templates
+from fleetctl.verify.topology import Cluster, Obj, Topology, selects, workload_templates
 
 GW_GROUP = "gateway.networking.k8s.io"
 POOL_GROUPS = ("inference.networking.k8s.io", "inference.networking.x-k8s.io")
@@ -44,21 +44,6 @@ def hostnames_intersect(listener: str | None, route: Iterable[str]) -> bool:
     return False
 
 
-def _selects(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
-    if selector is None:
-        return False
-    for k, v in (selector.get("matchLabels") or {}).items():
-        if labels.get(k) != v:
-            return False
-    for e in selector.get("matchExpressions") or []:
-        present, value = e["key"] in labels, labels.get(e["key"])
-        op = e["operator"]
-        if (op == "In" and value not in e.get("values", [])) or (op == "NotIn" and value in e.get("values", [])) \
-                or (op == "Exists" and not present) or (op == "DoesNotExist" and present):
-            return False
-    return True
-
-
 def listener_admits(gw: Obj, listener: Mapping[str, Any], route: Obj, ns_labels: Mapping[str, Mapping[str, str]]
                     ) -> str | None:
     """Why this listener does not take the route (None = it does), hostname aside."""
@@ -72,7 +57,7 @@ def listener_admits(gw: Obj, listener: Mapping[str, Any], route: Obj, ns_labels:
     frm = ns.get("from", "Same")
     if frm == "Same" and route.namespace != gw.namespace:
         return f"listener {listener.get('name')} admits routes from {gw.namespace} only"
-    if frm == "Selector" and not _selects(ns.get("selector"), ns_labels.get(route.namespace, {})):
+    if frm == "Selector" and not selects(ns.get("selector"), ns_labels.get(route.namespace, {})):
         return f"listener {listener.get('name')}'s namespace selector does not select {route.namespace}"
     return None
 
@@ -277,7 +262,7 @@ def _check_pools(cluster: Cluster) -> list[Finding]:
                                        f"originates TLS to {svc_name}:{port} but picker {picker.name} runs with "
                                        "--secure-serving=false", "drop the DestinationRule's tls or serve TLS"))
         selected = [t for t in templates if t.namespace == pool.namespace
-                    and _selects(pool.spec.get("selector") or {}, t.labels)]
+                    and selects(pool.spec.get("selector") or {}, t.labels)]
         if not selected:
             out.append(Finding("routing", cluster.name, pool.ref, pool.file,
                                "its selector matches no model-server pod template",
@@ -353,7 +338,7 @@ def _pods_behind(cluster: Cluster, backend: Mapping[str, Any], ns: str) -> list:
     if not sel:
         return []
     return [t for t in workload_templates(cluster) if t.namespace == (backend.get("namespace") or ns)
-            and _selects(sel, t.labels)]
+            and selects(sel, t.labels)]
 
 
 def _check_router(topo: Topology) -> list[Finding]:

@@ -61,6 +61,39 @@ class Obj:
         return dict((self.doc.get("metadata") or {}).get("labels") or {})
 
 
+def selects(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """Does this Kubernetes label selector (``matchLabels`` and ``matchExpressions``) select ``labels``?
+
+    None selects nothing; ``{}`` selects everything (metav1.LabelSelector). Operators as
+    apimachinery's labels.Selector reads them: ``In``/``NotIn`` against ``values``, ``Exists``,
+    ``DoesNotExist``. A malformed expression (no key, unknown operator) selects nothing: the API
+    server would have rejected the object, so it cannot be what makes a flow pass.
+    """
+    if selector is None:
+        return False
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e.get("key"), e.get("operator"), e.get("values") or []
+        if key is None:
+            return False
+        present = key in labels
+        if op == "In":
+            ok = present and labels[key] in values
+        elif op == "NotIn":
+            ok = not present or labels[key] not in values
+        elif op == "Exists":
+            ok = present
+        elif op == "DoesNotExist":
+            ok = not present
+        else:
+            return False
+        if not ok:
+            return False
+    return True
+
+
 @dataclass(frozen=True)
 class Taint:
     key: str
