@@ -114,6 +114,7 @@ class Proxy:
         self.rng = rng or random.Random()
         self.upstream: UpstreamPool | None = None
         self.non_resumable: set[str] = set()  # pools that refused a continuation (400)
+        self.legs: dict[str, set[migration.Leg]] = {}  # pool -> continuable stream legs it serves now
         self.apply_config(config, states)
 
     def apply_config(self, config: RouterConfig, states: dict[str, core.PoolState]) -> None:
@@ -188,6 +189,23 @@ class Proxy:
         cfg = self.config.failover
         if core.record_failure(state, now, cfg.eject_after_failures, cfg.eject_seconds):
             self.metrics.ejections.inc(state.name)
+            # Its continuable streams move now (issue 20: the pool ejected is a trigger), not when
+            # the pool the router stopped trusting fails them too.
+            for leg in self.legs.get(state.name, ()):
+                # (a leg that already failed on its own keeps its own reason)
+                leg.ejected = leg.ejected or leg.upstream.abort(f"pool {state.name} was ejected")
+
+    def _track(self, leg: migration.Leg) -> migration.Leg:
+        """``leg`` registered as streaming from its pool until its ``close()``."""
+        legs = self.legs.setdefault(leg.state.name, set())
+        legs.add(leg)
+        close = leg.close
+
+        def untrack() -> None:
+            legs.discard(leg)
+            close()
+        leg.close = untrack
+        return leg
 
     def _all_failed(self, failed: list[tuple[str, _Failed]]) -> httpio.Response:
         if not failed:
@@ -380,15 +398,16 @@ class Proxy:
                     up.release()
                 core.on_done(d)
                 raise
-            return migration.Leg(state, up, lambda: (up.release(), core.on_done(d)), first_byte(d), t1)
+            return self._track(migration.Leg(state, up, lambda: (up.release(), core.on_done(d)), first_byte(d), t1))
 
         def on_cut(state: core.PoolState, reason: str) -> None:
             self.metrics.stream_errors.inc(state.name, reason)
-            self._pool_failed(state, time.monotonic())
+            if reason != "ejected":  # cut because the pool already is: no new evidence against it
+                self._pool_failed(state, time.monotonic())
             log.warning(orjson.dumps({"event": "stream_cut", "pool": state.name, "reason": reason}).decode())
 
         relay = migration.Relay(req.path, req.body, write)
-        first = migration.Leg(attempt.state, upstream, lambda: None, first_byte(attempt), t0)
+        first = self._track(migration.Leg(attempt.state, upstream, lambda: None, first_byte(attempt), t0))
         out = await migration.run(relay, first, open_leg=open_leg, states=self.states, preferred=decision.attempts,
                                   model=req.model, max_migrations=self.config.failover.max_migrations,
                                   non_resumable=self.non_resumable, on_cut=on_cut)
@@ -411,9 +430,9 @@ class Proxy:
             raise ClientGone(resp) from None
         for name, tokens in out.tokens.items():
             self._account(decision, self.states[name], req.model, ttfts.get(name), tokens, upstream.status)
-            if on_usage is not None:  # each pool's share; the prompt once, with the leg that ended it
+            if on_usage is not None:  # each pool's share; the original prompt once, with the leg that ended it
                 last = name == out.last_pool
-                on_usage(self.states[name].pool, {**(relay.leg_usage if last else {}), "completion_tokens": tokens})
+                on_usage(self.states[name].pool, {**(relay.usage if last else {}), "completion_tokens": tokens})
         return resp
 
     def _account(self, decision: core.Decision, state: core.PoolState, model: str, ttft: float | None,

@@ -16,7 +16,9 @@ space, whichever server produces it. A request that carries text already generat
 the numbering after it, as vLLM continues a partial answer: chat with ``continue_final_message``
 (the last message, an assistant one, is the partial answer; vLLM refuses it together with
 ``add_generation_prompt``), or a completions prompt that ends in generated text. So a stream cut
-on one server and resumed on another yields exactly the text of an uninterrupted one.
+on one server and resumed on another yields exactly the text of an uninterrupted one. A
+continuation's ``usage.prompt_tokens`` is the original prompt's plus one per generated token it
+carries, as vLLM's is (the partial text is tokenized again as part of the prompt).
 
 Faults: ``--error-rate`` (share of requests answered 500), ``--die-after N`` (exit after N
 requests), ``--die-after-tokens K`` (exit, mid-stream, once K tokens were streamed in all),
@@ -170,6 +172,10 @@ class Sim:
         done_before = _generated_before(body, chat)
         text = _input_text(body) if request.path.endswith("/responses") else prompt_text(body, limit=None)
         prompt_tokens = tokens_of(text)
+        if done_before:
+            # As vLLM counts a continuation: its prompt is the original one plus the text already
+            # generated, which the server tokenizes again — one token per generated token here.
+            prompt_tokens = tokens_of(_original_prompt(body, chat, done_before)) + done_before
         if request.path.endswith("/embeddings"):
             return self._embeddings(body, prompt_tokens, self._digest_header(raw))
         max_tokens = body.get("max_tokens") or body.get("max_completion_tokens") or body.get("max_output_tokens") or 16
@@ -434,6 +440,15 @@ def _generated_before(body: dict, chat: bool) -> int:
             return len(words) - 1
         at = prompt.find("tok0 ", at + 1)
     return 0
+
+
+def _original_prompt(body: dict, chat: bool, done_before: int) -> Prompt | str:
+    """The prompt of the request a continuation continues: without the partial assistant message
+    (chat), without the generated run that ends it (completions)."""
+    if chat:
+        return prompt_text({"messages": body["messages"][:-1]}, limit=None)
+    run = sum(len(f"tok{i % 97} ") for i in range(done_before))
+    return body["prompt"][:-run]
 
 
 def _input_text(body: dict) -> Prompt:

@@ -262,6 +262,15 @@ class Response:
         (else it is closed, which tells the backend to stop)."""
         self._conn.finished(self)
 
+    def abort(self, message: str) -> bool:
+        """Give up on this response now: ``read()`` raises :class:`UpstreamError` (after what is
+        already buffered) and the connection closes, which tells the backend to stop. False if it
+        had already ended (complete, or failed for its own reason, which ``read()`` keeps)."""
+        if self._done or self._error is not None or self._conn.response is not self:
+            return False
+        self._conn._broken(UpstreamError(message, "body"))
+        return True
+
 
 class _Connection(asyncio.Protocol):
     def __init__(self, pool: "UpstreamPool", origin: Origin, loop: asyncio.AbstractEventLoop):
