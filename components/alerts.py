@@ -37,43 +37,41 @@ DCGM_EXPORTER = MappingProxyType({
 
 # --- rules -------------------------------------------------------------------------------------------
 
-SLA_VIOLATION = {
-    "alert": "SLAViolation",
-    "expr": "rate(ig_wva_sla_violations_total[5m]) > 0.01",
-    "for": "2m",
-    "labels": {"severity": "warning"},
-    "annotations": {
-        "summary": "SLA violations detected in vendor routing",
-        "description": "Pool {{ $labels.pool }} misses its tier's TTFT objective on "
-                       "{{ $value | humanize }} requests per second.",
-    },
-}
+def alert(name: str, expr: str, for_: str, severity: str, summary: str, description: str) -> dict:
+    """One alerting rule in the PrometheusRule shape every alert here has."""
+    return {"alert": name, "expr": expr, "for": for_, "labels": {"severity": severity},
+            "annotations": {"summary": summary, "description": description}}
 
-VENDOR_SATURATION = {
-    "alert": "VendorSaturation",
-    "expr": "avg(ig_wva_pool_utilization) by (vendor) > 0.9",
-    "for": "5m",
-    "labels": {"severity": "critical"},
-    "annotations": {
-        "summary": "{{ $labels.vendor }} pool approaching capacity",
-        "description": "Average utilization of {{ $labels.vendor }} pools is {{ $value | humanizePercentage }}; "
-                       "the router overflows to other vendors, raise max_replicas or max_nodes.",
-    },
-}
+
+SLA_VIOLATION = alert(
+    "SLAViolation", "rate(ig_wva_sla_violations_total[5m]) > 0.01", "2m", "warning",
+    "SLA violations detected in vendor routing",
+    "Pool {{ $labels.pool }} misses its tier's TTFT objective on {{ $value | humanize }} requests per second.")
+
+VENDOR_SATURATION = alert(
+    "VendorSaturation", "avg(ig_wva_pool_utilization) by (vendor) > 0.9", "5m", "critical",
+    "{{ $labels.vendor }} pool approaching capacity",
+    "Average utilization of {{ $labels.vendor }} pools is {{ $value | humanizePercentage }}; "
+    "the router overflows to other vendors, raise max_replicas or max_nodes.")
 
 # Router replicas that lost the shared limit store enforce per-key limits each on its own: a key
 # can get up to (replicas x its limit) until the store is back (fleet_router.limits).
-ROUTER_LIMITS_DEGRADED = {
-    "alert": "RouterLimitsDegraded",
-    "expr": "sum(fleet_router_limits_degraded) > 0",
-    "for": "5m",
-    "labels": {"severity": "warning"},
-    "annotations": {
-        "summary": "Router replicas enforce per-key limits without the shared store",
-        "description": "{{ $value }} router replica(s) cannot reach fleet-router-store: per-key limits and budgets "
-                       "hold per replica, not for the fleet (or limited keys get 503 if limits fail closed).",
-    },
-}
+ROUTER_LIMITS_DEGRADED = alert(
+    "RouterLimitsDegraded", "sum(fleet_router_limits_degraded) > 0", "5m", "warning",
+    "Router replicas enforce per-key limits without the shared store",
+    "{{ $value }} router replica(s) cannot reach fleet-router-store: per-key limits and budgets "
+    "hold per replica, not for the fleet (or limited keys get 503 if limits fail closed).")
+
+# A stream cut mid-way that no pool could continue (fleet_router.migration: no resumable pool left
+# serving the model, or failover.max_migrations used up) ended with an error: a lost stream, goal 0.
+# Any in the last 10 minutes fires; migrations that succeed are the dashboard's (they are the
+# design working: a spot pool went away).
+STREAMS_LOST = alert(
+    "StreamsLostAfterCut", "sum by (from_vendor) (increase(fleet_router_stream_migrations_failed_total[10m])) > 0",
+    "0m", "warning", "Streams cut on {{ $labels.from_vendor }} pools could not be continued",
+    "{{ $value | humanize }} stream(s) cut on {{ $labels.from_vendor }} pools in 10 minutes ended with an error: "
+    "no other pool that serves the model could resume them (resume: false, ejected, refusing "
+    "continue_final_message) or they used up failover.max_migrations.")
 
 RECORDING_RULES = [
     # Tokens the router saw each pool generate and read, per second.
@@ -106,7 +104,8 @@ RECORDING_RULES = [
 ]
 
 RULE_GROUPS = [
-    {"name": "fleet-router.alerts", "rules": [SLA_VIOLATION, VENDOR_SATURATION, ROUTER_LIMITS_DEGRADED]},
+    {"name": "fleet-router.alerts", "rules": [SLA_VIOLATION, VENDOR_SATURATION, ROUTER_LIMITS_DEGRADED,
+                                                  STREAMS_LOST]},
     {"name": "fleet-router.cost", "interval": "1m", "rules": RECORDING_RULES},
 ]
 
