@@ -149,6 +149,12 @@ def goals(out: dict) -> list[tuple[str, str, bool | None, str]]:
     f = out.get("failover")
     if f:
         g.append(("0 requests lost on a backend kill", f"{f['lost']} lost of {f['requests']}", f["lost"] == 0, ""))
+    for label, row in (out.get("migration") or {}).get("runs", {}).items():  # issue 20
+        touched = row["streams_on_killed_pools"]
+        # no stream on a killed pool when it died: nothing was tested, so no verdict
+        g.append((f"0 streams lost, pools killed mid-stream ({label})",
+                  f"{row['lost']} lost of {row['streams']} ({touched} on killed pools)",
+                  (row["lost"] == 0) if touched else None, ""))
     return g
 
 
@@ -257,6 +263,27 @@ def write_markdown(out: dict, path: Path) -> None:
               "|---|---|---|---|---|---|---|",
               f"| {f['requests']} | {f['lost']} | {', '.join(f['lost_detail']) or '-'} | {f['kill_at_s']} | "
               f"{_f(f['p99_before_ms'], 3)} | {_f(f['p99_during_ms'], 3)} | {_f(f['p99_all_ms'], 3)} |", ""]
+    mg = out.get("migration")
+    if mg:
+        L += [f"## 5. Stream migration ({mg['workers']} streams of {mg['tokens_per_stream']} tokens at a time, "
+              f"{mg['seconds']:g} s per run; pools SIGKILLed mid-run)", "",
+              "*Resume gap*: the longest silence between two events of a stream that was on a killed pool when it "
+              "died; *untouched*: the same for streams no kill reached; *added* = the difference at p99. Router "
+              "figures from its /metrics.", "",
+              "| run | streams | exact | lost | lost as | on killed pools | resume gap p50 / p99 ms | "
+              "untouched p50 / p99 ms | added p99 ms | router gap mean ms / p99 <= s | migrations (by reason) | "
+              "tokens recomputed | failed |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for label, r in mg["runs"].items():
+            reasons = ", ".join(f"{k} {v:.0f}" for k, v in sorted(r["router"]["by_reason"].items())) or "-"
+            L.append(f"| {label} | {r['streams']} | {r['completed_exactly']} | {r['lost']} | "
+                     f"{', '.join(r['lost_detail']) or '-'} | {r['streams_on_killed_pools']} | "
+                     f"{_f(r['resume_gap_p50_ms'])} / {_f(r['resume_gap_p99_ms'])} | "
+                     f"{_f(r['untouched_max_gap_p50_ms'])} / {_f(r['untouched_max_gap_p99_ms'])} | "
+                     f"{_f(r['added_gap_p99_ms'])} | {_f(r['router']['gap_mean_ms'])} / "
+                     f"{_f(r['router'].get('gap_p99_le_s'), 3)} | {r['router']['migrations']:.0f} ({reasons}) | "
+                     f"{r['router']['recomputed_tokens']:.0f} | {r['router']['failed']:.0f} |")
+        L += _not_measured(mg)
     L += ["## Goals (issues 11 and 18)", "", "| goal | measured | met | margin |", "|---|---|---|---|"]
     for name, val, met, margin in goals(out):
         L.append(f"| {name} | {val} | {'n/a' if met is None else ('met' if met else '**not met**')} | {margin} |")

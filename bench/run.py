@@ -771,11 +771,14 @@ def main() -> int:
     ap.add_argument("--failover-seconds", type=float, default=6.0)
     ap.add_argument("--replica-conversations", type=int, default=48, help="replicas phase (issue 19's workload)")
     ap.add_argument("--replica-turns", type=int, default=6)
-    ap.add_argument("--only", default="throughput,latency,routing,failover,replicas")
+    ap.add_argument("--migration-workers", type=int, default=24, help="concurrent streams in the migration phase")
+    ap.add_argument("--migration-tokens", type=int, default=200, help="tokens per stream (migration phase)")
+    ap.add_argument("--migration-seconds", type=float, default=8.0, help="load per run (migration phase)")
+    ap.add_argument("--only", default="throughput,latency,routing,failover,migration,replicas")
     cfg = ap.parse_args()
     if cfg.quick:
         cfg.seconds, cfg.rounds, cfg.conversations, cfg.turns, cfg.failover_seconds = 1.0, 1, 12, 3, 2.0
-        cfg.latency_seconds, cfg.routing_seconds = 2.0, 10.0
+        cfg.latency_seconds, cfg.routing_seconds, cfg.migration_seconds = 2.0, 10.0, 3.0
     if {"throughput", "latency"} & set(cfg.only.split(",")) and shutil.which("wrk") is None:
         print(f"bench: {WRK_MISSING}", file=sys.stderr)
         return 2
@@ -801,6 +804,10 @@ def main() -> int:
             out["routing"] = asyncio.run(routing(cfg))
         if "failover" in only:
             out["failover"] = asyncio.run(failover(cfg))
+        if "migration" in only:
+            from migration import migration  # bench/migration.py (issue 20)
+
+            out["migration"] = asyncio.run(migration(cfg, sys.modules[__name__]))
         if "replicas" in only:
             from replicas import replicas  # bench/replicas.py (issue 19)
 

@@ -208,3 +208,38 @@ def test_the_committed_results_are_a_complete_run():
         assert f"| {name} | {measured} |" in md
     for png in ("throughput.png", "latency.png", "routing.png", "failover.png"):
         assert (ROOT / "bench" / "results" / png).stat().st_size > 10_000
+
+
+def _migration_run(lost: int, touched: int) -> dict:
+    return {"streams": 300, "completed_exactly": 300 - lost, "lost": lost, "lost_detail": ["upstream_broken"] * bool(lost),
+            "kills_at_s": {"a": 4.0}, "streams_on_killed_pools": touched, "resume_gap_p50_ms": 40.0,
+            "resume_gap_p99_ms": 95.0, "untouched_max_gap_p50_ms": 8.0, "untouched_max_gap_p99_ms": 20.0,
+            "added_gap_p99_ms": 75.0, "stream_p99_ms": {"touched": 900.0, "untouched": 700.0},
+            "router": {"migrations": float(touched), "by_reason": {"reset": float(touched)}, "gap_count": float(touched),
+                       "gap_sum": 1.0, "recomputed_tokens": 2400.0, "failed": float(lost), "stream_errors": 0.0,
+                       "gap_mean_ms": 50.0, "gap_p99_le_s": 0.1}}
+
+
+def test_stream_migration_runs_are_judged_only_when_a_kill_reached_a_stream(tmp_path):
+    # Issue 20's goal: 0 streams lost per run; a run where no stream was on a killed pool proves nothing.
+    out = _results()
+    out["migration"] = {"pools": {}, "workers": 24, "tokens_per_stream": 200, "seconds": 8.0, "failures": {},
+                        "runs": {"one pool killed": _migration_run(0, 24),
+                                 "two pools killed in turn": _migration_run(2, 40)}}
+    v = _verdicts(out)
+    assert v["0 streams lost, pools killed mid-stream (one pool killed)"][:2] == ("0 lost of 300 (24 on killed pools)", True)
+    assert v["0 streams lost, pools killed mid-stream (two pools killed in turn)"][1] is False
+    out["migration"]["runs"]["one pool killed"]["streams_on_killed_pools"] = 0
+    assert _verdicts(out)["0 streams lost, pools killed mid-stream (one pool killed)"][1] is None
+    del out["routing"], out["failover"]
+    out.update(started="2026-12-01T08:00:00Z", duration_s=1.0, settings={}, machine={
+        "nproc": 2, "cpu": "x", "kernel": "k", "pinning": "p", "versions": {}})
+    out["throughput"].update(rounds=3, seconds=5)
+    out["latency"].update(connections=16, seconds=8, rounds=3)
+    for mode in out["latency"]["modes"].values():
+        for row in mode["targets"].values():
+            row.update(p90_ms=1.0, p999_ms=9.0, errors=0)
+    report.write_markdown(out, tmp_path / "r.md")
+    md = (tmp_path / "r.md").read_text()
+    assert ("| two pools killed in turn | 300 | 298 | 2 | upstream_broken | 40 | 40.0 / 95.0 | 8.0 / 20.0 | 75.0 | "
+            "50.0 / 0.100 | 40 (reset 40) | 2400 | 2 |") in md
