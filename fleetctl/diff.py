@@ -14,6 +14,12 @@ files are compared by URN and the result is printed as Markdown, for a terminal 
   re-created under a new name — a renamed pool: same type, same (or correspondingly renamed)
   parent, mostly the same inputs. Pulumi would show that as delete + create; a reviewer needs to
   read it as "this pool is drained and rebuilt";
+* **as ``up`` would do it** — inputs an ``ignore_changes`` option covers keep their old value (a
+  resource changed only there reads as ``ignored``), and an update the cloud would refuse says so
+  (an EKS group whose minSize passes its ignored desiredSize); a resource whose provider is replaced
+  (its kubeconfig names another cluster — compared by the plan's non-secret fingerprint, since the
+  kubeconfig is recorded masked — or depends on a resource being replaced) or that moves to another
+  cluster's provider is replaced;
 * every object a Helm release installs (rendered by :mod:`fleetctl.charts`, listed in plan.json's
   ``charts``) is compared too, as a child of its Release named ``<release>:<namespace>/<name>``: a
   chart bump in components/platform_versions.py or a values change reads as the objects it
@@ -46,6 +52,7 @@ from fleetctl.cost import cost_of_stack
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "[secret]"
+UNKNOWN = "[unknown]"
 MAX_PROPS_SHOWN = 25
 MAX_MARKDOWN = 60_000
 """GitHub rejects comments over 65,536 characters; the review is cut below that."""
@@ -163,7 +170,8 @@ def chart_resources(plan: Mapping[str, Any], manifests: Path, notes: list[str] |
             obj = yaml.load((manifests / o["file"]).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
             # chart_object: Helm installs and upgrades it (a patch in place), not the kubernetes provider.
             out.append({"urn": f"{scheme}::{project}::{qualified}${typ}::{name}", "type": typ, "name": name,
-                        "custom": True, "chart_object": True, "parent": rel["urn"], "provider": parent.get("provider", ""),
+                        "custom": True, "chart_object": True, "parent": rel["urn"],
+                        "provider": parent.get("provider", ""),
                         "dependencies": [], "property_dependencies": {}, "options": {}, "inputs": obj})
     return out
 
@@ -246,6 +254,8 @@ class PropChange:
     forces_replace: bool = False
     rule: diff_rules.Rule | None = None
     """The upstream fact behind the verdict (a replace, or a change the provider never applies)."""
+    ignored: bool = False
+    """An ``ignore_changes`` option covers it: ``up`` keeps the old value."""
 
     @property
     def not_applied(self) -> bool:
@@ -255,7 +265,8 @@ class PropChange:
 @dataclass
 class ResourceChange:
     action: str
-    """``create``, ``delete``, ``update`` or ``replace``."""
+    """``create``, ``delete``, ``update``, ``replace``, or ``ignored`` (every change is one an
+    ``ignore_changes`` option keeps: ``up`` leaves the resource as it is)."""
     type: str
     name: str
     urn: str
@@ -264,6 +275,8 @@ class ResourceChange:
     """For a rename: the name the resource had at the base."""
     properties: list[PropChange] = field(default_factory=list)
     reason: str = ""
+    fails: str = ""
+    """Why ``up`` would fail on this change, and what to do first (empty: it would not)."""
 
 
 def _components(resources: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
@@ -303,6 +316,10 @@ def _reason(props: list[PropChange]) -> str:
         for p in forced:
             rules.setdefault(_cite(p.rule), []).append(p.path)  # type: ignore[arg-type]
         return "; ".join(f"{', '.join(paths)} cannot change in place ({cite})" for cite, paths in rules.items())
+    live = [p for p in props if not p.ignored]
+    if not live:
+        return (f"{', '.join(p.path for p in props)}: in ignore_changes, so `up` keeps the current value "
+                "(whatever owns it at run time, e.g. an autoscaler, keeps owning it)")
     idle = [p for p in props if p.not_applied]
     if idle:
         return (f"{', '.join(p.path for p in idle)}: the provider has no update for it, so `up` succeeds and the "
@@ -374,17 +391,82 @@ class DiffResult:
         return next(c for c in self.changes if c.name == name and (typ is None or c.type == typ))
 
 
+def _inputs(r: Mapping[str, Any], other: Mapping[str, Any]) -> dict[str, Any]:
+    """A resource's inputs as compared: a masked kubeconfig is compared by its non-secret fingerprint
+    (the active cluster it names, recorded by the plan), since the provider replaces on exactly that.
+    Only when both sides recorded one: a plan from before fingerprints has none."""
+    inputs = dict(r["inputs"])
+    theirs = other.get("fingerprints") or {}
+    for key, fp in (r.get("fingerprints") or {}).items():
+        if key in theirs:
+            inputs[key] = f"{inputs.get(key, SECRET)} (cluster {fp})"
+    return inputs
+
+
+def _ignored(path: str, patterns: Iterable[str]) -> bool:
+    """Whether an ``ignore_changes`` pattern covers ``path`` (the engine resets it to the old input:
+    pulumi step_generator.go processIgnoreChanges)."""
+    return any(_pattern_regex(p).match(path) for p in patterns)
+
+
+def _get(inputs: Mapping[str, Any], path: str) -> Any:
+    node: Any = inputs
+    for part in path.split("."):
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _eks_scaling(o: Mapping[str, Any], n: Mapping[str, Any], ignored: list[PropChange]) -> str:
+    """What EKS does with a node group update whose desiredSize is ignored: UpdateNodegroupConfig
+    rejects minSize > desiredSize and desiredSize > maxSize with InvalidParameterException ("Minimum
+    capacity 1 can't be greater than desired size 0": terraform-aws-modules/terraform-aws-eks#3306, #944)."""
+    if not any(p.path == "scalingConfig.desiredSize" for p in ignored):
+        return ""
+    desired = _get(o, "scalingConfig.desiredSize")
+    lo, hi = _get(n, "scalingConfig.minSize"), _get(n, "scalingConfig.maxSize")
+    if not all(isinstance(v, int) for v in (desired, lo, hi)):
+        return ""
+    if lo <= desired <= hi:
+        return ""
+    cluster, group = n.get("clusterName", "<cluster>"), n.get("nodeGroupName", "<group>")
+    bound = f"minSize {lo} > desiredSize {desired}" if lo > desired else f"desiredSize {desired} > maxSize {hi}"
+    fix = lo if lo > desired else hi
+    return (f"`up` fails: desiredSize is in ignore_changes, so it stays {desired} while the group gets {bound}; "
+            "EKS rejects that (InvalidParameterException, terraform-aws-modules/terraform-aws-eks#3306). "
+            f"Set it first: `aws eks update-nodegroup-config --cluster-name {cluster} --nodegroup-name {group} "
+            f"--scaling-config desiredSize={fix}`")
+
+
+CONSEQUENCES = {"aws:eks/nodeGroup:NodeGroup": _eks_scaling}
+"""Type -> what the cloud does with an update once ``ignore_changes`` has kept some of its fields."""
+
+PROVIDER_REPLACED = diff_rules.Rule(
+    "(provider)", diff_rules.ENGINE,
+    "its provider is replaced, and the engine replaces every resource a replaced provider manages "
+    "(calculateDependentReplacements)")
+PROVIDER_MOVED = diff_rules.Rule(
+    "(provider)", diff_rules.ENGINE,
+    "its provider changes to one whose DiffConfig reports a replacement (providerChanged): another cluster")
+
+
 def compare(base_plan: Mapping[str, Any] | None, head_plan: Mapping[str, Any] | None) -> tuple[list[ResourceChange], int]:
     """The resource changes from ``base_plan`` to ``head_plan`` (plan.json documents), and how
-    many resources are unchanged."""
+    many resources are unchanged.
+
+    As ``pulumi up`` decides them: inputs an ``ignore_changes`` option covers keep their old value
+    (listed, but not applied); a resource whose provider is replaced — its kubeconfig names another
+    cluster, or depends on a resource being replaced, so it is unknown at preview — or that moves to a
+    provider for another cluster is replaced."""
     base = {r["urn"]: r for r in (base_plan or {}).get("resources", [])}
     head = {r["urn"]: r for r in (head_plan or {}).get("resources", [])}
     comp_base, comp_head = _components(base), _components(head)
     removed = sorted(set(base) - set(head))
     added = sorted(set(head) - set(base))
     renames = pair_renames(base, head, removed, added)
-    changes: list[ResourceChange] = []
-    unchanged = 0
+    pending: dict[str, ResourceChange] = {}
+    unchanged: set[str] = set()
 
     def declared(r: Mapping[str, Any]) -> list[str]:
         return list((r.get("options") or {}).get("replace_on_changes") or [])
@@ -396,20 +478,65 @@ def compare(base_plan: Mapping[str, Any] | None, head_plan: Mapping[str, Any] | 
 
     for urn in sorted(set(base) & set(head)):
         o, n = base[urn], head[urn]
-        props = _prop_changes(n["type"], o["inputs"], n["inputs"], declared(n), ctx(o, n))
+        props = _prop_changes(n["type"], _inputs(o, n), _inputs(n, o), declared(n), ctx(o, n))
+        ignore = list((n.get("options") or {}).get("ignore_changes") or [])
+        for p in props:
+            if ignore and _ignored(p.path, ignore):
+                p.ignored, p.forces_replace, p.rule = True, False, None
         for opt in sorted(set(o.get("options") or {}) | set(n.get("options") or {})):
             vo, vn = (o.get("options") or {}).get(opt), (n.get("options") or {}).get(opt)
             if vo != vn:
                 props.append(PropChange(f"(option) {opt}", vo, vn))
         if not props:
-            unchanged += 1
+            unchanged.add(urn)
             continue
-        changes.append(ResourceChange(
-            action="replace" if any(p.forces_replace for p in props) else "update", type=n["type"], name=n["name"],
-            urn=urn, component=comp_head[urn], properties=props, reason=_reason(props)))
+        ch = ResourceChange(action="update", type=n["type"], name=n["name"], urn=urn, component=comp_head[urn],
+                            properties=props)
+        _settle(ch)
+        consequence = CONSEQUENCES.get(n["type"])
+        if ch.action == "update" and consequence:
+            ch.fails = consequence(o["inputs"], n["inputs"], [p for p in props if p.ignored])
+        pending[urn] = ch
+    # Providers: a replaced provider (or one whose kubeconfig depends on a resource being replaced, so
+    # that it is unknown at preview: DiffConfig replaces on a computed kubeconfig) replaces everything
+    # it manages; a resource handed to a provider for another cluster is replaced too.
+    replaced = {u for u, c in pending.items() if c.action == "replace"} | set(renames)
+    dead_providers = set()
+    for urn, r in head.items():
+        if not r["type"].startswith("pulumi:providers:") or urn not in base:
+            continue
+        if urn in replaced or replaced & set(r.get("dependencies") or ()):
+            dead_providers.add(urn)
+            if urn not in replaced:
+                why = sorted(replaced & set(r.get("dependencies") or ()))
+                ch = pending.get(urn) or ResourceChange("update", r["type"], r["name"], urn, comp_head[urn])
+                ch.properties.append(PropChange("kubeconfig", SECRET, UNKNOWN, True, diff_rules.Rule(
+                    "kubeconfig", diff_rules.K8S_PROVIDER,
+                    f"DiffConfig: a computed kubeconfig replaces (it depends on {', '.join(_name(u) for u in why)}, "
+                    "replaced)")))
+                _settle(ch)
+                pending[urn] = ch
+                unchanged.discard(urn)
+    for urn in sorted(set(base) & set(head)):
+        o, n = base[urn], head[urn]
+        if not n.get("custom") or n["type"].startswith("pulumi:providers:"):
+            continue
+        rule, old_p, new_p = None, o.get("provider") or "", n.get("provider") or ""
+        if old_p != new_p:
+            if _other_cluster(base.get(old_p), head.get(new_p)) or new_p in dead_providers:
+                rule = PROVIDER_MOVED
+        elif new_p in dead_providers:
+            rule = PROVIDER_REPLACED
+        if old_p != new_p or rule:
+            ch = pending.get(urn) or ResourceChange("update", n["type"], n["name"], urn, comp_head[urn])
+            ch.properties.append(PropChange("(provider)", _name(old_p), _name(new_p), rule is not None, rule))
+            _settle(ch)
+            pending[urn] = ch
+            unchanged.discard(urn)
+    changes = list(pending.values())
     for old, new in renames.items():
         o, n = base[old], head[new]
-        props = _prop_changes(n["type"], o["inputs"], n["inputs"], declared(n), ctx(o, n))
+        props = _prop_changes(n["type"], _inputs(o, n), _inputs(n, o), declared(n), ctx(o, n))
         changes.append(ResourceChange(
             action="replace", type=n["type"], name=n["name"], urn=new, component=comp_head[new],
             old_name=o["name"], properties=props,
@@ -423,9 +550,31 @@ def compare(base_plan: Mapping[str, Any] | None, head_plan: Mapping[str, Any] | 
         if urn not in renames:
             r = base[urn]
             changes.append(ResourceChange("delete", r["type"], r["name"], urn, comp_base[urn]))
-    order = {"replace": 0, "update": 1, "create": 2, "delete": 3}
+    order = {"replace": 0, "update": 1, "create": 2, "delete": 3, "ignored": 4}
     changes.sort(key=lambda c: (c.component, order[c.action], c.type, c.name))
-    return changes, unchanged
+    return changes, len(unchanged)
+
+
+def _name(urn: str) -> str:
+    return urn.rsplit("::", 1)[-1] if urn else "(default provider)"
+
+
+def _other_cluster(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
+    """Whether two providers reach different clusters: by their kubeconfig fingerprints when both plans
+    recorded one, else by their recorded (masked) inputs, which differ in context or cluster names."""
+    fo, fn = ((old or {}).get("fingerprints") or {}).get("kubeconfig"), ((new or {}).get("fingerprints") or {}).get(
+        "kubeconfig")
+    if fo and fn:
+        return fo != fn or UNKNOWN in (fo, fn)
+    return (old or {}).get("inputs") != (new or {}).get("inputs") or (old or {}).get("type") != (new or {}).get("type")
+
+
+def _settle(ch: ResourceChange) -> None:
+    """Action and reason from the properties: replace if any forces it, ``ignored`` if every change is
+    one ``ignore_changes`` keeps, update otherwise."""
+    live = [p for p in ch.properties if not p.ignored]
+    ch.action = ("replace" if any(p.forces_replace for p in live) else "update" if live else "ignored")
+    ch.reason = _reason(ch.properties)
 
 
 # --- policy results -----------------------------------------------------------------------------------
@@ -542,7 +691,7 @@ def _cost_delta(base: Mapping[str, Any] | None, head: Mapping[str, Any] | None) 
 
 # --- Markdown -----------------------------------------------------------------------------------------
 
-SYMBOL = {"replace": "±", "update": "~", "create": "+", "delete": "−"}
+SYMBOL = {"replace": "±", "update": "~", "create": "+", "delete": "−", "ignored": "·"}
 
 
 def _short(v: Any, limit: int = 90) -> str:
@@ -563,7 +712,10 @@ def render_markdown(result: DiffResult) -> str:
         "(`python -m fleet plan`, Pulumi mocks): inputs the program declares, not the clouds' live state.",
         "",
         f"**{result.count('update')} to update · {result.count('replace')} to replace · "
-        f"{result.count('create')} to create · {result.count('delete')} to delete** · {result.unchanged} unchanged",
+        f"{result.count('create')} to create · {result.count('delete')} to delete** · {result.unchanged} unchanged"
+        + (f" · {result.count('ignored')} changed only where ignore_changes keeps the old value"
+           if result.count("ignored") else "")
+        + (f" · **{sum(1 for ch in c if ch.fails)} would fail**" if any(ch.fails for ch in c) else ""),
     ]
     for note in result.base.notes + result.head.notes:
         lines += ["", f"> {note}"]
@@ -578,9 +730,12 @@ def render_markdown(result: DiffResult) -> str:
             if ch.reason:
                 head += f" — {ch.reason}"
             lines.append(head)
+            if ch.fails:
+                lines.append(f"  - ⚠ **{ch.fails}**")
             for p in ch.properties[:MAX_PROPS_SHOWN]:
                 mark = (" **(forces replacement)**" if p.forces_replace and not ch.old_name
-                        else " **(not applied by the provider)**" if p.not_applied else "")
+                        else " **(not applied by the provider)**" if p.not_applied
+                        else " (ignore_changes: kept as it is)" if p.ignored else "")
                 lines.append(f"  - `{p.path}`: {_short(p.old)} → {_short(p.new)}{mark}")
             if len(ch.properties) > MAX_PROPS_SHOWN:
                 lines.append(f"  - … and {len(ch.properties) - MAX_PROPS_SHOWN} more properties")
@@ -672,9 +827,9 @@ def to_json(result: DiffResult) -> dict[str, Any]:
     return {
         "stack": result.stack, "base": result.base_sha, "unchanged": result.unchanged,
         "changes": [{"action": ch.action, "type": ch.type, "name": ch.name, "old_name": ch.old_name,
-                     "component": ch.component, "reason": ch.reason,
+                     "component": ch.component, "reason": ch.reason, "fails": ch.fails,
                      "properties": [{"path": p.path, "old": p.old, "new": p.new, "forces_replace": p.forces_replace,
-                                     "effect": p.rule.effect if p.rule else "update",
+                                     "effect": "ignored" if p.ignored else p.rule.effect if p.rule else "update",
                                      "source": _cite(p.rule) if p.rule else None} for p in ch.properties]}
                     for ch in result.changes],
         "cost": result.cost_delta, "policy": result.policy, "verify": result.verify,

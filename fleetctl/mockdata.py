@@ -34,8 +34,10 @@ def _endpoint(name: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
 
 # type token -> function(name, inputs) -> extra outputs
 RESOURCE_OUTPUTS: dict[str, Callable[[str, Mapping[str, Any]], dict[str, Any]]] = {
+    # Every cluster has its own endpoint (a documentation address derived from its name and location):
+    # a kubeconfig names the cluster it reaches, and `fleet diff` compares that.
     "gcp:container/cluster:Cluster": lambda name, i: {
-        "endpoint": "203.0.113.10",
+        "endpoint": f"203.0.113.{int(digest_of(name, str(i.get('location')))[7:11], 16) % 250 + 1}",
         "masterAuth": {"clusterCaCertificate": FAKE_CA},
         "selfLink": f"projects/offline/locations/{i.get('location', 'x')}/clusters/{name}",
     },
@@ -81,6 +83,18 @@ RESOURCE_OUTPUTS: dict[str, Callable[[str, Mapping[str, Any]], dict[str, Any]]] 
 }
 
 
+def _aks_kubeconfig(args: Mapping[str, Any]) -> str:
+    """The user kubeconfig AKS returns, base64 as the API does: it names the cluster's own API server."""
+    import base64
+
+    name = args.get("resourceName", "aks")
+    server = f"https://{name}.hcp.offline.azmk8s.io:443"
+    doc = (f"apiVersion: v1\nkind: Config\nclusters:\n- name: {name}\n  cluster:\n    server: {server}\n"
+           f"    certificate-authority-data: {FAKE_CA}\ncontexts:\n- name: {name}\n"
+           f"  context: {{cluster: {name}, user: clusterUser}}\ncurrent-context: {name}\n")
+    return base64.b64encode(doc.encode()).decode()
+
+
 # function token -> canned result
 CALL_RESULTS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "aws:index/getAvailabilityZones:getAvailabilityZones": lambda a: {
@@ -101,5 +115,5 @@ CALL_RESULTS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
         "tenantId": "00000000-0000-0000-0000-000000000000",
         "objectId": "00000000-0000-0000-0000-000000000000", "clientId": "offline"},
     "azure-native:containerservice:listManagedClusterUserCredentials": lambda a: {
-        "kubeconfigs": [{"name": "clusterUser", "value": "YXBpVmVyc2lvbjogdjEKa2luZDogQ29uZmlnCg=="}]},
+        "kubeconfigs": [{"name": "clusterUser", "value": _aks_kubeconfig(a)}]},
 }

@@ -16,6 +16,7 @@ Output is byte-identical for the same input. No cloud credentials, CLI or networ
 
 from __future__ import annotations
 
+import hashlib
 import json
 import runpy
 import shutil
@@ -119,6 +120,40 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _unwrap(value: Any) -> Any:
+    """A protobuf Struct value with its secrets revealed (for fingerprints only, never recorded)."""
+    if isinstance(value, dict):
+        if value.get(_SIG) == _SECRET_SIG:
+            return _unwrap(value.get("value"))
+        return {k: _unwrap(v) for k, v in value.items()}
+    return value
+
+
+def kubeconfig_fingerprint(kubeconfig: Any) -> str | None:
+    """A non-secret fingerprint of a kubeconfig's active cluster (its server and CA), or None when the
+    kubeconfig is not a string naming one. pulumi-kubernetes DiffConfig replaces the provider, and so
+    every resource it manages, when the active cluster changes (provider/pkg/provider/provider.go:
+    getActiveClusterFromConfig): the review compares this fingerprint, since the kubeconfig itself is
+    recorded masked."""
+    if kubeconfig == _UNKNOWN:
+        return UNKNOWN
+    if not isinstance(kubeconfig, str):
+        return None
+    try:
+        doc = yaml.safe_load(kubeconfig)
+    except yaml.YAMLError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    contexts = {c.get("name"): (c.get("context") or {}) for c in doc.get("contexts") or [] if isinstance(c, dict)}
+    clusters = {c.get("name"): (c.get("cluster") or {}) for c in doc.get("clusters") or [] if isinstance(c, dict)}
+    cluster = clusters.get(contexts.get(doc.get("current-context"), {}).get("cluster"))
+    if not cluster or not cluster.get("server"):
+        return None
+    ident = json.dumps({k: cluster.get(k) for k in ("server", "certificate-authority-data")}, sort_keys=True)
+    return "sha256:" + hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
 def _provider_urn(ref: str) -> str:
     return ref.split("::" + ref.rsplit("::", 1)[-1])[0] if ref else ""
 
@@ -155,7 +190,8 @@ def _recording_monitor():
             response = super().RegisterResource(request)
             if request.type == "pulumi:pulumi:Stack":
                 return response
-            inputs = _plain(json_format.MessageToDict(request.object, preserving_proto_field_name=True))
+            raw = json_format.MessageToDict(request.object, preserving_proto_field_name=True)
+            inputs = _plain(raw)
             record = {
                 "urn": response.urn,
                 "type": request.type,
@@ -180,6 +216,10 @@ def _recording_monitor():
                 },
                 "inputs": inputs,
             }
+            if request.type == "pulumi:providers:kubernetes":
+                fingerprint = kubeconfig_fingerprint(_unwrap(raw.get("kubeconfig")))
+                if fingerprint:
+                    record["fingerprints"] = {"kubeconfig": fingerprint}
             with self._lock:
                 self.records[response.urn] = record
             return response

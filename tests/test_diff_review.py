@@ -35,9 +35,12 @@ class Expect:
     type: str
     name: str
     action: str
-    """``update``, ``replace``, ``not-applied`` (an update the provider never sends), ``create``, ``delete``."""
+    """``update``, ``replace``, ``not-applied`` (an update the provider never sends), ``ignored`` (only
+    fields an ``ignore_changes`` option keeps changed), ``create``, ``delete``."""
     blames: str | None = None
     """A property path the verdict must name (the one the upstream rule is about)."""
+    fails: str | None = None
+    """Text the review's "`up` fails" warning must contain (None: it must have none)."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,9 @@ CASES = [
         # scaling_config is updated in place (UpdateNodegroupConfig).
         Expect(NODE_GROUP, "aws-east-nvidia-t4", "update"),)),
     Case("eks-more-system-nodes", "aws", _set("clusters.0.system_nodes", 3), (
-        Expect(NODE_GROUP, "aws-east-system", "update"),)),
+        # The system group ignores desiredSize too: minSize 3 > the kept desiredSize 2, which EKS refuses
+        # (terraform-aws-modules/terraform-aws-eks#3306).
+        Expect(NODE_GROUP, "aws-east-system", "update", fails="minSize 3 > desiredSize 2"),)),
     # --- AKS (pulumi-azure-native replacement.go forceNewMap) ---------------------------------------
     Case("aks-pool-bigger-vm", "azure", _set("pools.0.machine_type", "Standard_NC64as_T4_v3"), (
         # ContainerService AgentPool: vmSize is in forceNewMap.
@@ -133,6 +138,31 @@ CASES = [
     Case("k8s-router-hostname", "dev", _set("router.hostname", "api.fleet.localtest.me"), (
         # Gateway API objects are custom resources: hostnames update in place.
         Expect("kubernetes:gateway.networking.k8s.io/v1:HTTPRoute", "router-route", "update"),)),
+    # --- what `up` really does: ignore_changes, providers, kubeconfigs ------------------------------
+    Case("eks-min-nodes-up", "aws", _set("pools.0.min_nodes", 1), (
+        # eks.py ignores scalingConfig.desiredSize (the cluster-autoscaler owns it), so the engine keeps
+        # it at 0 (step_generator.go processIgnoreChanges) while minSize becomes 1: UpdateNodegroupConfig
+        # answers InvalidParameterException "Minimum capacity 1 can't be greater than desired size 0"
+        # (terraform-aws-modules/terraform-aws-eks#3306).
+        Expect(NODE_GROUP, "aws-east-nvidia-t4", "update", fails="InvalidParameterException"),)),
+    Case("k8s-router-replicas", "dev", _set("router.replicas", 3), (
+        # router.py ignores the Deployment's spec.replicas (the HPA owns it): only the HPA's floor moves.
+        Expect(DEPLOYMENT, "router-deployment", "ignored"),
+        Expect("kubernetes:autoscaling/v2:HorizontalPodAutoscaler", "router-hpa", "update"))),
+    Case("router-moves-cluster", "multicloud", _set("router.cluster", "gcp-central"), (
+        # The router's objects keep their URNs but get the gcp-central provider: the engine asks the new
+        # provider's DiffConfig, whose active cluster differs, and replaces each (providerChanged).
+        Expect(DEPLOYMENT, "router-deployment", "replace", "(provider)"),
+        Expect("kubernetes:core/v1:Service", "router-service", "replace", "(provider)")),
+        others_may_replace=("*",)),
+    Case("gke-new-region", "gcp", lambda f: (_set("clusters.0.region", "us-east1")(f),
+                                             _set("clusters.0.zones", ["us-east1-c"])(f)), (
+        # resource_container_cluster.go: location is ForceNew. The kubeconfig is built from the new
+        # cluster's endpoint, unknown at preview, so the provider's DiffConfig replaces it and with it
+        # every Kubernetes object on the cluster (calculateDependentReplacements).
+        Expect(GKE, "gcp-central-gke", "replace", "location"),
+        Expect("pulumi:providers:kubernetes", "gcp-central-k8s", "replace", "kubeconfig"),
+        Expect(DEPLOYMENT, "router-deployment", "replace", "(provider)")), others_may_replace=("*",)),
     Case("k8s-renamed-pool", "dev", lambda f: _rename_pool(f, "amd-mi300x", "amd-instinct"), (
         # A new name is a new URN: the engine deletes the old resource and creates the new one; the
         # review pairs them into one replace (and metadata.name is ForceNew for every kind anyway).
@@ -190,6 +220,10 @@ def test_the_review_states_what_the_provider_will_do(case: Case, tmp_path):
             assert e.blames in blamed, f"{case.id}: {e.name} blames {blamed}\n{text}"
             if not ch.old_name:  # a rename is a new URN: the engine's create + delete, not a provider rule
                 assert e.blames in ch.reason and " @ " in ch.reason, ch.reason  # the upstream source is cited
+        if e.fails:
+            assert e.fails in ch.fails, f"{case.id}: {e.name} should fail: {ch.fails!r}"
+        else:
+            assert not ch.fails, f"{case.id}: {e.name}: {ch.fails}"
     named = {e.name for e in case.expect}
     if "*" not in case.others_may_replace:
         extra = [c.name for c in changes if c.action == "replace" and c.name not in named

@@ -100,3 +100,40 @@ def test_chart_objects_are_patched_by_helm_not_replaced():
                                "property_dependencies": {}, "options": {}, "inputs": {"data": data}}]}
     (ch,), _ = compare(side({"a": "1"}), side({"a": "2"}))
     assert ch.action == "update"
+
+
+def _kubeconfig(server: str, token: str = "t") -> str:
+    return (f"apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n"
+            f"    certificate-authority-data: Q0E=\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\n"
+            f"current-context: c\nusers:\n- name: u\n  user: {{token: {token}}}\n")
+
+
+def test_a_kubeconfig_fingerprint_follows_the_active_cluster_and_reveals_nothing():
+    # pulumi-kubernetes DiffConfig replaces the provider when the active cluster (server, CA) changes,
+    # not when the credentials do; the plan records the kubeconfig masked, so the review compares this.
+    from fleetctl.plan import kubeconfig_fingerprint
+
+    a = kubeconfig_fingerprint(_kubeconfig("https://203.0.113.7"))
+    assert a == kubeconfig_fingerprint(_kubeconfig("https://203.0.113.7", token="rotated"))
+    assert a != kubeconfig_fingerprint(_kubeconfig("https://203.0.113.8"))
+    assert "203.0.113" not in a and a.startswith("sha256:")
+    assert kubeconfig_fingerprint("context: kind-fleet") is None  # names no cluster: nothing to compare
+
+
+def test_a_provider_whose_cluster_changes_replaces_what_it_manages():
+    def side(fp: str) -> dict:
+        prov = {"urn": "urn:pulumi:s::p::pulumi:providers:kubernetes::c-k8s", "type": "pulumi:providers:kubernetes",
+                "name": "c-k8s", "custom": True, "parent": "", "provider": "", "dependencies": [],
+                "property_dependencies": {}, "options": {}, "inputs": {"kubeconfig": "[secret]"},
+                "fingerprints": {"kubeconfig": fp}}
+        cm = {"urn": "urn:pulumi:s::p::kubernetes:core/v1:Namespace::ns", "type": "kubernetes:core/v1:Namespace",
+              "name": "ns", "custom": True, "parent": "", "provider": prov["urn"], "dependencies": [],
+              "property_dependencies": {}, "options": {}, "inputs": {"metadata": {"name": "ns"}}}
+        return {"resources": [prov, cm]}
+
+    changes, unchanged = compare(side("sha256:aaaa"), side("sha256:bbbb"))
+    assert {(c.name, c.action) for c in changes} == {("c-k8s", "replace"), ("ns", "replace")}
+    ns = next(c for c in changes if c.name == "ns")
+    assert "calculateDependentReplacements" in ns.reason
+    # Same cluster (the credentials rotated): nothing to replace, and no secret shows in the review.
+    assert compare(side("sha256:aaaa"), side("sha256:aaaa")) == ([], 2)
