@@ -336,6 +336,15 @@ TYPES: Mapping[str, TypeFacts] = {
     "random:index/randomPassword:RandomPassword": TypeFacts(
         rules=_r(RANDOM, "RequiresReplace", "length", "special", "upper", "lower", "number", "numeric",
                  "minNumeric", "minUpper", "minLower", "minSpecial", "overrideSpecial", "keepers")),
+    "tls:index/privateKey:PrivateKey": TypeFacts(
+        rules=_r(Source("terraform-provider-tls", "internal/provider/resource_private_key.go", "index copy 0fc9243"),
+                 "RequiresReplace (Update is a no-op)", "algorithm", "rsaBits", "ecdsaCurve", "opensshComment")),
+    "tls:index/selfSignedCert:SelfSignedCert": TypeFacts(
+        # earlyRenewalHours updates in place.
+        rules=_r(Source("terraform-provider-tls", "internal/provider/resource_self_signed_cert.go",
+                        "index copy 0494451"), "RequiresReplace", "privateKeyPem", "validityPeriodHours",
+                 "allowedUses", "dnsNames", "ipAddresses", "uris", "isCaCertificate", "setSubjectKeyId",
+                 "setAuthorityKeyId", "subject")),
     "kubernetes:helm.sh/v3:Release": TypeFacts(
         rules=_r(K8S_HELM, "forceNewFields in Diff", "name", "namespace"),
         # DeleteBeforeReplace: false; a name change makes a release of the new name, no clash.
