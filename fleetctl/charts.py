@@ -329,6 +329,23 @@ def _deep_merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+_VALUE_FACTS: dict[Any, tuple[Any, dict[str, Any], frozenset[str]]] = {}
+
+
+def _chart_value_facts(c: Any, key: Any) -> tuple[Any, dict[str, Any], frozenset[str]]:
+    """(schema, defaults, free-form paths) of a loaded chart: the same for every release of it, so
+    read once (each is a call into Helm; the templates' scan was the plan's slowest chart step)."""
+    if key not in _VALUE_FACTS:
+        # Coalesced values carry the subcharts' under their keys but drop keys whose default is null
+        # (cluster-autoscaler's `autoDiscovery.clusterName:`), which values.yaml itself has.
+        defaults = _deep_merge(c.merge_values({}), c.values)
+        # Istio's charts keep their defaults under `_internal_defaults_do_not_set`, which
+        # templates/zzz_profile.yaml merges under the user's values (istio 1.28.5, base and istiod).
+        defaults = {**defaults, **(defaults.get("_internal_defaults_do_not_set") or {})}
+        _VALUE_FACTS[key] = (c.schema, defaults, free_form_paths(c.templates))
+    return _VALUE_FACTS[key]
+
+
 def values_problems(record: Mapping[str, Any], where: Path | None = None) -> list[str]:
     """Every value a release sets that its chart does not have, and its schema's complaints."""
     import helm_python as helm
@@ -337,16 +354,10 @@ def values_problems(record: Mapping[str, Any], where: Path | None = None) -> lis
     inputs = record["inputs"]
     values = inputs.get("values") or {}
     c = load_chart(chart, version, where)
-    schema = c.schema
-    # Coalesced values carry the subcharts' under their keys but drop keys whose default is null
-    # (cluster-autoscaler's `autoDiscovery.clusterName:`), which values.yaml itself has.
-    defaults = _deep_merge(c.merge_values({}), c.values)
-    # Istio's charts keep their defaults under `_internal_defaults_do_not_set`, which
-    # templates/zzz_profile.yaml merges under the user's values (istio 1.28.5, base and istiod).
-    defaults = {**defaults, **(defaults.get("_internal_defaults_do_not_set") or {})}
+    schema, defaults, free = _chart_value_facts(c, (chart, version, where or charts_dir()))
     problems = [f"{key}: not a value of chart {chart} {version} (values.yaml"
                 f"{' or values.schema.json' if schema else ''})"
-                for key in unknown_values(values, defaults, schema, free=free_form_paths(c.templates))]
+                for key in unknown_values(values, defaults, schema, free=free)]
     if schema:
         try:
             c.validate_schema(values)

@@ -40,7 +40,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     print(policy_eval.summary_line(violations))
     from fleetctl import verify
 
-    findings = verify.verify_dir(out)
+    findings = verify.verify(verify.load_plan(plan, out))
     (out / "verify.json").write_text(verify.to_json(findings, plan.stack))
     print(verify.summary_line(findings) + (f" (python -m fleet verify --plan-dir {out})" if findings else ""))
     mandatory = [v for v in violations if v.level == policy_eval.MANDATORY]
@@ -79,6 +79,7 @@ def _cmd_charts(args: argparse.Namespace) -> int:
 def _cmd_verify(args: argparse.Namespace) -> int:
     from fleetctl import verify
 
+    plan = None
     if args.plan_dir:
         plan_dir = Path(args.plan_dir)
     else:
@@ -93,7 +94,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
         plan_dir = Path(args.out) if args.out else ROOT / "build" / "plan" / args.stack
         write_plan(plan, plan_dir)
     try:
-        topo = verify.load(plan_dir)
+        topo = verify.load(plan_dir) if plan is None else verify.load_plan(plan, plan_dir)
     except verify.VerifyInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -166,3 +166,22 @@ def test_fleet_plan_reports_a_topologys_refusal_as_bad_input_in_one_line(tmp_pat
     [line] = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
     assert f"fleet.clusters[{remote}].gateway_hostname" in line and "needs a gateway_hostname" in line
     assert not (tmp_path / "out" / "plan.json").exists()  # nothing half-written
+
+
+def test_planning_again_into_the_same_directory_leaves_exactly_the_new_plan(tmp_path):
+    # write_plan rewrites files in place and removes only what the new plan no longer has: the
+    # result is what a fresh directory gets, stale objects and emptied folders gone.
+    plan = plan_of("dev")
+    fresh, reused = tmp_path / "fresh", tmp_path / "reused"
+    write_plan(plan, fresh)
+    write_plan(plan, reused)
+    stale = reused / "manifests" / "local-k8s" / "gone-release" / "Deployment_x_gone.yaml"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("kind: Deployment\n")
+    kept = next((reused / "manifests").rglob("Namespace_*.yaml"))
+    kept.write_text("kind: Edited\n")
+    write_plan(plan, reused)
+    files = sorted(p.relative_to(fresh) for p in fresh.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(reused) for p in reused.rglob("*") if p.is_file())
+    assert all((fresh / rel).read_bytes() == (reused / rel).read_bytes() for rel in files)
+    assert not stale.parent.exists()

@@ -80,3 +80,24 @@ def test_unrendered_helm_releases_are_named_in_a_note(tmp_path):
     rendered = plan_copy("dev", tmp_path / "rendered")  # the charts the checks place and connect, rendered
     r = run("--plan-dir", str(rendered))
     assert "local-platform-keda" not in r.stdout.split("note:", 1)[-1]
+
+
+@pytest.mark.parametrize("stack", ["azure", "multicloud"])
+def test_the_plan_in_memory_verifies_as_the_directory_it_wrote(tmp_path, stack):
+    # `fleet plan` and `fleet verify --stack` verify the objects they hold instead of parsing back
+    # the thousand files they just wrote: the same objects, files and findings.
+    from conftest import plan_of
+    from fleetctl import verify
+    from fleetctl.plan import write_plan
+
+    plan = plan_of(stack)
+    write_plan(plan, tmp_path)
+    disk, memory = verify.load(tmp_path), verify.load_plan(plan, tmp_path)
+    assert set(disk.clusters) == set(memory.clusters)
+    for name, c in disk.clusters.items():
+        # CRDs are read from disk by name only (no check reads their schema); in memory they are whole.
+        def objs(cl):
+            return [(o.file, o.doc if o.kind != "CustomResourceDefinition" else o.name) for o in cl.objects]
+        assert objs(c) == objs(memory.clusters[name]), name
+    assert verify.verify(disk) == verify.verify(memory)
+

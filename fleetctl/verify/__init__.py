@@ -8,6 +8,7 @@ scheduling, admission, identity, routing, flows, trust, autoscaling. Each findin
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fleetctl.verify import admission, autoscaling, flows, identity, routing, scheduling, trust
 from fleetctl.verify.findings import CHECKS, Finding, summary_line, to_json
@@ -23,8 +24,8 @@ FAMILIES = {
     "autoscaling": autoscaling.check,
 }
 
-__all__ = ["coverage_note", "CHECKS", "Finding", "Topology", "VerifyInputError", "load", "summary_line", "to_json", "verify",
-           "verify_dir"]
+__all__ = ["coverage_note", "CHECKS", "Finding", "Topology", "VerifyInputError", "load", "load_plan", "summary_line",
+           "to_json", "verify", "verify_dir", "written_manifests"]
 
 
 def verify(topo: Topology) -> list[Finding]:
@@ -47,3 +48,15 @@ def coverage_note(topo: Topology) -> str | None:
 
 def verify_dir(plan_dir: str | Path) -> list[Finding]:
     return verify(load(plan_dir))
+
+
+def written_manifests(plan: Any) -> dict[str, Any]:
+    """Path under ``manifests/`` -> object, for every object ``fleetctl.plan.write_plan`` writes."""
+    out = dict(plan.manifests)
+    out.update((item["path"], item["object"]) for rr in plan.releases or () for item in rr.objects)
+    return out
+
+
+def load_plan(plan: Any, plan_dir: str | Path) -> Topology:
+    """The topology of ``plan`` just written to ``plan_dir``: its objects as the plan holds them."""
+    return load(plan_dir, written_manifests(plan))

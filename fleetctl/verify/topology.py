@@ -393,7 +393,13 @@ def _read_yaml_docs(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def load(plan_dir: str | Path) -> Topology:
+def load(plan_dir: str | Path, manifests: Mapping[str, Mapping[str, Any]] | None = None) -> Topology:
+    """The topology of a plan directory.
+
+    ``manifests`` (path under ``manifests/`` -> object), when given, are the objects the plan just
+    wrote there, taken as they are instead of parsed back from the YAML (``fleet plan`` and ``fleet
+    verify --stack`` hold them in memory; the result is the same, without reading a thousand files).
+    """
     plan_dir = Path(plan_dir)
     plan_json = plan_dir / "plan.json"
     if not plan_json.is_file():
@@ -436,7 +442,16 @@ def load(plan_dir: str | Path) -> Topology:
         c.pools = _pools_of(c.cloud, c.cloud_resources)
 
     mdir = plan_dir / "manifests"
-    if mdir.is_dir():
+    if manifests is not None:
+        for rel in sorted(manifests, key=lambda r: Path(r).parts):
+            parts = Path(rel).parts
+            if len(parts) < 2 or not rel.endswith((".yaml", ".yml")):
+                continue
+            cluster = clusters.setdefault(parts[0], Cluster(parts[0], "local", ""))
+            doc = manifests[rel]
+            docs = [x for x in doc.get("items") or [] if isinstance(x, dict)] if doc.get("kind") == "List" else [doc]
+            cluster.objects.extend(Obj(d, f"manifests/{rel}", parts[0]) for d in docs)
+    elif mdir.is_dir():
         for sub in sorted(p for p in mdir.iterdir() if p.is_dir()):
             cluster = clusters.setdefault(sub.name, Cluster(sub.name, "local", ""))
             for path in sorted(sub.rglob("*")):
