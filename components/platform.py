@@ -74,7 +74,16 @@ def _values(key: str, platform: PlatformSpec, cloud: str) -> dict[str, Any]:
         # The Grafana sidecar loads dashboards from ConfigMaps labelled grafana_dashboard=1
         # (components/monitoring.py); monitors are selected across namespaces.
         # The DeviceConfig is the program's (Platform._amd_operator), not the chart's default one.
-        "amd-gpu-operator": {"crds": {"defaultCR": {"install": False}}},
+        # Images by release tag, not the `dev`/`latest` of the chart's git tree (platform_versions).
+        "amd-gpu-operator": {
+            "crds": {"defaultCR": {"install": False}},
+            "controllerManager": {"manager": {"image": {"tag": pins.AMD_OPERATOR_IMAGE_TAG}}},
+            "kmm": {"controller": {"manager": {
+                        "image": {"tag": pins.AMD_KMM_IMAGE_TAG},
+                        "env": {"relatedImageSign": pins.AMD_KMM_SIGNER_IMAGE,
+                                "relatedImageWorker": pins.AMD_KMM_WORKER_IMAGE}}},
+                    "webhookServer": {"webhookServer": {"image": {"tag": pins.AMD_KMM_IMAGE_TAG}}}},
+        },
         "kube-prometheus-stack": {
             "grafana": {"sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard",
                                                    "searchNamespace": "ALL"}}},
@@ -119,7 +128,11 @@ def amd_device_config_spec(cloud: str, driver_image: Any) -> dict[str, Any]:
         "selector": {f"{catalog.LABEL_PREFIX}/vendor": "amd"},
         "driver": {"enable": True, "version": pins.AMD_DRIVER_VERSION, "image": driver_image,
                    "imageRegistrySecret": {"name": AMD_DRIVER_SECRET}, "tolerations": tolerations},
-        "devicePlugin": {"enableNodeLabeller": True, "devicePluginTolerations": tolerations,
+        # Every image named: left out, the operator runs `latest` ones (platform_versions).
+        "commonConfig": {"utilsContainer": {"image": pins.AMD_UTILS_IMAGE}},
+        "devicePlugin": {"devicePluginImage": pins.AMD_DEVICE_PLUGIN_IMAGE,
+                         "nodeLabellerImage": pins.AMD_NODE_LABELLER_IMAGE,
+                         "enableNodeLabeller": True, "devicePluginTolerations": tolerations,
                          "nodeLabellerTolerations": tolerations},
         "metricsExporter": {"enable": True, "image": pins.AMD_METRICS_EXPORTER_IMAGE, "tolerations": tolerations},
     }

@@ -39,6 +39,8 @@ GATEWAY_API_VERSION = "v1.4.1"
 INFERENCE_EXTENSION_VERSION = "v1.5.0"
 ISTIO_VERSION = "1.28.5"
 KSERVE_VERSION = "v0.19.0"
+# ROCm/gpu-operator: the chart and every image of the operator's own release move together.
+AMD_OPERATOR_VERSION = "v1.4.0"
 
 _CRD = "apiextensions.k8s.io/v1", "CustomResourceDefinition"
 
@@ -81,7 +83,7 @@ CHARTS = MappingProxyType({
                                   layout.NS_GPU_OPERATORS),
     "dcgm-exporter": Chart("dcgm-exporter", "https://nvidia.github.io/dcgm-exporter/helm-charts", "4.6.0",
                            layout.NS_GPU_OPERATORS),
-    "amd-gpu-operator": Chart("gpu-operator-charts", "https://rocm.github.io/gpu-operator", "v1.4.0",
+    "amd-gpu-operator": Chart("gpu-operator-charts", "https://rocm.github.io/gpu-operator", AMD_OPERATOR_VERSION,
                               layout.NS_GPU_OPERATORS),
     # EKS only (components/eks.py installs it with its IRSA role); the image by the cluster's minor.
     "cluster-autoscaler": Chart("cluster-autoscaler", "https://kubernetes.github.io/autoscaler", "9.46.6",
@@ -102,7 +104,32 @@ AUTOSCALER_IMAGE_TAGS = MappingProxyType({
 AMD_DRIVER_VERSION = "7.0"
 AMD_DRIVER_REPOSITORY = "amdgpu-driver"
 # The chart's own default for the exporter (values.yaml deviceConfig.spec.metricsExporter.image, v1.4.0).
-AMD_METRICS_EXPORTER_IMAGE = "docker.io/rocm/device-metrics-exporter:v1.4.0"
+AMD_METRICS_EXPORTER_IMAGE = f"docker.io/rocm/device-metrics-exporter:{AMD_OPERATOR_VERSION}"
+
+# Images of the AMD operator's release, by explicit release tag. ROCm/gpu-operator v1.4.0's git tree
+# (helm-charts-k8s/values.yaml, charts/kmm/values.yaml) carries `tag: dev` for the operator and
+# `latest` for every KMM image; the release pipeline rewrites them (Makefile IMAGE_TAG/KMM_IMAGE_TAG)
+# and the chart published for v1.4.0 (gh-pages charts/gpu-operator-charts-v1.4.0.tgz, its image list
+# charts/gpu-operator-charts-v1.4.0_meta.yml) names these at v1.4.0. Set as values so the release
+# never depends on which build of the chart it got. Check a tag's digest: README, "What the offline
+# plan cannot check".
+AMD_OPERATOR_IMAGE_TAG = AMD_OPERATOR_VERSION
+AMD_KMM_IMAGE_TAG = AMD_OPERATOR_VERSION
+AMD_KMM_SIGNER_IMAGE = f"docker.io/rocm/kernel-module-management-signimage:{AMD_KMM_IMAGE_TAG}"
+AMD_KMM_WORKER_IMAGE = f"docker.io/rocm/kernel-module-management-worker:{AMD_KMM_IMAGE_TAG}"
+# What the operator runs when a DeviceConfig leaves an image out (v1.4.0 source): the device plugin
+# `rocm/k8s-device-plugin:latest` (internal/kmmmodule/kmmmodule.go), the node labeller
+# `rocm/k8s-device-plugin:labeller-latest` (internal/nodelabeller/nodelabeller.go) and the utils
+# container `docker.io/rocm/gpu-operator-utils:latest` (internal/controllers/upgrademgr.go); the
+# chart's own default DeviceConfig sets the same `latest` device plugin tags. So our DeviceConfig names
+# released ones: the utils image at the operator's release (the chart's values.yaml
+# deviceConfig.spec.commonConfig.utilsContainer.image, v1.4.0), and the device plugin at 1.31.0.7,
+# the release ROCm/k8s-device-plugin's own chart pins in amd-gpu-helm-0.20.0 (helm/amd-gpu/values.yaml,
+# `tag: "1.31.0.7"` / `"labeller-1.31.0.7"`), its last chart release before gpu-operator v1.4.0.
+AMD_UTILS_IMAGE = f"docker.io/rocm/gpu-operator-utils:{AMD_OPERATOR_VERSION}"
+AMD_DEVICE_PLUGIN_VERSION = "1.31.0.7"
+AMD_DEVICE_PLUGIN_IMAGE = f"docker.io/rocm/k8s-device-plugin:{AMD_DEVICE_PLUGIN_VERSION}"
+AMD_NODE_LABELLER_IMAGE = f"docker.io/rocm/k8s-device-plugin:labeller-{AMD_DEVICE_PLUGIN_VERSION}"
 
 # Which operators each vendor's nodes need, where the cloud does not install them itself
 # (catalog.CLOUD_TRAITS.installs_nvidia_driver). TPUs: GKE runs its own device plugin.
