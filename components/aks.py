@@ -42,6 +42,8 @@ from fleet.spec import ClusterSpec, PoolSpec
 ACR_PULL_ROLE = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 """Built-in role definition id of AcrPull."""
 ACR_SKU = "Standard"
+ACR_NAME_MAX = 50
+"""Registry names: 5-50 letters and digits (Microsoft.ContainerRegistry naming rules)."""
 SYSTEM_DISK_GB = 128
 ACCELERATOR_DISK_GB = 256
 SPOT_MAX_PRICE = -1.0
@@ -87,12 +89,14 @@ class AksCluster(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         invoke = pulumi.InvokeOutputOptions(parent=self)
         tags = {"fleet-cluster": spec.name}
+        stack = pulumi.get_stack()  # in every name Azure sees: two stacks share a subscription (fleet/naming.py)
+        client = authorization.get_client_config_output(opts=invoke)
 
         self.resource_group = resources.ResourceGroup(
-            f"{name}-rg", resource_group_name=naming.cloud_name("azure", spec.name, "rg", max_len=90),
+            f"{name}-rg", resource_group_name=naming.cloud_name(spec.name, "rg", stack=stack, max_len=90),
             location=spec.region, tags=tags, opts=child)
         rg_name = self.resource_group.name
-        cluster_name = naming.cloud_name("azure", spec.name, max_len=63)
+        cluster_name = naming.cloud_name(spec.name, stack=stack, max_len=63)
         system_pool = containerservice.ManagedClusterAgentPoolProfileArgs(
             name="system",
             mode="System",
@@ -112,7 +116,7 @@ class AksCluster(pulumi.ComponentResource):
             resource_name_=cluster_name,
             resource_group_name=rg_name,
             location=spec.region,
-            dns_prefix=naming.cloud_name("azure", spec.name, max_len=54),
+            dns_prefix=naming.cloud_name(spec.name, stack=stack, max_len=54),
             kubernetes_version=spec.kubernetes_version,
             identity=containerservice.ManagedClusterIdentityArgs(type="SystemAssigned"),
             agent_pool_profiles=[system_pool],
@@ -141,11 +145,12 @@ class AksCluster(pulumi.ComponentResource):
             self.pools[pool.name] = self._agent_pool(name, pool, rg_name, cluster_name, tags)
 
         # --- registry: pull by kubelet identity, push with a repository-scoped token ----------------
-        client = authorization.get_client_config_output(opts=invoke)
         self.acr = containerregistry.Registry(
             f"{name}-registry",
-            # 5-50 letters and digits, unique across Azure: the cluster name plus a stable hash.
-            registry_name=naming.cloud_name("azure", spec.name, "fleet", max_len=50, charset="a-z0-9"),
+            # 5-50 letters and digits, unique across Azure (the name is a DNS label under azurecr.io):
+            # stack and cluster, then a hash of the subscription with them (fleet/naming.global_name).
+            registry_name=client.subscription_id.apply(lambda sub: naming.global_name(
+                spec.name, stack=stack, account=sub, max_len=ACR_NAME_MAX, charset="a-z0-9")),
             resource_group_name=rg_name, location=spec.region,
             sku=containerregistry.SkuArgs(name=ACR_SKU),
             admin_user_enabled=False,

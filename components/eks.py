@@ -123,7 +123,8 @@ class EksCluster(pulumi.ComponentResource):
         self.spec = spec
         child = pulumi.ResourceOptions(parent=self)
         invoke = pulumi.InvokeOutputOptions(parent=self)
-        cluster_name = naming.cloud_name("aws", spec.name, max_len=100)
+        stack = pulumi.get_stack()  # in every name AWS sees: two stacks share an account (fleet/naming.py)
+        cluster_name = naming.cloud_name(spec.name, stack=stack, max_len=100)
         base_tags = {"fleet-cluster": spec.name}
         owned = {f"kubernetes.io/cluster/{cluster_name}": "shared"}
 
@@ -249,7 +250,7 @@ class EksCluster(pulumi.ComponentResource):
         # --- registry --------------------------------------------------------------------------------
         self.repository = ecr.Repository(
             f"{name}-registry",
-            name=f"{naming.cloud_name('aws', spec.name)}/{REPOSITORY}",
+            name=f"{naming.cloud_name(spec.name, stack=stack)}/{REPOSITORY}",
             image_scanning_configuration=ecr.RepositoryImageScanningConfigurationArgs(scan_on_push=True),
             image_tag_mutability="IMMUTABLE",
             encryption_configurations=[ecr.RepositoryEncryptionConfigurationArgs(encryption_type="AES256")],
@@ -258,7 +259,7 @@ class EksCluster(pulumi.ComponentResource):
         token = ecr.get_authorization_token_output(registry_id=self.repository.registry_id, opts=invoke)
         host = self.repository.repository_url.apply(lambda u: u.split("/", 1)[0])
         self.registry = RegistryAccess(
-            url=pulumi.Output.concat(host, "/", naming.cloud_name("aws", spec.name)),
+            url=pulumi.Output.concat(host, "/", naming.cloud_name(spec.name, stack=stack)),
             address=host,
             username=token.user_name,
             password=pulumi.Output.secret(token.password),

@@ -98,6 +98,7 @@ class GkeCluster(pulumi.ComponentResource):
         super().__init__("fleet:gke:GkeCluster", name, None, opts)
         spec = args.cluster
         self.spec = spec
+        stack = pulumi.get_stack()  # in every name GCP sees: two stacks share a project (fleet/naming.py)
         child = pulumi.ResourceOptions(parent=self)
         client = organizations.get_client_config_output(opts=pulumi.InvokeOutputOptions(parent=self))
         project = pulumi.Output.from_input(spec.project) if spec.project else client.project
@@ -105,10 +106,10 @@ class GkeCluster(pulumi.ComponentResource):
 
         # --- network ---------------------------------------------------------------------------
         self.network = compute.Network(
-            f"{name}-net", name=naming.cloud_name("gcp", name, "net"), project=spec.project,
+            f"{name}-net", name=naming.cloud_name(name, "net", stack=stack), project=spec.project,
             auto_create_subnetworks=False, opts=child)
         self.subnet = compute.Subnetwork(
-            f"{name}-subnet", name=naming.cloud_name("gcp", name, "nodes"), project=spec.project,
+            f"{name}-subnet", name=naming.cloud_name(name, "nodes", stack=stack), project=spec.project,
             region=region, network=self.network.id, ip_cidr_range=SUBNET_CIDR,
             private_ip_google_access=True,  # private nodes reach Google APIs (Artifact Registry)
             secondary_ip_ranges=[
@@ -118,16 +119,16 @@ class GkeCluster(pulumi.ComponentResource):
             opts=child)
         # Private nodes have no public IPs: NAT is their way to Hugging Face and public images.
         self.router = compute.Router(
-            f"{name}-router", name=naming.cloud_name("gcp", name, "router"), project=spec.project,
+            f"{name}-router", name=naming.cloud_name(name, "router", stack=stack), project=spec.project,
             region=region, network=self.network.id, opts=child)
         self.nat = compute.RouterNat(
-            f"{name}-nat", name=naming.cloud_name("gcp", name, "nat"), project=spec.project,
+            f"{name}-nat", name=naming.cloud_name(name, "nat", stack=stack), project=spec.project,
             region=region, router=self.router.name, nat_ip_allocate_option="AUTO_ONLY",
             source_subnetwork_ip_ranges_to_nat="ALL_SUBNETWORKS_ALL_IP_RANGES", opts=child)
 
         # --- node identity -----------------------------------------------------------------------
         self.node_account = serviceaccount.Account(
-            f"{name}-nodes", account_id=naming.cloud_name("gcp", name, "nodes", max_len=30),
+            f"{name}-nodes", account_id=naming.cloud_name(name, "nodes", stack=stack, max_len=30),
             display_name=f"GKE nodes of {spec.name}", project=spec.project, opts=child)
         node_member = self.node_account.email.apply(lambda e: f"serviceAccount:{e}")
         for role in NODE_ROLES:
@@ -137,7 +138,7 @@ class GkeCluster(pulumi.ComponentResource):
         # --- cluster ---------------------------------------------------------------------------
         self.cluster = container.Cluster(
             f"{name}-gke",
-            name=naming.cloud_name("gcp", spec.name, max_len=40),
+            name=naming.cloud_name(spec.name, stack=stack, max_len=40),
             project=spec.project,
             location=region,
             node_locations=list(spec.zones) or None,
@@ -168,7 +169,7 @@ class GkeCluster(pulumi.ComponentResource):
 
         self.control_plane_firewall = compute.Firewall(
             f"{name}-control-plane-webhooks",
-            name=naming.cloud_name("gcp", name, "cp-webhooks"), project=spec.project,
+            name=naming.cloud_name(name, "cp-webhooks", stack=stack), project=spec.project,
             network=self.network.id, direction="INGRESS", source_ranges=[MASTER_CIDR],
             allows=[compute.FirewallAllowArgs(protocol="tcp", ports=[str(p) for p in CONTROL_PLANE_PORTS])],
             description="GKE control plane -> webhooks and APIServices on the nodes",
@@ -202,7 +203,7 @@ class GkeCluster(pulumi.ComponentResource):
             self.pools[pool.name] = self._accelerator_pool(name, spec, pool, pool_opts)
 
         # --- registry ----------------------------------------------------------------------------
-        repo_id = naming.cloud_name("gcp", spec.name, "images")
+        repo_id = naming.cloud_name(spec.name, "images", stack=stack)
         self.repository = artifactregistry.Repository(
             f"{name}-registry", repository_id=repo_id, project=spec.project, location=region,
             format="DOCKER", description=f"Images the {spec.name} cluster runs",

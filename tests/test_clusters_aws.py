@@ -105,7 +105,9 @@ def test_oidc_provider_for_irsa_trusts_the_cluster_issuer(plan):
 
 def test_cluster_autoscaler_runs_with_its_own_irsa_role_and_a_pinned_chart(plan):
     release = plan.find("kubernetes:helm.sh/v3:Release", "aws-east-cluster-autoscaler")["inputs"]
-    assert release["version"].count(".") == 2 and release["values"]["autoDiscovery"]["clusterName"] == "aws-east"
+    # The autoscaler discovers the node groups of the cluster EKS knows, by its cloud name.
+    eks_name = plan.find("aws:eks/cluster:Cluster", "aws-east-eks")["inputs"]["name"]
+    assert release["version"].count(".") == 2 and release["values"]["autoDiscovery"]["clusterName"] == eks_name
     role_arn = release["values"]["rbac"]["serviceAccount"]["annotations"]["eks.amazonaws.com/role-arn"]
     role = plan.find("aws:iam/role:Role", "aws-east-cluster-autoscaler")
     assert ("aws:iam/role:Role", "aws-east-cluster-autoscaler") in fed_by(
