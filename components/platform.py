@@ -237,7 +237,10 @@ class Platform(pulumi.ComponentResource):
             raise ValueError(f"{cluster.name}: the AMD GPU operator needs the cluster's registry "
                              "for the driver image KMM builds")
         reg = args.registry
-        auth = pulumi.Output.all(reg.address, reg.username, reg.password).apply(
+        # A pod pushes here, long after `pulumi up`: the registry's in-cluster credential if it has one.
+        user = reg.cluster_username if reg.cluster_username is not None else reg.username
+        password = reg.cluster_password if reg.cluster_password is not None else reg.password
+        auth = pulumi.Output.all(reg.address, user, password).apply(
             lambda a: json.dumps({"auths": {a[0]: {
                 "username": a[1], "password": a[2],
                 "auth": base64.b64encode(f"{a[1]}:{a[2]}".encode()).decode()}}}, sort_keys=True))

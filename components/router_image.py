@@ -1,9 +1,11 @@
-"""The router's container image: built once from ``router/``, pushed to every cluster's registry.
+"""The router's container image: built from ``router/``, pushed to each cluster's registry.
 
-One ``docker_build.Image`` (BuildKit, through the ``pulumi-docker-build`` provider) carries one tag
-per registry and the credentials of each, so BuildKit builds the layers once and pushes the same
-manifest everywhere; the manifest digest is therefore the same in every registry, and each cluster
-pulls ``<its registry>/fleet-router@<digest>``. Deployments reference the digest, never a tag, so a
+One ``docker_build.Image`` (BuildKit, through the ``pulumi-docker-build`` provider) per registry,
+each with that registry's tag and credentials only. One Image carrying every registry's tag and
+login pushed all of them or none: the first multicloud ``up`` built no router image anywhere while
+one registry's credential was missing (issue 17 item 5). The builds share BuildKit's cache on the
+machine that runs ``up``, so the second and third are cache hits, not rebuilds; each cluster pulls
+``<its registry>/fleet-router@<its digest>``. Deployments reference the digest, never a tag, so a
 pod only rolls when the bytes of the image change.
 
 The tag carries a content hash of the build context (the files under ``router/`` that
@@ -93,43 +95,44 @@ class RouterImage(pulumi.ComponentResource):
         self.local_ref: pulumi.Output[str] = pulumi.Output.from_input(local_tag())
         # cluster name -> image reference by digest in that cluster's registry
         self.refs: dict[str, pulumi.Output[str]] = {}
-        self.image = None
+        # cluster name -> that registry's build (one each, see the module docstring)
+        self.images: dict[str, Any] = {}
         if args.registries:
             import pulumi_docker_build as docker_build  # a dev plan never pays for importing it
 
-            clusters = sorted(args.registries)
-            repos = {c: pulumi.Output.concat(args.registries[c].url, f"/{REPOSITORY}") for c in clusters}
-            self.image = docker_build.Image(
-                f"{name}-build",
-                context=docker_build.BuildContextArgs(location=CONTEXT),
-                dockerfile=docker_build.DockerfileArgs(location=DOCKERFILE),
-                platforms=[docker_build.Platform(PLATFORM)],
-                # One build, one tag per registry: BuildKit pushes the same manifest to each.
-                tags=[pulumi.Output.concat(repos[c], f":{self.source_hash}") for c in clusters],
-                push=True,
-                registries=[
-                    docker_build.RegistryArgs(
-                        address=args.registries[c].address,
-                        username=args.registries[c].username,
-                        password=args.registries[c].password,
-                    )
-                    for c in clusters
-                ],
-                # The content hash is part of the image config too: a code change is a new image
-                # even when a build cache would otherwise hand back the old one.
-                labels={
-                    "org.opencontainers.image.title": REPOSITORY,
-                    "org.opencontainers.image.source": "inference-fleet/router",
-                    "org.opencontainers.image.revision": self.source_hash,
-                },
-                # Layers cached inline in the first registry's image: a rebuild on another
-                # machine (CI, a colleague) reuses them.
-                cache_from=[docker_build.CacheFromArgs(registry=docker_build.CacheFromRegistryArgs(
-                    ref=pulumi.Output.concat(repos[clusters[0]], f":{self.source_hash}")))],
-                cache_to=[docker_build.CacheToArgs(inline=docker_build.CacheToInlineArgs())],
-                opts=pulumi.ResourceOptions(parent=self),
-            )
-            self.refs = {c: pulumi.Output.concat(repos[c], "@", self.image.digest) for c in clusters}
+            for cluster in sorted(args.registries):
+                reg = args.registries[cluster]
+                repo = pulumi.Output.concat(reg.url, f"/{REPOSITORY}")
+                tag = pulumi.Output.concat(repo, f":{self.source_hash}")
+                self.images[cluster] = docker_build.Image(
+                    f"{name}-{cluster}",
+                    context=docker_build.BuildContextArgs(location=CONTEXT),
+                    dockerfile=docker_build.DockerfileArgs(location=DOCKERFILE),
+                    platforms=[docker_build.Platform(PLATFORM)],
+                    tags=[tag],
+                    push=True,
+                    # This registry's credentials only: a registry that refuses them fails its own
+                    # image, not every cluster's.
+                    registries=[docker_build.RegistryArgs(address=reg.address, username=reg.username,
+                                                          password=reg.password)],
+                    # The content hash is part of the image config too: a code change is a new image
+                    # even when a build cache would otherwise hand back the old one.
+                    labels={
+                        "org.opencontainers.image.title": REPOSITORY,
+                        "org.opencontainers.image.source": "inference-fleet/router",
+                        "org.opencontainers.image.revision": self.source_hash,
+                    },
+                    # Layers cached inline in this registry's image: a rebuild on another machine (CI,
+                    # a colleague) reuses them.
+                    cache_from=[docker_build.CacheFromArgs(
+                        registry=docker_build.CacheFromRegistryArgs(ref=tag))],
+                    cache_to=[docker_build.CacheToArgs(inline=docker_build.CacheToInlineArgs())],
+                    # The one Image this component had was `<name>-build`; the first registry's
+                    # build takes over its state instead of a delete and a create.
+                    opts=pulumi.ResourceOptions(
+                        parent=self, aliases=[pulumi.Alias(name=f"{name}-build")] if not self.images else None),
+                )
+                self.refs[cluster] = pulumi.Output.concat(repo, "@", self.images[cluster].digest)
         self.register_outputs({"refs": self.refs, "local_ref": self.local_ref})
 
     def ref_for(self, cluster: str) -> pulumi.Output[str]:
