@@ -412,6 +412,8 @@ def _helm_version() -> str:
 
 
 def summary(plan: Plan) -> str:
+    from fleetctl.unchecked import lines as unchecked_lines
+
     by_urn = {r["urn"]: r for r in plan.resources}
 
     def top_component(r: dict[str, Any]) -> str:
@@ -438,6 +440,7 @@ def summary(plan: Plan) -> str:
     if plan.missing_secrets:
         lines += ["", "missing secrets (pulumi preview/up fail without them; `fleet plan --strict` too):"]
         lines += [f"  {m['key']}: {m['why']}\n    set it: {m['command']}" for m in plan.missing_secrets]
+    lines += unchecked_lines(plan)
     if plan.outputs:
         lines += ["", "outputs:"]
         lines += [f"  {k} = {json.dumps(v)[:120]}" for k, v in plan.outputs.items()]
