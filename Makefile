@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # checkov pins many packages of its own: it gets its own virtualenv, used by the manifest tests.
 CHECKOV_STAMP := .venv-checkov/.installed
 
-.PHONY: setup plan test lock clean image bench upstream upstream-verify upstream-lock test-upstream
+.PHONY: setup plan test lock clean image bench upstream upstream-verify upstream-lock test-upstream mutation
 
 setup: $(STAMP)
 
@@ -49,6 +49,14 @@ upstream-lock: setup
 test-upstream: upstream
 	FLEET_CRDS_DIR=$(abspath $(UPSTREAM_DIR))/crds FLEET_CHARTS_DIR=$(abspath $(UPSTREAM_DIR))/charts $(MAKE) test
 
+# Mutation testing (tests/mutation.py, mutmut): the fleet spec, cost and model-fit modules against
+# their tests, and the router's routing core against test_core.py; prints each scope's score and the
+# surviving mutants. Bounded scopes, one mutant at a time by default (MUTATION_JOBS): tens of minutes on
+# a shared 2-core machine. Not part of `make test` (nor CI).
+MUTATION_JOBS ?= 1
+mutation: setup
+	$(PY) tests/mutation.py all --jobs $(MUTATION_JOBS)
+
 # The router image, built locally with whichever of docker, podman or buildah is installed and
 # tagged with the content hash of router/ that the dev stack deploys (components/router_image.py).
 # Then: `kind load docker-image <tag> --name inference-fleet` (podman: `podman save <tag> -o
@@ -79,4 +87,4 @@ lock:
 	.venv-checkov/bin/pip freeze > requirements-checkov.lock
 
 clean:
-	rm -rf build .pytest_cache
+	rm -rf build .pytest_cache mutants

@@ -181,3 +181,77 @@ def test_every_shipped_stack_is_priced(stack):
 
 def _fleet_of(stack: str) -> Any:
     return yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]["inference-fleet:fleet"]
+
+
+# --- what the first mutation run (make mutation) showed no test would notice --------------------------
+
+def test_a_tier_blend_also_prices_each_token_against_the_dearest_backend():
+    # Seed 000's mix per generated token: the pools' own $/Mtok, weighted by traffic.
+    report = _cost(SEED_000_MIX)
+    (tier,) = report.tiers
+    h100, mi = report.pool("nvidia-h100").usd_per_million_tokens, report.pool("amdmi300x").usd_per_million_tokens
+    assert tier.tier == "mix" and tier.weights == {"amdmi300x": 60, "nvidia-h100": 40}
+    assert tier.usd_per_million_tokens == pytest.approx(0.6 * mi + 0.4 * h100)
+    assert tier.baseline_usd_per_million_tokens == pytest.approx(h100)
+    assert tier.baseline_usd_per_accelerator_hour == pytest.approx(2.00)
+    assert tier.reduction_per_token_pct == pytest.approx(100 * (1 - (0.6 * mi + 0.4 * h100) / h100))
+
+
+def test_blend_per_token_and_its_edges():
+    _, base, _, tok, tok_red = blend({"a": 60, "b": 40}, {"a": 0.5, "b": 2.0}, {"a": 1.0, "b": 4.0})
+    assert (base, tok, tok_red) == ("b", pytest.approx(2.2), pytest.approx(45.0))
+    assert blend({"a": 1}, {"a": 2.0}) == (2.0, "a", 0.0, None, None)  # one backend: no saving, no token price
+    # Nothing to save against a free baseline (local pools), per hour or per token.
+    assert blend({"a": 1, "b": 1}, {"a": 0.0, "b": 0.0}, {"a": 0.0, "b": 0.0})[2:] == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="weights must sum to more than 0"):
+        blend({"a": 0, "b": 0}, {"a": 1.0, "b": 1.0})
+
+
+def test_a_zero_weight_backend_takes_no_traffic_and_is_no_baseline():
+    fleet = json.loads(json.dumps(SEED_000_MIX))
+    fleet["tiers"][0]["backends"] = [{"pool": "amdmi300x", "weight": 100}, {"pool": "nvidia-h100", "weight": 0}]
+    (tier,) = _cost(fleet).tiers
+    assert tier.weights == {"amdmi300x": 100}
+    assert (tier.baseline_pool, tier.reduction_pct) == ("amdmi300x", 0.0)
+
+
+def test_system_pools_run_on_demand_on_each_clouds_system_machine():
+    report = _cost(SEED_002)
+    system = {p.cluster: p for p in report.pools if p.kind == "system"}
+    assert set(system) == {"aws-t4", "azure-t4", "gcp-t4"}
+    for cluster, p in system.items():
+        machine = catalog.SYSTEM_MACHINES[p.cloud]
+        assert p.pool == f"{cluster}-system" and p.cloud == cluster.split("-")[0]
+        assert (p.machine, p.accelerator, p.accelerators_per_node, p.spot) == (machine.name, None, 0, False)
+        assert p.node_hourly == p.on_demand_hourly == machine.price.on_demand
+        assert p.spot_hourly == machine.price.spot and p.price_source == machine.price.source
+        assert p.nodes == {"min": 1, "typical": 1, "max": 1} and p.typical_from == "fixed"
+        assert p.monthly == p.on_demand_monthly == {s: catalog.monthly(machine.price.on_demand) for s in p.monthly}
+        assert p.spot_savings_monthly == {"min": 0, "typical": 0, "max": 0}
+        assert (p.usd_per_accelerator_hour, p.usd_per_million_tokens) == (None, None)
+
+
+def test_an_accelerator_pool_reports_both_prices_and_where_they_come_from():
+    p = _cost(SEED_002).pool("t4aws")
+    assert p.node_hourly == p.spot_hourly == pytest.approx(0.1562) and p.on_demand_hourly == pytest.approx(0.526)
+    assert p.on_demand_monthly["max"] == pytest.approx(catalog.monthly(0.526))
+    assert p.price_source.startswith("seed 002")  # where the price was read (fleet/catalog.py)
+    assert (p.typical_from, p.kind, p.cluster, p.cloud) == ("fixed", "accelerator", "aws-t4", "aws")
+
+
+def test_nothing_local_is_billed_not_even_on_demand():
+    report = stack_cost(load_spec(yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"][
+        "inference-fleet:fleet"], "Pulumi.dev.yaml"), "dev")
+    for p in report.pools:
+        assert p.node_hourly == 0 and set(p.monthly.values()) == set(p.on_demand_monthly.values()) == {0}, p.pool
+        assert set(p.spot_savings_monthly.values()) == {0}, p.pool
+    assert report.on_demand_totals == report.spot_savings == {"min": 0, "typical": 0, "max": 0}
+
+
+def test_the_json_report_carries_every_pool_and_tier_rounded():
+    report = _cost(SEED_000_MIX)
+    doc = json.loads(report.to_json())
+    assert doc["stack"] == "test" and doc["hours_per_month"] == catalog.HOURS_PER_MONTH
+    assert [p["pool"] for p in doc["pools"]] == [p.pool for p in report.pools]
+    assert doc["tiers"][0]["reduction_pct"] == round(report.tiers[0].reduction_pct, 4) == 45.0
+    assert doc["totals"]["max"] == round(report.totals["max"], 4)

@@ -83,3 +83,46 @@ def test_unknown_architecture_is_estimated_and_says_so():
     fit = model_fit(hf_id="acme/secret-model", params_b=13, dtype="fp16", max_context=4096, concurrency=4,
                     usable_memory_gib=14.58, tensor_parallel=1)
     assert fit.kv_estimated and "estimated" in fit.explain()
+
+
+# --- what the first mutation run (make mutation) showed no test would notice --------------------------
+
+def test_the_estimate_for_an_unknown_architecture_is_16_kib_per_token_per_billion_at_16_bits():
+    from fleet.models import kv_bytes_per_token
+
+    # The documented fallback: Llama-3-8B's exact 128 KiB per fp16 token (2 x 32 x 8 x 128 x 2 B) for 8 B.
+    assert kv_bytes_per_token("acme/unknown-8b", 8.0, "fp16") == (2 * 32 * 8 * 128 * 2, True)
+    assert kv_bytes_per_token("acme/unknown-8b", 8.0, "fp8") == (2 * 32 * 8 * 128, True)  # an 8-bit KV cache
+    assert kv_bytes_per_token("acme/unknown-8b", 16.0, "fp16")[0] == 2 * 2 * 32 * 8 * 128 * 2  # twice the size
+    assert kv_bytes_per_token("meta-llama/Llama-3.1-8B-Instruct", 8.03, "bf16") == (2 * 32 * 8 * 128 * 2, False)
+
+
+def test_an_architecture_in_the_spec_replaces_the_estimate():
+    unknown = {"name": "house-model", "hf_id": "acme/house-model-7b", "params_b": 7.0, "dtype": "fp16",
+               "max_context": 2048, "concurrency": 1}
+    spec = load_spec(fleet_with(unknown, "l4"))
+    assert spec.fit(spec.models[0], spec.pools[0]).kv_estimated
+    spec = load_spec(fleet_with(unknown | {"architecture": {"layers": 28, "kv_heads": 4, "head_dim": 128}}, "l4"))
+    fit = spec.fit(spec.models[0], spec.pools[0])
+    assert not fit.kv_estimated and "estimated" not in fit.explain()
+    assert fit.kv_cache_gib == pytest.approx(2 * 28 * 4 * 128 * 2 * 2048 / 1024**3)
+
+
+def test_each_accelerator_pays_the_runtime_overhead_and_brings_its_memory():
+    one = model_fit(hf_id="meta-llama/Llama-3.1-8B-Instruct", params_b=8.03, dtype="bf16", max_context=4096,
+                    concurrency=1, usable_memory_gib=22.0, tensor_parallel=1)
+    four = model_fit(hf_id="meta-llama/Llama-3.1-8B-Instruct", params_b=8.03, dtype="bf16", max_context=4096,
+                     concurrency=1, usable_memory_gib=22.0, tensor_parallel=4)
+    assert four.overhead_gib == 4 * one.overhead_gib == 4.0  # 1 GiB of runtime per accelerator (fleet/models.py)
+    assert four.available_gib == pytest.approx(4 * 22.0 * 0.9)
+    assert four.weights_gib == one.weights_gib == pytest.approx(8.03e9 * 2 / 1024**3)  # TP splits, not adds
+
+
+def test_the_refusal_suggests_what_would_make_it_fit():
+    msg = str(pytest.raises(SpecError, load_spec, fleet_with(MISTRAL_7B)).value)
+    assert msg.endswith("try: quantize (dtype awq/gptq/int8/fp8), use a larger accelerator, use a machine with "
+                        "more accelerators and raise tensor_parallel, or lower max_context / concurrency")
+    # Already 4-bit: no quantize hint. A 4-GPU node with TP 1: raise tensor_parallel on it.
+    huge = MISTRAL_7B | {"params_b": 40.0, "dtype": "awq"}
+    msg = str(pytest.raises(SpecError, load_spec, fleet_with(huge, accelerators_per_node=4)).value)
+    assert "try: use a larger accelerator, raise tensor_parallel (pool has 4 per node), or lower max_context" in msg

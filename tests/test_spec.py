@@ -55,7 +55,7 @@ DELETE = object()
 
 # (id, path to change, new value, field path the error must name, words the message must contain)
 BAD_CONFIGS = [
-    ("unknown-top-key", "colour", "blue", "fleet.colour", "unknown key"),
+    ("unknown-top-key", "colour", "blue", "fleet.colour", "unknown key (not part of the fleet spec)"),
     ("unknown-pool-key", "pools[0].gpu", "t4", "fleet.pools[0].gpu", "unknown key"),
     ("unknown-cluster-key", "clusters[0].size", 3, "fleet.clusters[0].size", "unknown key"),
     ("bad-topology", "topology", "hybrid", "fleet.topology", "Input should be"),
@@ -63,7 +63,7 @@ BAD_CONFIGS = [
     ("missing-region", "clusters[0].region", DELETE, "fleet.clusters[0].region", "needs a region"),
     ("cluster-name-uppercase", "clusters[0].name", "GKE", "fleet.clusters[0].name", "pattern"),
     ("max-nodes-wrong-type", "pools[0].max_nodes", "lots", "fleet.pools[0].max_nodes", "integer"),
-    ("max-nodes-missing", "pools[0].max_nodes", DELETE, "fleet.pools[0].max_nodes", "required"),
+    ("max-nodes-missing", "pools[0].max_nodes", DELETE, "fleet.pools[0].max_nodes", "required key is missing"),
     ("negative-min-nodes", "pools[0].min_nodes", -1, "fleet.pools[0].min_nodes", "greater than or equal"),
     ("min-above-max", "pools[0].min_nodes", 3, "fleet.pools[0].min_nodes", "min_nodes (3) > max_nodes (2)"),
     ("unknown-accelerator", "pools[0].accelerator", "b200", "fleet.pools[0].accelerator", "unknown accelerator"),
@@ -101,6 +101,8 @@ BAD_CONFIGS = [
     ("router-zero-replicas", "router", {"replicas": 0}, "fleet.router.replicas", "greater than or equal to 1"),
     ("cluster-of-other-cloud", "clusters[0].cloud", "aws", "fleet.clusters[0].cloud", "only has gcp clusters"),
     ("plain-secret-in-spec", "router", {"api_key": "sk-live-123"}, "fleet.router.api_key", "pulumi config set --secret"),
+    ("plain-secret-in-a-list", "pools[0].labels", [{"token": "hf_abc"}], "fleet.pools[0].labels[0].token",
+     "looks like a secret in plain config; store it with `pulumi config set --secret` under its own key (hfToken"),
     ("kserve-without-cert-manager", "platform", {"cert_manager": False, "istio": False},
      "fleet.platform.kserve", "needs cert-manager"),
     ("no-clusters", "clusters", [], "fleet.clusters", "at least 1"),
@@ -115,6 +117,82 @@ def test_bad_config_is_rejected_naming_the_field(case, path, value, field, words
     hit = [line for line in lines if line.startswith(f"Pulumi.test.yaml: {field}:")]
     assert hit, f"no error names {field}; got: {lines}"
     assert any(words in line for line in hit), f"{words!r} not in {hit}"
+
+
+def edited(*changes) -> dict:
+    doc = base()
+    for path, value in changes:
+        doc = set_path(doc, path, value)
+    return doc
+
+
+def azure(pool_name: str) -> dict:
+    """A one-pool AKS fleet: Azure's node pool names are the strictest (12 characters, a-z0-9)."""
+    return {"topology": "azure", "clusters": [{"name": "aks", "cloud": "azure", "region": "eastus"}],
+            "pools": [{"name": pool_name, "cluster": "aks", "accelerator": "t4", "max_nodes": 1}],
+            "tiers": [{"name": "default", "backends": [{"pool": pool_name, "weight": 100}]}]}
+
+
+# Rules the first mutation run (make mutation) showed no case reached: (id, spec, field, words).
+BAD_SPECS = [
+    ("kserve-model-without-kserve", edited(("models[0].serving", "kserve"), ("models[0].min_replicas", 1),
+                                           ("models[0].max_replicas", 1), ("platform", {"kserve": False})),
+     "fleet.models[0].serving", "needs platform.kserve enabled"),
+    ("kserve-model-autoscaled", edited(("models[0].serving", "kserve"), ("models[0].max_replicas", 2)),
+     "fleet.models[0].max_replicas", "runs a fixed replica count"),
+    ("istio-without-cert-manager", edited(("platform", {"cert_manager": False, "kserve": False})),
+     "fleet.platform.istio", "TLS certificate comes from cert-manager"),
+    ("router-replicas-over-max", edited(("router", {"replicas": 3, "max_replicas": 2})),
+     "fleet.router.replicas", "router replicas (3) > max_replicas (2)"),
+    ("typical-over-max", edited(("pools[0].typical_nodes", 3)), "fleet.pools[0].typical_nodes",
+     "must lie between min_nodes (0) and max_nodes (2)"),
+    ("typical-under-min", edited(("pools[0].min_nodes", 1), ("pools[0].typical_nodes", 0.5)),
+     "fleet.pools[0].typical_nodes", "must lie between min_nodes (1)"),
+    ("same-match-any-case", edited(("tiers", base()["tiers"] + [{"name": "p2", "match": {"x-priority": "high"},
+                                                                "backends": [{"pool": "t4-spot", "weight": 100}]}])),
+     "fleet.tiers[2].match", "the same match as another tier"),
+    ("dev-on-a-cloud", edited(("topology", "dev")), "fleet.clusters[0].cloud", "runs on a local cluster, not gcp"),
+    ("kubernetes-too-old", edited(("clusters[0].kubernetes_version", "1.20")),
+     "fleet.clusters[0].kubernetes_version", "does not offer it for new clusters"),
+    ("kubernetes-too-new", edited(("clusters[0].kubernetes_version", "1.99")),
+     "fleet.clusters[0].kubernetes_version", "the cloud does not offer it yet; use one of"),
+    ("tpu-machine-other-slice", edited(("pools[1].machine_type", "ct6e-standard-8t")),
+     "fleet.pools[1].tpu_topology", "ct6e-standard-8t is a 2x4 slice, not 2x2"),
+    ("local-without-context", {"topology": "dev", "clusters": [{"name": "kind", "cloud": "local"}],
+                               "pools": [{"name": "sim", "cluster": "kind", "accelerator": "t4", "max_nodes": 1,
+                                          "sim_profile": "nvidia-t4"}],
+                               "tiers": [{"name": "default", "backends": [{"pool": "sim", "weight": 100}]}]},
+     "fleet.clusters[0].kubeconfig_context", "needs the kubeconfig context of a kind/k3d cluster"),
+    ("azure-pool-name-13-chars", azure("abcdefghijklm"), "fleet.pools[0].name", "longer than azure allows (12"),
+    ("azure-pool-name-dash", azure("t4-spot"), "fleet.pools[0].name", "has characters azure does not allow"),
+]
+
+
+@pytest.mark.parametrize("case,doc,field,words", BAD_SPECS, ids=[c[0] for c in BAD_SPECS])
+def test_each_cross_field_rule_names_its_field(case, doc, field, words):
+    with pytest.raises(SpecError) as err:
+        load_spec(doc, "Pulumi.test.yaml")
+    hit = [line for line in str(err.value).splitlines() if line.startswith(f"Pulumi.test.yaml: {field}:")]
+    assert any(words in line for line in hit), f"{words!r} not in {hit or str(err.value)}"
+
+
+@pytest.mark.parametrize("doc", [edited(("router", {"replicas": 2, "max_replicas": 2})),
+                                 edited(("pools[0].typical_nodes", 2)), edited(("pools[0].typical_nodes", 0)),
+                                 azure("abcdefghijkl"),
+                                 edited(("models[0].serving", "kserve"), ("models[0].min_replicas", 1),
+                                        ("models[0].max_replicas", 1))],
+                         ids=["router-replicas-at-max", "typical-at-max", "typical-at-min", "azure-name-12-chars",
+                              "kserve-fixed-replicas"])
+def test_the_edge_of_each_rule_is_still_valid(doc):
+    load_spec(doc, "Pulumi.test.yaml")
+
+
+def test_a_stack_without_the_fleet_key_is_told_which_key_to_set():
+    with pytest.raises(SpecError) as err:
+        load_spec(None, "Pulumi.test.yaml")
+    text = str(err.value)
+    assert text.startswith("Pulumi.test.yaml: ") and len(text.splitlines()) == 1
+    assert text.endswith("missing: set the structured config key `fleet` (see README)")
 
 
 def test_at_least_thirty_distinct_bad_configs_are_covered():
