@@ -39,7 +39,6 @@ import pulumi_kubernetes as k8s
 from components import platform_versions as pins
 from components.clusters import ClusterHandle, node_labels
 from components.registry import RegistryAccess
-from components.router_image import REPOSITORY
 from fleet import catalog, naming
 from fleet.spec import ClusterSpec, PoolSpec
 
@@ -72,6 +71,9 @@ AUTOSCALER_WRITE_ACTIONS = ["autoscaling:SetDesiredCapacity", "autoscaling:Termi
 class EksClusterArgs:
     cluster: ClusterSpec
     pools: list[PoolSpec]
+    repositories: tuple[str, ...] = ()
+    """The images this cluster's registry holds (ECR has one repository per image): the stack says
+    which (the router's, from components/router_image.py); the cluster does not know its images."""
 
 
 def _assume(service: str) -> str:
@@ -248,14 +250,21 @@ class EksCluster(pulumi.ComponentResource):
             ]
 
         # --- registry --------------------------------------------------------------------------------
-        self.repository = ecr.Repository(
-            f"{name}-registry",
-            name=f"{naming.cloud_name(spec.name, stack=stack)}/{REPOSITORY}",
-            image_scanning_configuration=ecr.RepositoryImageScanningConfigurationArgs(scan_on_push=True),
-            image_tag_mutability="IMMUTABLE",
-            encryption_configurations=[ecr.RepositoryEncryptionConfigurationArgs(encryption_type="AES256")],
-            tags=base_tags,
-            opts=child)
+        if not args.repositories:
+            raise ValueError(f"{spec.name}: an EKS cluster needs at least one image repository")
+        # The first keeps the resource name the router's repository always had (no replacement).
+        self.repositories = {
+            image: ecr.Repository(
+                f"{name}-registry" if i == 0 else f"{name}-registry-{image}",
+                name=f"{naming.cloud_name(spec.name, stack=stack)}/{image}",
+                image_scanning_configuration=ecr.RepositoryImageScanningConfigurationArgs(scan_on_push=True),
+                image_tag_mutability="IMMUTABLE",
+                encryption_configurations=[ecr.RepositoryEncryptionConfigurationArgs(encryption_type="AES256")],
+                tags=base_tags,
+                opts=child)
+            for i, image in enumerate(args.repositories)
+        }
+        self.repository = next(iter(self.repositories.values()))
         token = ecr.get_authorization_token_output(registry_id=self.repository.registry_id, opts=invoke)
         host = self.repository.repository_url.apply(lambda u: u.split("/", 1)[0])
         self.registry = RegistryAccess(

@@ -24,7 +24,7 @@ from components.namespaces import Namespaces, NamespacesArgs
 from components.network_policies import NetworkPolicies, NetworkPoliciesArgs
 from components.platform import Platform, PlatformArgs
 from components.router import Router, RouterArgs
-from components.router_image import RouterImage, RouterImageArgs
+from components.router_image import REPOSITORY as ROUTER_REPOSITORY, RouterImage, RouterImageArgs
 from fleet.clusterplan import ClusterPlan, plan_cluster
 from fleet.spec import FleetSpec
 from stacks.secrets import FleetSecrets
@@ -85,7 +85,7 @@ def build_fleet(spec: FleetSpec, secrets: FleetSecrets) -> dict[str, Any]:
     """Every cluster, the router image (pushed to each cluster's registry), every cluster's
     layers, then the router; returns the stack outputs users need."""
     plans = [plan_cluster(spec, c.name) for c in spec.clusters]
-    clusters = [create_cluster(p.cluster, list(p.pools)) for p in plans]
+    clusters = [create_cluster(p.cluster, list(p.pools), repositories=(ROUTER_REPOSITORY,)) for p in plans]
     # Built once from router/, pushed to every registry; dev's simulated pools run it too.
     image = RouterImage("router-image", RouterImageArgs(
         registries={c.spec.name: c.registry for c in clusters if c.registry is not None}))
