@@ -51,6 +51,7 @@ from fleet_router.upstream import Response, UpstreamError, UpstreamTimeout
 
 CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
 DONE = b"data: [DONE]\n\n"
+PENDING_MAX = 1 << 20  # bytes of a first leg's events kept unparsed (Relay.settle)
 
 
 def applies(path: str, body: dict, max_migrations: int) -> bool:
@@ -147,8 +148,14 @@ class Relay:
         self.prior_tokens = 0  # completion tokens of the legs before this one
         self.last_write = 0.0
         self.cut = ""  # why the last leg stopped short, as the upstream said
-        self.usage: dict = {}  # the request's usage as the client was told it (legs summed)
+        self._usage: dict = {}  # the request's usage as the client was told it (legs summed): .usage
         self.first_prompt: int | None = None  # the original prompt's tokens, if the first leg said
+        # The first leg's whole events, forwarded but not yet parsed: parsing every event costs a
+        # quarter of a stream's CPU and is needed only if the stream moves (the text delivered,
+        # the id, the usage); ``settle()`` parses them when something asks. Bounded: past
+        # PENDING_MAX bytes they are parsed (a long stream then pays as before, memory stays small).
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
 
     async def leg(self, leg: Leg, index: int, on_first: Callable[[float], None] | None = None) -> tuple[bool, int, str]:
         """Relay ``leg`` until it ends: (complete, tokens this leg sent, why it stopped)."""
@@ -161,6 +168,16 @@ class Relay:
                     got = True
                     leg.first_byte(time.perf_counter() - leg.t0)
                 buf += chunk
+                if not index:  # the first leg: forwarded as it came, whole events only, parsed later
+                    end = buf.rfind(b"\n\n") + 2
+                    if end < 2:
+                        continue
+                    if b"[DONE]" not in buf[:end]:  # the common case: no per-event work at all
+                        piece, buf = buf[:end], buf[end:]
+                        tokens += self._defer(piece)
+                        await self._send(piece, on_first)
+                        on_first = None
+                        continue
                 out = []
                 while (end := buf.find(b"\n\n")) >= 0:
                     event, buf = buf[:end + 2], buf[end + 2:]
@@ -176,6 +193,10 @@ class Relay:
                             on_first(time.perf_counter() - self.last_write)
                         await self._finish()
                         return True, tokens, "done"
+                    if not index:
+                        tokens += self._defer(event)
+                        out.append(event)
+                        continue
                     keep, n = self._event(data, event, index)
                     tokens += n
                     if keep is not None:
@@ -185,15 +206,76 @@ class Relay:
                     on_first = None
         except UpstreamTimeout as e:
             self.cut = str(e)
-            return False, tokens, "timeout"
+            return False, self._cut_tokens(index, tokens), "timeout"
         except UpstreamError as e:
             self.cut = str(e)
-            return False, tokens, "ejected" if leg.ejected else "reset"
+            return False, self._cut_tokens(index, tokens), "ejected" if leg.ejected else "reset"
+        self.settle()
+        tokens = self._cut_tokens(index, tokens)
         if self.finished:  # the final chunk came, only [DONE] was lost
             await self._finish()
             return True, tokens, "done"
         self.cut = "the backend ended the stream without [DONE]"
         return False, tokens, "eof"
+
+    def _defer(self, piece: bytes) -> int:
+        """Keep ``piece`` (whole events of the first leg, sent as they are) for ``settle()``; the
+        content chunks in it, counted without parsing (for the pool's token metrics): vLLM's chunks
+        are compact JSON (pydantic ``model_dump_json``), where an unescaped ``"content":"`` (chat's
+        delta; a logprobs ``content`` is a list) or ``"text":"`` (completions) is the chunk's text
+        key — a quote inside a string is escaped, so the text itself cannot fake one. A migration
+        recounts exactly from the parsed events (``_cut_tokens``)."""
+        self._pending.append(piece)
+        self._pending_bytes += len(piece)
+        if self._pending_bytes > PENDING_MAX:
+            self.settle()
+        if self.chat:
+            return piece.count(b'"content":"') - piece.count(b'"content":""')
+        return piece.count(b'"text":"') - piece.count(b'"text":""')
+
+    def settle(self) -> None:
+        """Parse the first leg's deferred events into the relay's state (text, id, usage, ...)."""
+        if not self._pending:
+            return
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        for piece in pending:
+            for event in piece.split(b"\n\n")[:-1]:
+                data = _data(event)
+                if data is not None:
+                    self._event(data, event, 0)
+
+    def _cut_tokens(self, index: int, counted: int) -> int:
+        """The tokens a leg sent, exact: the first leg's are its parsed content chunks."""
+        if index:
+            return counted
+        self.settle()
+        return self.sent_tokens
+
+    def _usage_deferred(self) -> bool:
+        """Whether a deferred event is the final usage chunk (``usage``, no choices), found by
+        parsing only the events that name ``usage`` (read-only: ``settle()`` still does the rest)."""
+        for piece in reversed(self._pending):
+            if b'"usage"' not in piece:
+                continue
+            for event in reversed(piece.split(b"\n\n")[:-1]):
+                data = _data(event) if b'"usage"' in event else None
+                try:
+                    obj = orjson.loads(data) if data else None
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(obj, dict) and isinstance(obj.get("usage"), dict) and not obj.get("choices"):
+                    return True
+        return False
+
+    @property
+    def usage(self) -> dict:
+        """The request's usage as the client was told it (legs summed)."""
+        self.settle()
+        return self._usage
+
+    @usage.setter
+    def usage(self, value: dict) -> None:
+        self._usage = value
 
     def _event(self, data: bytes, event: bytes, index: int) -> tuple[bytes | None, int]:
         try:
@@ -225,9 +307,9 @@ class Relay:
             if not index:
                 if isinstance(usage.get("prompt_tokens"), int):
                     self.first_prompt = usage["prompt_tokens"]
-                self.usage = usage
+                self._usage = usage
             else:
-                obj["usage"] = self.usage = self._whole(usage)
+                obj["usage"] = self._usage = self._whole(usage)
         if not index:
             return event, 1 if text else 0
         obj["id"], obj["created"] = self.id, self.created
@@ -255,7 +337,9 @@ class Relay:
         self.last_write = time.perf_counter()
 
     async def _finish(self) -> None:
-        if self.include_usage and not self.usage_sent:
+        if self.include_usage and not self.usage_sent and not self._usage_deferred():
+            self.settle()  # no final usage chunk among the deferred events: the tokens sent, exact
+        if self.include_usage and not self.usage_sent and not self._pending:
             prompt = self.first_prompt or 0
             self.usage = {"prompt_tokens": prompt, "completion_tokens": self.sent_tokens,
                           "total_tokens": prompt + self.sent_tokens}
@@ -264,6 +348,7 @@ class Relay:
 
     async def finish_length(self) -> None:
         """No token left to make: the final chunk (``length``) the dead leg did not send."""
+        self.settle()
         choice = {"index": 0, "delta": {}, "finish_reason": "length"} if self.chat else \
             {"index": 0, "text": "", "finish_reason": "length"}
         await self.write(self._chunk([choice]))
