@@ -97,6 +97,9 @@ class AksCluster(pulumi.ComponentResource):
         spec = args.cluster
         self.spec = spec
         child = pulumi.ResourceOptions(parent=self)
+        # Resource group, cluster and registry are protected: the engine refuses to delete or replace
+        # them (pulumi step_generator.go "marked for protection"), so such a change stops at preview.
+        kept = pulumi.ResourceOptions(parent=self, protect=True)
         invoke = pulumi.InvokeOutputOptions(parent=self)
         tags = {"fleet-cluster": spec.name}
         stack = pulumi.get_stack()  # in every name Azure sees: two stacks share a subscription (fleet/naming.py)
@@ -104,7 +107,7 @@ class AksCluster(pulumi.ComponentResource):
 
         self.resource_group = resources.ResourceGroup(
             f"{name}-rg", resource_group_name=naming.cloud_name(spec.name, "rg", stack=stack, max_len=90),
-            location=spec.region, tags=tags, opts=child)
+            location=spec.region, tags=tags, opts=kept)
         rg_name = self.resource_group.name
         cluster_name = naming.cloud_name(spec.name, stack=stack, max_len=63)
         system_pool = containerservice.ManagedClusterAgentPoolProfileArgs(
@@ -147,7 +150,7 @@ class AksCluster(pulumi.ComponentResource):
             sku=containerservice.ManagedClusterSKUArgs(name="Base", tier="Standard"),
             tags=tags,
             # The system pool's count belongs to the autoscaler.
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["agentPoolProfiles[0].count"]),
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["agentPoolProfiles[0].count"], protect=True),
         )
 
         self.pools: dict[str, containerservice.AgentPool] = {}
@@ -164,7 +167,7 @@ class AksCluster(pulumi.ComponentResource):
             resource_group_name=rg_name, location=spec.region,
             sku=containerregistry.SkuArgs(name=ACR_SKU),
             admin_user_enabled=False,
-            tags=tags, opts=child)
+            tags=tags, opts=kept)
         kubelet_object_id = self.cluster.identity_profile.apply(
             lambda p: (p or {})["kubeletidentity"].object_id)
         self.acr_pull = authorization.RoleAssignment(
@@ -251,5 +254,8 @@ class AksCluster(pulumi.ComponentResource):
             gpu_profile=containerservice.GPUProfileArgs(driver=image.setting) if image.setting else None,
             tags=pool_tags,
             **spot,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.cluster], ignore_changes=["count"]),
+            # The pool's name is its ARM ID: replaced create-first, azure-native would refuse to create a
+            # resource that already exists half-way through `up`. Delete first.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.cluster], ignore_changes=["count"],
+                                        delete_before_replace=True),
         )

@@ -124,6 +124,9 @@ class EksCluster(pulumi.ComponentResource):
         spec = args.cluster
         self.spec = spec
         child = pulumi.ResourceOptions(parent=self)
+        # The VPC, the cluster and the registry are protected: the engine refuses to delete or replace
+        # them (pulumi step_generator.go "marked for protection"), so such a change stops at preview.
+        kept = pulumi.ResourceOptions(parent=self, protect=True)
         invoke = pulumi.InvokeOutputOptions(parent=self)
         stack = pulumi.get_stack()  # in every name AWS sees: two stacks share an account (fleet/naming.py)
         cluster_name = naming.cloud_name(spec.name, stack=stack, max_len=100)
@@ -135,7 +138,7 @@ class EksCluster(pulumi.ComponentResource):
                  else aws.get_availability_zones_output(state="available", opts=invoke).names)
         az_count = max(len(spec.zones), AZ_COUNT) if spec.zones else AZ_COUNT
         self.vpc = ec2.Vpc(f"{name}-vpc", cidr_block=VPC_CIDR, enable_dns_hostnames=True, enable_dns_support=True,
-                           tags={**base_tags, "Name": f"{cluster_name}-vpc"}, opts=child)
+                           tags={**base_tags, "Name": f"{cluster_name}-vpc"}, opts=kept)
         igw = ec2.InternetGateway(f"{name}-igw", vpc_id=self.vpc.id, tags=base_tags, opts=child)
         public_rt = ec2.RouteTable(f"{name}-public", vpc_id=self.vpc.id, tags=base_tags,
                                    routes=[ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", gateway_id=igw.id)],
@@ -187,7 +190,7 @@ class EksCluster(pulumi.ComponentResource):
                 authentication_mode="API", bootstrap_cluster_creator_admin_permissions=True),
             enabled_cluster_log_types=["api", "audit", "authenticator"],
             tags=base_tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=attachments),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=attachments, protect=True),
         )
         # EKS enforces no NetworkPolicy unless the VPC CNI's network policy agent is on: the managed
         # vpc-cni add-on with `enableNetworkPolicy: "true"` in its configuration values (EKS user
@@ -215,8 +218,11 @@ class EksCluster(pulumi.ComponentResource):
         node_attachments = [iam.RolePolicyAttachment(f"{name}-nodes-{p}", role=self.node_role.name,
                                                      policy_arn=f"arn:aws:iam::aws:policy/{p}", opts=child)
                             for p in NODE_POLICIES]
+        # A group's name is fixed and unique in its cluster: replaced create-first, EKS would refuse the
+        # second group of that name (ResourceInUseException) half-way through `up`. Delete first (the
+        # autoscaler's ASG tags name the group, so a name suffix would not follow it).
         group_opts = pulumi.ResourceOptions(parent=self, depends_on=node_attachments,
-                                            ignore_changes=["scalingConfig.desiredSize"])
+                                            ignore_changes=["scalingConfig.desiredSize"], delete_before_replace=True)
         self.system_group = eks.NodeGroup(
             f"{name}-system",
             cluster_name=self.cluster.name,
@@ -261,7 +267,7 @@ class EksCluster(pulumi.ComponentResource):
                 image_tag_mutability="IMMUTABLE",
                 encryption_configurations=[ecr.RepositoryEncryptionConfigurationArgs(encryption_type="AES256")],
                 tags=base_tags,
-                opts=child)
+                opts=kept)
             for i, image in enumerate(args.repositories)
         }
         self.repository = next(iter(self.repositories.values()))

@@ -100,6 +100,10 @@ class GkeCluster(pulumi.ComponentResource):
         self.spec = spec
         stack = pulumi.get_stack()  # in every name GCP sees: two stacks share a project (fleet/naming.py)
         child = pulumi.ResourceOptions(parent=self)
+        # Stateful or costly to rebuild: the engine refuses to delete or replace a protected resource
+        # (pulumi step_generator.go "unable to replace resource ... marked for protection"), so a
+        # change that would replace the network, the cluster or the registry stops at preview.
+        kept = pulumi.ResourceOptions(parent=self, protect=True)
         client = organizations.get_client_config_output(opts=pulumi.InvokeOutputOptions(parent=self))
         project = pulumi.Output.from_input(spec.project) if spec.project else client.project
         region = spec.region
@@ -107,7 +111,7 @@ class GkeCluster(pulumi.ComponentResource):
         # --- network ---------------------------------------------------------------------------
         self.network = compute.Network(
             f"{name}-net", name=naming.cloud_name(name, "net", stack=stack), project=spec.project,
-            auto_create_subnetworks=False, opts=child)
+            auto_create_subnetworks=False, opts=kept)
         self.subnet = compute.Subnetwork(
             f"{name}-subnet", name=naming.cloud_name(name, "nodes", stack=stack), project=spec.project,
             region=region, network=self.network.id, ip_cidr_range=SUBNET_CIDR,
@@ -116,7 +120,7 @@ class GkeCluster(pulumi.ComponentResource):
                 compute.SubnetworkSecondaryIpRangeArgs(range_name="pods", ip_cidr_range=PODS_CIDR),
                 compute.SubnetworkSecondaryIpRangeArgs(range_name="services", ip_cidr_range=SERVICES_CIDR),
             ],
-            opts=child)
+            opts=kept)
         # Private nodes have no public IPs: NAT is their way to Hugging Face and public images.
         self.router = compute.Router(
             f"{name}-router", name=naming.cloud_name(name, "router", stack=stack), project=spec.project,
@@ -163,8 +167,10 @@ class GkeCluster(pulumi.ComponentResource):
             # The cluster autoscaler prefers scaling the cheapest pool that fits; idle GPU nodes go.
             cluster_autoscaling=container.ClusterClusterAutoscalingArgs(
                 autoscaling_profile="OPTIMIZE_UTILIZATION"),
-            deletion_protection=False,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.nat]),
+            # terraform-provider-google resource_container_cluster.go: Delete refuses while
+            # deletion_protection is true (the provider's own guard, beside Pulumi's protect).
+            deletion_protection=True,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.nat], protect=True),
         )
 
         self.control_plane_firewall = compute.Firewall(
@@ -175,7 +181,10 @@ class GkeCluster(pulumi.ComponentResource):
             description="GKE control plane -> webhooks and APIServices on the nodes",
             opts=child)
 
-        pool_opts = pulumi.ResourceOptions(parent=self, depends_on=[self.cluster])
+        # A pool's name is fixed and unique in its cluster: replaced create-first, GKE would refuse the
+        # second pool of that name (409 already exists) half-way through `up`. Delete first: the pool
+        # drains and comes back under the same name (a spot GPU pool at zero loses nothing).
+        pool_opts = pulumi.ResourceOptions(parent=self, depends_on=[self.cluster], delete_before_replace=True)
         self.system_pool = container.NodePool(
             f"{name}-system",
             name="system",
@@ -208,7 +217,7 @@ class GkeCluster(pulumi.ComponentResource):
             f"{name}-registry", repository_id=repo_id, project=spec.project, location=region,
             format="DOCKER", description=f"Images the {spec.name} cluster runs",
             docker_config=artifactregistry.RepositoryDockerConfigArgs(immutable_tags=True),
-            opts=child)
+            opts=kept)
         # Nodes pull with their own service account: a reader binding on this repository only.
         self.registry_reader = artifactregistry.RepositoryIamMember(
             f"{name}-registry-nodes-read", project=project, location=region,

@@ -114,6 +114,8 @@ class ResourceChange:
     reason: str = ""
     fails: str = ""
     """Why ``up`` would fail on this change, and what to do first (empty: it would not)."""
+    order: str = ""
+    """For a replace: ``create before delete`` (Pulumi's default) or ``delete first``."""
 
 
 def _components(resources: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
@@ -366,9 +368,48 @@ def compare(base_plan: Mapping[str, Any] | None, head_plan: Mapping[str, Any] | 
         if urn not in renames:
             r = base[urn]
             changes.append(ResourceChange("delete", r["type"], r["name"], urn, comp_base[urn]))
+    old_of = {new: old for old, new in renames.items()}
+    for ch in changes:
+        o = base.get(old_of.get(ch.urn, ch.urn))
+        _completes(ch, o, head.get(ch.urn))
     order = {"replace": 0, "update": 1, "create": 2, "delete": 3, "ignored": 4}
     changes.sort(key=lambda c: (c.component, order[c.action], c.type, c.name))
     return changes, len(unchanged)
+
+
+def _completes(ch: ResourceChange, o: Mapping[str, Any] | None, n: Mapping[str, Any] | None) -> None:
+    """Whether a replace creates first or deletes first, and whether it — or a delete — can complete:
+    a create-first replacement that keeps a name the cloud holds unique clashes with the object it
+    replaces; the engine refuses to replace or delete a protected resource (step_generator.go: "unable
+    to replace resource ... as it is currently marked for protection"; DeleteStep refuses to delete one)."""
+    if o is None:
+        return
+    o_opts = o.get("options") or {}
+    if ch.action == "delete" and o_opts.get("protect"):
+        ch.fails = (f"`up` fails: {o['name']} is protected, and the engine refuses to delete a protected resource; "
+                    f"unprotect it first (`pulumi state unprotect '{o['urn']}'`) if the delete is meant")
+        return
+    if ch.action != "replace" or n is None:
+        return
+    n_opts = n.get("options") or {}
+    facts = diff_rules.facts_for(n["type"])
+    moved = any(p.rule in (PROVIDER_MOVED, PROVIDER_REPLACED) for p in ch.properties)
+    same_name = bool(n.get("custom")) and not n.get("chart_object") and not moved and all(
+        _get(o["inputs"], k) == _get(n["inputs"], k) for f in facts for k in f.name_keys) and any(
+        f.name_keys for f in facts)
+    if n_opts.get("delete_before_replace"):
+        ch.order = "delete first"
+    elif same_name and not ch.old_name and any(f.delete_first for f in facts):
+        ch.order = "delete first"  # the kubernetes provider deletes a same-named object first
+    else:
+        ch.order = "create before delete"
+        if same_name:
+            clash = next(f.clash for f in facts if f.clash)
+            ch.fails = ch.fails or (f"`up` fails half-way: the replacement is created first under the same name, and "
+                                    f"{clash}; set delete_before_replace or give it a unique name suffix")
+    if o_opts.get("protect") and n_opts.get("protect"):
+        ch.fails = ch.fails or ("`up` fails at preview: it is protected, and the engine refuses to replace a protected "
+                                "resource (remove `protect` in the program first, if the replacement is meant)")
 
 
 def _name(urn: str) -> str:

@@ -48,7 +48,8 @@ def render_markdown(result: DiffResult) -> str:
         title = comp if comp == "stack" else f"`{comp.split(' ', 1)[0]}` **{comp.split(' ', 1)[1]}**"
         lines += ["", f"#### {title}", ""]
         for ch in items:
-            head = f"- {SYMBOL[ch.action]} **{ch.action}** `{ch.type}` `{ch.name}`"
+            action = f"{ch.action} ({ch.order})" if ch.order else ch.action
+            head = f"- {SYMBOL[ch.action]} **{action}** `{ch.type}` `{ch.name}`"
             if ch.reason:
                 head += f" — {ch.reason}"
             lines.append(head)
@@ -149,7 +150,7 @@ def to_json(result: DiffResult) -> dict[str, Any]:
     return {
         "stack": result.stack, "base": result.base_sha, "unchanged": result.unchanged,
         "changes": [{"action": ch.action, "type": ch.type, "name": ch.name, "old_name": ch.old_name,
-                     "component": ch.component, "reason": ch.reason, "fails": ch.fails,
+                     "component": ch.component, "reason": ch.reason, "fails": ch.fails, "order": ch.order,
                      "properties": [{"path": p.path, "old": p.old, "new": p.new, "forces_replace": p.forces_replace,
                                      "effect": "ignored" if p.ignored else p.rule.effect if p.rule else "update",
                                      "source": _cite(p.rule) if p.rule else None} for p in ch.properties]}

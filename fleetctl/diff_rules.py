@@ -356,6 +356,8 @@ TYPES: Mapping[str, TypeFacts] = {
     # --- Kubernetes kinds (pulumi-kubernetes diff.go) ---------------------------------------------
     "kubernetes:*": TypeFacts(
         rules=_r(K8S_DIFF, "metadataForceNewProperties", "metadata.name", "metadata.namespace"),
+        name_keys=("metadata.name", "metadata.namespace"),
+        clash="the API server refuses a second object of the same name (AlreadyExists)",
         delete_first=_K8S_NAMED),
     "kubernetes:apps/v1:Deployment": TypeFacts(
         rules=_r(K8S_DIFF, "forceNew apps/v1 Deployment", "spec.selector"), delete_first=_K8S_NAMED),

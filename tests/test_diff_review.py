@@ -41,6 +41,8 @@ class Expect:
     """A property path the verdict must name (the one the upstream rule is about)."""
     fails: str | None = None
     """Text the review's "`up` fails" warning must contain (None: it must have none)."""
+    order: str | None = None
+    """For a replace: ``delete first`` or ``create before delete`` (None: not checked)."""
 
 
 @dataclass(frozen=True)
@@ -64,15 +66,18 @@ def _set(path: str, value):
     return edit
 
 
-ROUTER_CONFIG = Expect(CONFIG_MAP, "router-config", "replace", 'data["config.yaml"]')
+ROUTER_CONFIG = Expect(CONFIG_MAP, "router-config", "replace", 'data["config.yaml"]', order="delete first")
 # ^ pulumi-kubernetes diff.go forceNewProperties: a ConfigMap's data replaces it unless the provider
 #   sets enableConfigMapMutable (ours does not) — the router's config follows every pool and tier edit.
+#   Its name stays, so the provider deletes it first (Diff: DeleteBeforeReplace for a same-named object).
 
 CASES = [
     # --- GKE (terraform-provider-google v7.45.0) -----------------------------------------------------
     Case("gke-pool-spot-off", "gcp", _set("pools.0.spot", False), (
         # node_config.go: spot is ForceNew.
-        Expect(NODE_POOL, "gcp-central-nvidia-t4", "replace", "nodeConfig.spot"), ROUTER_CONFIG)),
+        # The pool's name stays and GKE holds names unique in a cluster: gke.py deletes first.
+        Expect(NODE_POOL, "gcp-central-nvidia-t4", "replace", "nodeConfig.spot", order="delete first"),
+        ROUTER_CONFIG)),
     Case("gke-pool-bigger-machine", "gcp", _set("pools.0.machine_type", "n1-standard-16"), (
         # machine_type is not ForceNew (nodePoolNodeConfigUpdate resizes the nodes in place), but the
         # catalog gives n1-standard-16 four T4s and guest_accelerator.count is ForceNew.
@@ -105,7 +110,7 @@ CASES = [
     # --- EKS (terraform-provider-aws v6, internal/service/eks/node_group.go) -----------------------
     Case("eks-group-spot-off", "aws", _set("pools.0.spot", False), (
         # capacity_type is ForceNew.
-        Expect(NODE_GROUP, "aws-east-nvidia-t4", "replace", "capacityType"),
+        Expect(NODE_GROUP, "aws-east-nvidia-t4", "replace", "capacityType", order="delete first"),
         # The cluster-autoscaler capacity-type tag goes with the spot flag (a plain delete).
         Expect("aws:autoscaling/tag:Tag", "aws-east-nvidia-t4-ca-label-eks-amazonaws-com-capacitytype", "delete"),
         ROUTER_CONFIG)),
@@ -122,7 +127,8 @@ CASES = [
     # --- AKS (pulumi-azure-native replacement.go forceNewMap) ---------------------------------------
     Case("aks-pool-bigger-vm", "azure", _set("pools.0.machine_type", "Standard_NC64as_T4_v3"), (
         # ContainerService AgentPool: vmSize is in forceNewMap.
-        Expect(AGENT_POOL, "azure-east-nvidiat4", "replace", "vmSize"),), others_may_replace=("router-config",)),
+        Expect(AGENT_POOL, "azure-east-nvidiat4", "replace", "vmSize", order="delete first"),),
+        others_may_replace=("router-config",)),
     Case("aks-pool-more-nodes", "azure", _set("pools.0.max_nodes", 5), (
         Expect(AGENT_POOL, "azure-east-nvidiat4", "update"),)),
     Case("aks-more-system-nodes", "azure", _set("clusters.0.system_nodes", 3), (
@@ -152,7 +158,8 @@ CASES = [
     Case("router-moves-cluster", "multicloud", _set("router.cluster", "gcp-central"), (
         # The router's objects keep their URNs but get the gcp-central provider: the engine asks the new
         # provider's DiffConfig, whose active cluster differs, and replaces each (providerChanged).
-        Expect(DEPLOYMENT, "router-deployment", "replace", "(provider)"),
+        # Another cluster: the new object is created there first, no name clash.
+        Expect(DEPLOYMENT, "router-deployment", "replace", "(provider)", order="create before delete"),
         Expect("kubernetes:core/v1:Service", "router-service", "replace", "(provider)")),
         others_may_replace=("*",)),
     Case("gke-new-region", "gcp", lambda f: (_set("clusters.0.region", "us-east1")(f),
@@ -160,7 +167,8 @@ CASES = [
         # resource_container_cluster.go: location is ForceNew. The kubeconfig is built from the new
         # cluster's endpoint, unknown at preview, so the provider's DiffConfig replaces it and with it
         # every Kubernetes object on the cluster (calculateDependentReplacements).
-        Expect(GKE, "gcp-central-gke", "replace", "location"),
+        # The cluster is protected (gke.py): the engine refuses the replacement at preview.
+        Expect(GKE, "gcp-central-gke", "replace", "location", fails="protected"),
         Expect("pulumi:providers:kubernetes", "gcp-central-k8s", "replace", "kubeconfig"),
         Expect(DEPLOYMENT, "router-deployment", "replace", "(provider)")), others_may_replace=("*",)),
     Case("k8s-renamed-pool", "dev", lambda f: _rename_pool(f, "amd-mi300x", "amd-instinct"), (
@@ -220,6 +228,8 @@ def test_the_review_states_what_the_provider_will_do(case: Case, tmp_path):
             assert e.blames in blamed, f"{case.id}: {e.name} blames {blamed}\n{text}"
             if not ch.old_name:  # a rename is a new URN: the engine's create + delete, not a provider rule
                 assert e.blames in ch.reason and " @ " in ch.reason, ch.reason  # the upstream source is cited
+        if e.order:
+            assert ch.order == e.order, f"{case.id}: {e.name} replaces {ch.order!r}"
         if e.fails:
             assert e.fails in ch.fails, f"{case.id}: {e.name} should fail: {ch.fails!r}"
         else:

@@ -1,0 +1,79 @@
+"""Resource options that let a change complete, and keep what must not go: on what every cloud stack declares."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from fleetctl.diff import compare
+from fleetctl.plan import run_plan
+
+CLOUD_STACKS = ("gcp", "aws", "azure", "multicloud")
+
+PROTECTED = {
+    # Clusters, networks, registries and resource groups: the engine refuses to delete or replace a
+    # protected resource (pulumi step_generator.go "unable to replace resource ... marked for protection").
+    "gcp": {"gcp:container/cluster:Cluster", "gcp:compute/network:Network", "gcp:compute/subnetwork:Subnetwork",
+            "gcp:artifactregistry/repository:Repository"},
+    "aws": {"aws:eks/cluster:Cluster", "aws:ec2/vpc:Vpc", "aws:ecr/repository:Repository"},
+    "azure": {"azure-native:containerservice:ManagedCluster", "azure-native:resources:ResourceGroup",
+              "azure-native:containerregistry:Registry"},
+}
+POOLS = {"gcp:container/nodePool:NodePool", "aws:eks/nodeGroup:NodeGroup", "azure-native:containerservice:AgentPool"}
+
+
+@functools.lru_cache(maxsize=None)
+def _resources(stack: str) -> tuple:
+    return tuple(run_plan(stack, charts=False).resources)
+
+
+@pytest.mark.parametrize("stack", CLOUD_STACKS)
+def test_clusters_networks_and_registries_are_protected(stack):
+    resources = _resources(stack)
+    clouds = [c for c in PROTECTED if any(r["type"].startswith(c) for r in resources)]
+    assert clouds
+    for cloud in clouds:
+        for typ in PROTECTED[cloud]:
+            found = [r for r in resources if r["type"] == typ]
+            assert found, (stack, typ)
+            assert all((r["options"] or {}).get("protect") for r in found), [r["name"] for r in found]
+
+
+@pytest.mark.parametrize("stack", ["gcp", "multicloud"])
+def test_gke_clusters_keep_the_providers_deletion_protection(stack):
+    # terraform-provider-google resource_container_cluster.go: Delete fails while deletion_protection is true.
+    clusters = [r for r in _resources(stack) if r["type"] == "gcp:container/cluster:Cluster"]
+    assert clusters and all(r["inputs"]["deletionProtection"] is True for r in clusters)
+
+
+@pytest.mark.parametrize("stack", CLOUD_STACKS)
+def test_every_node_pool_is_deleted_before_it_is_replaced(stack):
+    # Pool names are fixed and unique in their cluster (GKE 409 already exists, EKS ResourceInUseException,
+    # azure-native refuses an existing ID): a create-first replacement would fail half-way through `up`.
+    pools = [r for r in _resources(stack) if r["type"] in POOLS]
+    assert pools
+    assert [r["name"] for r in pools if not (r["options"] or {}).get("delete_before_replace")] == []
+
+
+def _pool(options: dict, spot: bool) -> dict:
+    return {"resources": [{
+        "urn": "urn:pulumi:s::p::fleet:gke:GkeCluster$gcp:container/nodePool:NodePool::c-t4",
+        "type": "gcp:container/nodePool:NodePool", "name": "c-t4", "custom": True, "parent": "", "provider": "",
+        "dependencies": [], "property_dependencies": {}, "options": options,
+        "inputs": {"name": "t4", "cluster": "c", "location": "us-central1", "nodeConfig": {"spot": spot}}}]}
+
+
+def test_a_create_first_pool_replacement_is_reported_as_failing_and_a_delete_first_one_is_not():
+    # Pulumi replaces create-first by default; GKE refuses a second pool named t4 in the cluster.
+    (bare,), _ = compare(_pool({}, True), _pool({}, False))
+    assert (bare.action, bare.order) == ("replace", "create before delete")
+    assert "409" in bare.fails and "delete_before_replace" in bare.fails
+    (safe,), _ = compare(_pool({"delete_before_replace": True}, True), _pool({"delete_before_replace": True}, False))
+    assert (safe.action, safe.order, safe.fails) == ("replace", "delete first", "")
+
+
+def test_deleting_a_protected_resource_is_reported_as_failing():
+    doc = _pool({"protect": True}, True)
+    (gone,), _ = compare(doc, {"resources": []})
+    assert gone.action == "delete" and "protected" in gone.fails and "pulumi state unprotect" in gone.fails
