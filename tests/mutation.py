@@ -8,7 +8,7 @@ mutated function, in forked children, ``--max-children`` at a time):
 - ``iac``: fleet/spec.py, fleet/cost.py, fleet/models.py against tests/test_spec.py, test_cost.py and
   test_model_fit.py (configured in pyproject.toml [tool.mutmut]; mutants/ in the checkout);
 - ``router``: the routing core's filters, scorers, pickers and pipeline (fleet_router/core) against
-  router/tests/test_core.py, in build/mutation/router (a copy of router/ with its own mutmut
+  router/tests/test_core.py and test_core_edges.py, in build/mutation/router (a copy of router/ with its own mutmut
   settings, so router/'s own files stay as they are).
 
     python tests/mutation.py [iac|router|all] [--jobs N]
@@ -32,7 +32,7 @@ MUTMUT = Path(sys.executable).with_name("mutmut")
 
 ROUTER_SCOPE = ["fleet_router/core/filters.py", "fleet_router/core/scorers.py", "fleet_router/core/pickers.py",
                 "fleet_router/core/pipeline.py"]
-ROUTER_TESTS = ["tests/test_core.py"]
+ROUTER_TESTS = ["tests/test_core.py", "tests/test_core_edges.py"]
 
 ROUTER_SETTINGS = f"""
 [tool.mutmut]
