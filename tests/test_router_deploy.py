@@ -275,14 +275,21 @@ def test_router_pod_is_hardened(dev_plan):
     assert labels[layout.APP] == layout.APP_ROUTER and labels[layout.COMPONENT] == layout.COMPONENT_ROUTER
 
 
-def test_router_keeps_two_replicas_through_disruption_and_scales_to_the_spec(dev_plan):
+def test_router_keeps_two_replicas_through_disruption_and_scales_to_the_spec(dev_plan, tmp_path):
     objs = _router_objects(dev_plan)
-    rspec = dev_plan.spec.router
     assert objs["Deployment"]["spec"]["replicas"] >= 2
     hpa = objs["HorizontalPodAutoscaler"]["spec"]
     assert hpa["minReplicas"] == objs["Deployment"]["spec"]["replicas"]
-    assert hpa["maxReplicas"] == max(rspec.max_replicas, hpa["minReplicas"])
     assert objs["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
+    # The stack file's replica range is the one the HPA gets (not a value recomputed here).
+    doc = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())
+    doc["config"]["inference-fleet:fleet"]["router"].update(replicas=3, max_replicas=9)
+    path = tmp_path / "Pulumi.dev.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    scaled = _router_objects(run_plan("dev", config_file=path, charts=False))
+    assert scaled["Deployment"]["spec"]["replicas"] == 3
+    assert (scaled["HorizontalPodAutoscaler"]["spec"]["minReplicas"],
+            scaled["HorizontalPodAutoscaler"]["spec"]["maxReplicas"]) == (3, 9)
 
 
 def test_router_service_exposes_api_and_admin_ports(dev_plan):
