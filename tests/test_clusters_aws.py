@@ -65,9 +65,14 @@ def test_gpu_node_groups_are_al2023_nvidia_spot_from_zero(plan, pool, instance):
 @pytest.mark.parametrize("pool,gpus", [("nvidia-t4", "1"), ("nvidia-h100", "8")])
 def test_gpu_groups_carry_the_node_template_tags_scale_from_zero_needs(plan, pool, gpus):
     tags, raw = _asg_tags(plan, pool)
-    accelerator = "t4" if pool == "nvidia-t4" else "h100"
-    for key, value in catalog.pool_labels("nvidia", accelerator, pool).items():
-        assert tags[f"{TEMPLATE}/label/{key}"] == value
+    # Scale from zero works only if the template promises what the pending pods ask for: every model
+    # server on this pool selects nodes by labels the template carries.
+    template_labels = {k.removeprefix(f"{TEMPLATE}/label/"): v for k, v in tags.items() if "/label/" in k}
+    servers = [d for d in plan.objects("Deployment")
+               if d["spec"]["template"]["spec"].get("nodeSelector", {}).get(f"{catalog.LABEL_PREFIX}/pool") == pool]
+    assert servers, f"no Deployment selects pool {pool}"
+    for d in servers:
+        assert d["spec"]["template"]["spec"]["nodeSelector"].items() <= template_labels.items(), d["metadata"]["name"]
     assert tags[f"{TEMPLATE}/label/eks.amazonaws.com/capacityType"] == "SPOT"
     assert tags[f"{TEMPLATE}/taint/nvidia.com/gpu"] == "present:NoSchedule"
     assert tags[f"{TEMPLATE}/resources/nvidia.com/gpu"] == gpus
