@@ -123,11 +123,14 @@ class EksCluster(pulumi.ComponentResource):
         super().__init__("fleet:eks:EksCluster", name, None, opts)
         spec = args.cluster
         self.spec = spec
-        child = pulumi.ResourceOptions(parent=self)
+        # The spec's region, not the ambient one (AWS_REGION / aws:region): every AWS resource and lookup of
+        # the cluster goes through this provider; the kubeconfig and the autoscaler already use spec.region.
+        self.aws = aws.Provider(f"{name}-aws", region=spec.region, opts=pulumi.ResourceOptions(parent=self))
+        child = pulumi.ResourceOptions(parent=self, provider=self.aws)
         # The VPC, the cluster and the registry are protected: the engine refuses to delete or replace
         # them (pulumi step_generator.go "marked for protection"), so such a change stops at preview.
-        kept = pulumi.ResourceOptions(parent=self, protect=True)
-        invoke = pulumi.InvokeOutputOptions(parent=self)
+        kept = pulumi.ResourceOptions(parent=self, protect=True, provider=self.aws)
+        invoke = pulumi.InvokeOutputOptions(parent=self, provider=self.aws)
         stack = pulumi.get_stack()  # in every name AWS sees: two stacks share an account (fleet/naming.py)
         cluster_name = naming.cloud_name(spec.name, stack=stack, max_len=100)
         base_tags = {"fleet-cluster": spec.name}
@@ -156,7 +159,8 @@ class EksCluster(pulumi.ComponentResource):
         # double a fixed cost for a path that is not on the request path.
         nat_ip = ec2.Eip(f"{name}-nat", domain="vpc", tags=base_tags, opts=child)
         nat = ec2.NatGateway(f"{name}-nat", allocation_id=nat_ip.id, subnet_id=self.public_subnets[0].id,
-                             tags=base_tags, opts=pulumi.ResourceOptions(parent=self, depends_on=[igw]))
+                             tags=base_tags,
+                             opts=pulumi.ResourceOptions(parent=self, depends_on=[igw], provider=self.aws))
         private_rt = ec2.RouteTable(f"{name}-private", vpc_id=self.vpc.id, tags=base_tags,
                                     routes=[ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", nat_gateway_id=nat.id)],
                                     opts=child)
@@ -190,7 +194,7 @@ class EksCluster(pulumi.ComponentResource):
                 authentication_mode="API", bootstrap_cluster_creator_admin_permissions=True),
             enabled_cluster_log_types=["api", "audit", "authenticator"],
             tags=base_tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=attachments, protect=True),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=attachments, protect=True, provider=self.aws),
         )
         # EKS enforces no NetworkPolicy unless the VPC CNI's network policy agent is on: the managed
         # vpc-cni add-on with `enableNetworkPolicy: "true"` in its configuration values (EKS user
@@ -221,7 +225,7 @@ class EksCluster(pulumi.ComponentResource):
         # A group's name is fixed and unique in its cluster: replaced create-first, EKS would refuse the
         # second group of that name (ResourceInUseException) half-way through `up`. Delete first (the
         # autoscaler's ASG tags name the group, so a name suffix would not follow it).
-        group_opts = pulumi.ResourceOptions(parent=self, depends_on=node_attachments,
+        group_opts = pulumi.ResourceOptions(parent=self, depends_on=node_attachments, provider=self.aws,
                                             ignore_changes=["scalingConfig.desiredSize"], delete_before_replace=True)
         self.system_group = eks.NodeGroup(
             f"{name}-system",
@@ -336,14 +340,14 @@ class EksCluster(pulumi.ComponentResource):
                 "Action": "sts:AssumeRoleWithWebIdentity",
                 "Condition": {"StringEquals": {f"{a[1]}:sub": subject, f"{a[1]}:aud": "sts.amazonaws.com"}}}]}))
         role = iam.Role(f"{name}-cluster-autoscaler", assume_role_policy=trust, tags=tags,
-                        opts=pulumi.ResourceOptions(parent=self))
+                        opts=pulumi.ResourceOptions(parent=self, provider=self.aws))
         # Write actions only on this cluster's groups (EKS tags every managed group's ASG with it).
         policy = self.cluster.name.apply(lambda n: json.dumps({"Version": "2012-10-17", "Statement": [
             {"Effect": "Allow", "Action": AUTOSCALER_ACTIONS, "Resource": "*"},
             {"Effect": "Allow", "Action": AUTOSCALER_WRITE_ACTIONS, "Resource": "*",
              "Condition": {"StringEquals": {f"aws:ResourceTag/k8s.io/cluster-autoscaler/{n}": "owned"}}}]}))
         iam.RolePolicy(f"{name}-cluster-autoscaler", role=role.id, policy=policy,
-                       opts=pulumi.ResourceOptions(parent=self))
+                       opts=pulumi.ResourceOptions(parent=self, provider=self.aws))
         return k8s.helm.v3.Release(
             f"{name}-cluster-autoscaler",
             name="cluster-autoscaler",

@@ -341,7 +341,10 @@ def compare(base_plan: Mapping[str, Any] | None, head_plan: Mapping[str, Any] | 
             continue
         rule, old_p, new_p = None, o.get("provider") or "", n.get("provider") or ""
         if old_p != new_p:
-            if _other_cluster(base.get(old_p), head.get(new_p)) or new_p in dead_providers:
+            # From a default provider (not in the plan) to an explicit one: DiffConfig compares their
+            # configuration, which the plan does not know for the default; not judged a replacement.
+            known = base.get(old_p) is not None and head.get(new_p) is not None
+            if known and (_other_cluster(base.get(old_p), head.get(new_p)) or new_p in dead_providers):
                 rule = PROVIDER_MOVED
         elif new_p in dead_providers:
             rule = PROVIDER_REPLACED

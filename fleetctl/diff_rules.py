@@ -349,6 +349,10 @@ TYPES: Mapping[str, TypeFacts] = {
         rules=_r(K8S_HELM, "forceNewFields in Diff", "name", "namespace"),
         # DeleteBeforeReplace: false; a name change makes a release of the new name, no clash.
     ),
+    # A provider for another region manages other resources: every resource on it is re-created there.
+    "pulumi:providers:aws": TypeFacts(
+        rules=_r(Source("pulumi-terraform-bridge", "DiffConfig", "NOT CHECKED here"),
+                 "region: the resources it manages live in the old region", "region")),
     "pulumi:providers:kubernetes": TypeFacts(
         rules=_r(K8S_PROVIDER, "DiffConfig: the kubeconfig's active cluster changed, or it is unknown at preview",
                  "kubeconfig", "context", "cluster")

@@ -77,3 +77,31 @@ def test_deleting_a_protected_resource_is_reported_as_failing():
     doc = _pool({"protect": True}, True)
     (gone,), _ = compare(doc, {"resources": []})
     assert gone.action == "delete" and "protected" in gone.fails and "pulumi state unprotect" in gone.fails
+
+
+def _aws_resources(doc_path=None) -> list:
+    return run_plan("aws", config_file=doc_path, charts=False).resources
+
+
+def _regions(resources: list) -> dict:
+    """Each AWS resource's name -> the region of the provider it was given (None: a default provider)."""
+    providers = {r["urn"]: r for r in resources if r["type"] == "pulumi:providers:aws"}
+    return {r["name"]: (providers.get(r["provider"]) or {}).get("inputs", {}).get("region")
+            for r in resources if r["type"].startswith("aws:")}
+
+
+def test_every_aws_resource_lands_in_the_specs_region(tmp_path):
+    import yaml
+
+    from conftest import ROOT
+
+    # Without an explicit provider the ambient region (AWS_REGION, aws:region) decides, while the
+    # kubeconfig and the autoscaler use the spec's: one explicit provider per cluster, from the spec.
+    doc = yaml.safe_load((ROOT / "Pulumi.aws.yaml").read_text())
+    region = doc["config"]["inference-fleet:fleet"]["clusters"][0]["region"]
+    assert set(_regions(list(_resources("aws"))).values()) == {region}
+    doc["config"]["inference-fleet:fleet"]["clusters"][0]["region"] = "us-west-2"
+    path = tmp_path / "Pulumi.aws.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    moved = _regions(_aws_resources(path))
+    assert moved and set(moved.values()) == {"us-west-2"}
