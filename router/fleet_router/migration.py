@@ -168,17 +168,23 @@ class Relay:
                     got = True
                     leg.first_byte(time.perf_counter() - leg.t0)
                 buf += chunk
+                out = []
                 if not index:  # the first leg: forwarded as it came, whole events only, parsed later
                     end = buf.rfind(b"\n\n") + 2
                     if end < 2:
                         continue
-                    if b"[DONE]" not in buf[:end]:  # the common case: no per-event work at all
-                        piece, buf = buf[:end], buf[end:]
+                    # The events wholly before the first "[DONE]" (all of them, mostly) in one
+                    # piece, with no per-event work; from there on, event by event.
+                    done = buf.find(b"[DONE]", 0, end)
+                    whole = end if done < 0 else buf.rfind(b"\n\n", 0, done) + 2
+                    if whole >= 2:
+                        piece, buf = buf[:whole], buf[whole:]
                         tokens += self._defer(piece)
-                        await self._send(piece, on_first)
-                        on_first = None
-                        continue
-                out = []
+                        if done < 0:
+                            await self._send(piece, on_first)
+                            on_first = None
+                            continue
+                        out.append(piece)
                 while (end := buf.find(b"\n\n")) >= 0:
                     event, buf = buf[:end + 2], buf[end + 2:]
                     data = _data(event)
