@@ -46,19 +46,34 @@ def vendor_affinity(vendor: str) -> dict[str, Any]:
         {"matchExpressions": [{"key": f"{catalog.LABEL_PREFIX}/vendor", "operator": "In", "values": [vendor]}]}]}}}
 
 
+_CERT_MANAGER_REQUESTS = {"requests": {"cpu": "10m", "memory": "32Mi"}}
+_NO_CAPABILITIES = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+_CONTROLLER_CONTAINER = {**_NO_CAPABILITIES, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
 def _values(key: str, platform: PlatformSpec, cloud: str) -> dict[str, Any]:
     """Chart values, by chart: only what differs from the chart's defaults, with the reason."""
     return {
-        "cert-manager": {"crds": {"enabled": True}, "prometheus": {"enabled": platform.monitoring}},
+        # cert-manager v1.19.1 values.yaml leaves every component's resources unset and gives
+        # requests of 10m CPU / 32Mi as its example for each (controller, webhook, cainjector,
+        # startupapicheck): requests so the scheduler reserves them (checkov CKV_K8S_10/12); limits
+        # are exempted (components/chart_exemptions.py).
+        "cert-manager": {"crds": {"enabled": True}, "prometheus": {"enabled": platform.monitoring},
+                         "resources": _CERT_MANAGER_REQUESTS, "webhook": {"resources": _CERT_MANAGER_REQUESTS},
+                         "cainjector": {"resources": _CERT_MANAGER_REQUESTS},
+                         "startupapicheck": {"resources": _CERT_MANAGER_REQUESTS}},
         # Seed 003: istiod with the inference extension; sidecars only where a namespace asks.
         # Gateway pods run in the `restricted` namespace NS_GATEWAY (components/namespaces.py). istiod
         # 1.28.5 files/kube-gateway.yaml sets a pod seccompProfile only from `gateways.seccompProfile`
         # (values.yaml default {}), and PSA `restricted` rejects a pod without one. istiod's container
         # env is `env` (1.28.5 templates/deployment.yaml ranges over .Values.env); the chart has no
         # `pilot` key (that was the old umbrella chart's), so `pilot.env` set nothing.
+        # istiod's own container gets the same profile through `seccompProfile` (values.yaml default
+        # {}; templates/deployment.yaml writes it into the discovery container's securityContext).
         "istiod": {"env": {"ENABLE_GATEWAY_API_INFERENCE_EXTENSION": "true"},
                    "sidecarInjectorWebhook": {"enableNamespacesByDefault": False},
-                   "gateways": {"seccompProfile": {"type": "RuntimeDefault"}}},
+                   "gateways": {"seccompProfile": {"type": "RuntimeDefault"}},
+                   "seccompProfile": {"type": "RuntimeDefault"}},
         # kserve-llmisvc-resources v0.19.0 (values.yaml, templates/llmisvc/resources.yaml): with
         # `kserve.llmisvc.createGIECRDs` true (its default) the release renders the Inference
         # Extension CRDs, which the inference-extension bundle already owns; Helm would refuse to
@@ -75,18 +90,40 @@ def _values(key: str, platform: PlatformSpec, cloud: str) -> dict[str, Any]:
         # (components/monitoring.py); monitors are selected across namespaces.
         # The DeviceConfig is the program's (Platform._amd_operator), not the chart's default one.
         # Images by release tag, not the `dev`/`latest` of the chart's git tree (platform_versions).
+        # The containers get what kubebuilder's scaffold gives a controller: no capabilities and the
+        # runtime's default seccomp profile (the chart sets allowPrivilegeEscalation only, through
+        # containerSecurityContext values it writes whole: templates/deployment.yaml,
+        # charts/kmm/templates/deployment.yaml).
+        # Node Feature Discovery is off (Chart.yaml: condition node-feature-discovery.enabled, and the
+        # NodeFeatureRules of templates/gpu-nfd-default-rule.yaml / nic-nfd-default-rule.yaml behind
+        # installdefaultNFDRule): nothing here reads NFD labels — the program's DeviceConfig selects on
+        # the catalog's vendor label — and its worker is a DaemonSet of eight hostPath mounts.
         "amd-gpu-operator": {
             "crds": {"defaultCR": {"install": False}},
-            "controllerManager": {"manager": {"image": {"tag": pins.AMD_OPERATOR_IMAGE_TAG}}},
+            "node-feature-discovery": {"enabled": False}, "installdefaultNFDRule": False,
+            "controllerManager": {"manager": {"image": {"tag": pins.AMD_OPERATOR_IMAGE_TAG},
+                                              "containerSecurityContext": _CONTROLLER_CONTAINER}},
             "kmm": {"controller": {"manager": {
-                        "image": {"tag": pins.AMD_KMM_IMAGE_TAG},
+                        "image": {"tag": pins.AMD_KMM_IMAGE_TAG}, "containerSecurityContext": _CONTROLLER_CONTAINER,
                         "env": {"relatedImageSign": pins.AMD_KMM_SIGNER_IMAGE,
                                 "relatedImageWorker": pins.AMD_KMM_WORKER_IMAGE}}},
-                    "webhookServer": {"webhookServer": {"image": {"tag": pins.AMD_KMM_IMAGE_TAG}}}},
+                    "webhookServer": {"webhookServer": {"image": {"tag": pins.AMD_KMM_IMAGE_TAG},
+                                                        "containerSecurityContext": _CONTROLLER_CONTAINER}}},
         },
+        # Requests are each subchart's documented example (values.yaml `resources: {}` comments:
+        # grafana 10.3.0 100m/128Mi and its sidecars 50m/50Mi, prometheus-node-exporter 4.49.2
+        # 100m/30Mi). node-exporter 4.49.2 sets only readOnlyRootFilesystem on its container and no
+        # seccomp profile; it reads /proc and /sys as UID 65534 and the chart adds it no capability
+        # (values.yaml only comments an example adding SYS_TIME), so dropping ALL takes nothing away.
         "kube-prometheus-stack": {
-            "grafana": {"sidecar": {"dashboards": {"enabled": True, "label": "grafana_dashboard",
+            "grafana": {"resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+                        "sidecar": {"resources": {"requests": {"cpu": "50m", "memory": "50Mi"}},
+                                    "dashboards": {"enabled": True, "label": "grafana_dashboard",
                                                    "searchNamespace": "ALL"}}},
+            "prometheus-node-exporter": {
+                "resources": {"requests": {"cpu": "100m", "memory": "30Mi"}},
+                "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                "containerSecurityContext": _NO_CAPABILITIES},
             "prometheus": {"prometheusSpec": {"serviceMonitorSelectorNilUsesHelmValues": False,
                                               "podMonitorSelectorNilUsesHelmValues": False,
                                               "ruleSelectorNilUsesHelmValues": False}},
@@ -96,10 +133,15 @@ def _values(key: str, platform: PlatformSpec, cloud: str) -> dict[str, Any]:
         # nvidia.com/gpu.present=true. NFD is off (`nfd.enabled`) and no pool carries that label, so
         # the affinity is replaced (Helm replaces lists: nodeSelectorTerms become ours). Its default
         # tolerations (nvidia.com/gpu Exists, CriticalAddonsOnly) are replaced too: ours add AKS's spot taint.
+        # Its pods (the plugin and the MPS daemon) take `podSecurityContext` whole (values.yaml {},
+        # templates/daemonset-*.yml): the runtime's default seccomp profile.
         "nvidia-device-plugin": {"nodeSelector": {f"{catalog.LABEL_PREFIX}/vendor": "nvidia"},
+                                 "podSecurityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
                                  "affinity": vendor_affinity("nvidia"),
                                  "tolerations": node_daemon_tolerations("nvidia", cloud)},
+        # dcgm-exporter 4.6.0 values.yaml: `resources: {}` with requests of 100m / 128Mi as its example.
         "dcgm-exporter": {"nodeSelector": {f"{catalog.LABEL_PREFIX}/vendor": "nvidia"},
+                          "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
                           "tolerations": node_daemon_tolerations("nvidia", cloud),
                           "serviceMonitor": {"enabled": False}},  # components/monitoring.py owns monitors
     }.get(key, {})

@@ -43,7 +43,7 @@ RELEASE_TYPES = ("kubernetes:helm.sh/v3:Release", "kubernetes:helm.sh/v4:Chart")
 BUNDLE_TYPES = ("kubernetes:yaml/v2:ConfigFile",)
 HOOK = "helm.sh/hook"
 TEST_HOOKS = {"test", "test-success", "test-failure"}
-_RENDERER = "2"  # bump when the cached form of a render changes
+_RENDERER = "3"  # bump when the cached form of a render (or of a values check) changes
 
 # Helm's releaseutil.SplitManifests separator (helm v4.2.3 pkg/release/v1/util/manifest.go).
 _SPLIT = re.compile(r"(?:^|\s*\n)---\s*")
@@ -186,6 +186,18 @@ def _render_native(chart, values: Mapping[str, Any], name: str, namespace: str, 
     return json.loads(_native.call_string("helm_render", chart._raw(), json.dumps(dict(values)), json.dumps(opts)))
 
 
+def _masked(obj: dict[str, Any]) -> dict[str, Any]:
+    """A Secret a chart renders, its values masked as the plan masks the program's: they can be
+    generated per render (grafana 10.3.0 templates/_helpers.tpl: `randAlphaNum 40` for the admin
+    password when none is set), which would make plans differ run to run and put credentials in
+    build/."""
+    from fleetctl.plan import SECRET
+
+    if obj.get("kind") != "Secret" or str(obj.get("apiVersion")) != "v1":
+        return obj
+    return {k: (SECRET if k in ("data", "stringData") and v else v) for k, v in obj.items()}
+
+
 def split_manifests(rendered: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]:
     """(template, object) for every object Helm would send, in template order."""
     out = []
@@ -202,8 +214,46 @@ def split_manifests(rendered: Mapping[str, str]) -> list[tuple[str, dict[str, An
     return out
 
 
+_DIGESTS: dict[tuple[Path, int, int], str] = {}
+
+
 def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """sha256 of a chart archive, once per file version (size and mtime) in a process."""
+    st = path.stat()
+    key = (path, st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return _DIGESTS[key]
+
+
+def _cached(key: str) -> Any:
+    """A result cached in this process or in the render cache (None when absent or torn)."""
+    if key in _MEMO:
+        return _MEMO[key]
+    cache = _render_cache()
+    hit = cache / f"{key}.json" if cache else None
+    if hit is not None and hit.exists():
+        try:
+            _MEMO[key] = json.loads(hit.read_text())
+            return _MEMO[key]
+        except ValueError:
+            pass  # a torn write: compute again
+    return None
+
+
+def _store(key: str, value: Any) -> None:
+    _MEMO[key] = value
+    cache = _render_cache()
+    if cache is not None:
+        hit = cache / f"{key}.json"
+        hit.parent.mkdir(parents=True, exist_ok=True)
+        tmp = hit.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(value))
+        tmp.replace(hit)
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps([_RENDERER, *parts], sort_keys=True).encode()).hexdigest()
 
 
 def _render_cache() -> Path | None:
@@ -221,20 +271,16 @@ def render(chart: str, version: str, values: Mapping[str, Any], name: str, names
     """Every object a ``helm install`` of this release creates: ``crds/`` first, then templates,
     each ``{"template", "hook", "object"}``. Cached by the chart's digest and every input."""
     where = where or charts_dir()
-    c = load_chart(chart, version, where)
     path = where / archive_name(chart, version)
-    key = hashlib.sha256(json.dumps([_RENDERER, _digest(path), values, name, namespace, kube],
-                                    sort_keys=True).encode()).hexdigest()
-    if key in _MEMO:
-        return _MEMO[key]
-    cache = _render_cache()
-    hit = cache / f"{key}.json" if cache else None
-    if hit is not None and hit.exists():
-        try:
-            _MEMO[key] = json.loads(hit.read_text())
-            return _MEMO[key]
-        except ValueError:
-            pass  # a torn write: render again
+    if not path.exists():
+        raise ChartError(missing_message(chart, version, where))
+    # Keyed by the archive's digest, not its name: a chart re-pulled with other bytes renders again.
+    # A hit needs no chart loaded at all (loading is most of a warm plan's chart time).
+    key = _key(_digest(path), values, name, namespace, kube)
+    found = _cached(key)
+    if found is not None:
+        return found
+    c = load_chart(chart, version, where)
     import helm_python as helm
 
     try:
@@ -251,15 +297,10 @@ def render(chart: str, version: str, values: Mapping[str, Any], name: str, names
         hook = str(((obj.get("metadata") or {}).get("annotations") or {}).get(HOOK, ""))
         if hook and {h.strip() for h in hook.split(",")} <= TEST_HOOKS:
             continue
-        items.append({"template": template, "hook": hook, "object": obj})
+        items.append({"template": template, "hook": hook, "object": _masked(obj)})
     for item in items:  # YAML out is the slow part (the CRDs are megabytes): once per render, cached
         item["yaml"] = dump(item["object"])
-    _MEMO[key] = items
-    if hit is not None:
-        hit.parent.mkdir(parents=True, exist_ok=True)
-        tmp = hit.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(items))
-        tmp.replace(hit)
+    _store(key, items)
     return items
 
 
@@ -295,12 +336,51 @@ def _schema_allows(schema: Mapping[str, Any] | None, path: list[str]) -> bool:
 
 
 # A map the templates iterate over or write out whole takes any key: `range $k, $v := .Values.x`,
-# `toYaml .Values.x` (e.g. cluster-autoscaler 9.46.6's extraArgs, templates/deployment.yaml).
+# `toYaml .Values.x` (e.g. cluster-autoscaler 9.46.6's extraArgs, templates/deployment.yaml), and
+# `with .Values.x` whose block writes `toYaml .` (prometheus-node-exporter 4.49.2's securityContext
+# and containerSecurityContext, templates/daemonset.yaml).
 _FREE_FORM = re.compile(r"(?:range\s+(?:\$\w+\s*,\s*)?\$\w+\s*:=|toYaml)\s*\(?\s*\$?\.Values\.([A-Za-z0-9_.]+)")
+_WITH_TOYAML = re.compile(r"with\s+\$?\.Values\.([A-Za-z0-9_.]+)\s*-?}}((?:(?!{{-?\s*end\b).)*?)toYaml\s+\.\s*[|}-]",
+                          re.DOTALL)
 
 
 def free_form_paths(templates: Iterable[Mapping[str, str]]) -> frozenset[str]:
-    return frozenset(m.group(1) for t in templates for m in _FREE_FORM.finditer(t.get("data", "")))
+    """Dotted values paths the templates write out whole; a template named under
+    ``charts/<subchart>/`` (:func:`subchart_templates`) reads its values under ``<subchart>.``."""
+    out = set()
+    for t in templates:
+        data, name = t.get("data", ""), t.get("name", "")
+        prefix = ".".join(re.findall(r"(?:^|/)charts/([^/]+)/", name))
+        for m in [*_FREE_FORM.finditer(data), *_WITH_TOYAML.finditer(data)]:
+            out.add(f"{prefix}.{m.group(1)}" if prefix else m.group(1))
+    return frozenset(out)
+
+
+def subchart_templates(chart: str, version: str, where: Path | None = None) -> list[dict[str, str]]:
+    """The templates of the subcharts a chart archive carries as directories (``charts/<name>/templates``,
+    as ``helm package`` stores them), named ``charts/<values key>/templates/...``: the SDK's
+    ``Chart.templates`` lists the parent's only. The values key is the dependency's alias where
+    Chart.yaml gives one."""
+    import tarfile
+
+    path = (where or charts_dir()) / archive_name(chart, version)
+    if path in _SUBCHART_TEMPLATES:
+        return _SUBCHART_TEMPLATES[path]
+    aliases = {d.get("name"): d.get("alias") or d.get("name")
+               for d in (load_chart(chart, version, where).metadata.get("dependencies") or [])}
+    out = []
+    with tarfile.open(path) as tar:
+        for m in tar.getmembers():
+            parts = m.name.split("/")
+            if m.isfile() and len(parts) >= 5 and parts[1] == "charts" and parts[3] == "templates":
+                key = aliases.get(parts[2], parts[2])
+                data = tar.extractfile(m).read().decode(errors="replace")  # type: ignore[union-attr]
+                out.append({"name": f"charts/{key}/{'/'.join(parts[3:])}", "data": data})
+    _SUBCHART_TEMPLATES[path] = out
+    return out
+
+
+_SUBCHART_TEMPLATES: dict[Path, list[dict[str, str]]] = {}
 
 
 def unknown_values(values: Any, defaults: Any, schema: Mapping[str, Any] | None = None,
@@ -342,19 +422,30 @@ def _chart_value_facts(c: Any, key: Any) -> tuple[Any, dict[str, Any], frozenset
         # Istio's charts keep their defaults under `_internal_defaults_do_not_set`, which
         # templates/zzz_profile.yaml merges under the user's values (istio 1.28.5, base and istiod).
         defaults = {**defaults, **(defaults.get("_internal_defaults_do_not_set") or {})}
-        _VALUE_FACTS[key] = (c.schema, defaults, free_form_paths(c.templates))
+        chart, version, where = key
+        _VALUE_FACTS[key] = (c.schema, defaults,
+                             free_form_paths([*c.templates, *subchart_templates(chart, version, where)]))
     return _VALUE_FACTS[key]
 
 
 def values_problems(record: Mapping[str, Any], where: Path | None = None) -> list[str]:
-    """Every value a release sets that its chart does not have, and its schema's complaints."""
+    """Every value a release sets that its chart does not have, and its schema's complaints. Cached
+    like a render, by the chart archive's digest and the values."""
     import helm_python as helm
 
     chart, version = release_chart(record)
     inputs = record["inputs"]
     values = inputs.get("values") or {}
+    where = where or charts_dir()
+    path = where / archive_name(chart, version)
+    if not path.exists():
+        raise ChartError(missing_message(chart, version, where))
+    key = _key("values-problems", _digest(path), values)
+    found = _cached(key)
+    if found is not None:
+        return list(found)
     c = load_chart(chart, version, where)
-    schema, defaults, free = _chart_value_facts(c, (chart, version, where or charts_dir()))
+    schema, defaults, free = _chart_value_facts(c, (chart, version, where))
     problems = [f"{key}: not a value of chart {chart} {version} (values.yaml"
                 f"{' or values.schema.json' if schema else ''})"
                 for key in unknown_values(values, defaults, schema, free=free)]
@@ -363,7 +454,8 @@ def values_problems(record: Mapping[str, Any], where: Path | None = None) -> lis
             c.validate_schema(values)
         except helm.HelmValuesError as e:
             problems.append(f"values.schema.json of {chart} {version}: {' '.join(str(e).split())}")
-    return problems
+    _store(key, problems)
+    return list(problems)
 
 
 # --- one plan's releases --------------------------------------------------------------------------------
@@ -536,3 +628,21 @@ def owners(resources: list[dict[str, Any]], manifests: Mapping[str, Mapping[str,
             what = f"{kind}{'.' + group if group else ''} {ns + '/' if ns else ''}{name}"
             out.append(f"cluster {cluster}: {what} has {len(sources)} owners: " + "; ".join(sources))
     return out
+
+
+# --- what the charts fail by design -------------------------------------------------------------------
+
+def resource_type(obj: Mapping[str, Any]) -> str:
+    """The Pulumi type token of a Kubernetes object (``apps/v1`` Deployment -> ``kubernetes:apps/v1:Deployment``,
+    core ``v1`` -> ``kubernetes:core/v1:...``), as the policy pack sees the program's own."""
+    api = str(obj.get("apiVersion", ""))
+    return f"kubernetes:{api if '/' in api else 'core/' + api}:{obj.get('kind', '')}"
+
+
+def exemption(rr: RenderedRelease, obj: Mapping[str, Any], check: str):
+    """The entry of components/chart_exemptions.py that exempts this chart object from ``check``
+    (a checkov id or a policy-pack rule name), or None."""
+    from components.chart_exemptions import EXEMPTIONS
+
+    kind, name = str(obj.get("kind", "")), str((obj.get("metadata") or {}).get("name", ""))
+    return next((e for e in EXEMPTIONS if e.covers(rr.release, rr.version, kind, name, check)), None)

@@ -33,11 +33,11 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     print(summary(plan))
     from fleetctl import policy_eval
 
-    violations = policy_eval.evaluate(plan)
-    policy_eval.write_reports(violations, out, plan.stack, plan.missing_secrets)
+    violations, exempted = policy_eval.evaluate_all(plan)
+    policy_eval.write_reports(violations, out, plan.stack, plan.missing_secrets, exempted)
     print(f"\nwrote {out / 'plan.json'}, {out / 'policy.json'} and {len(plan.manifests)} manifests under "
           f"{out / 'manifests'}")
-    print(policy_eval.summary_line(violations))
+    print(policy_eval.summary_line(violations, exempted))
     from fleetctl import verify
 
     findings = verify.verify(verify.load_plan(plan, out))

@@ -154,6 +154,66 @@ def test_render_passes_release_name_namespace_values_and_kube_version(tmp_path, 
     assert items[0]["object"]["data"] == {"ns": "space", "kube": "v1.33.0", "greeting": "hi", "install": "true"}
 
 
+def _probe_chart(tmp_path, greeting_default: str, where) -> None:
+    import helm_python
+
+    chart = tmp_path / f"src-{greeting_default}" / "probe"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: probe\nversion: 0.1.0\n")
+    (chart / "values.yaml").write_text(f"greeting: {greeting_default}\nextra: {{}}\n")
+    (chart / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\n"
+        "data:\n  greeting: {{ .Values.greeting }}\n")
+    helm_python.package(chart, destination=where)
+
+
+def test_renders_and_values_checks_are_cached_by_the_chart_archive_digest(tmp_path, monkeypatch):
+    """A warm plan reads each release's render and values check back without loading the chart; the
+    same chart name and version with other bytes (a re-pulled or repackaged archive) renders again."""
+    where = tmp_path / "charts"
+    where.mkdir()
+    _probe_chart(tmp_path, "hello", where)
+    monkeypatch.setenv(charts.RENDER_CACHE_ENV, str(tmp_path / "cache"))
+    record = {"inputs": {"chart": "probe", "version": "0.1.0", "values": {"greetin": "typo"}}}
+    first = charts.render("probe", "0.1.0", {}, "rel", "ns", "v1.33.0", where=where)
+    assert first[0]["object"]["data"] == {"greeting": "hello"}
+    assert charts.values_problems(record, where) == ["greetin: not a value of chart probe 0.1.0 (values.yaml)"]
+
+    monkeypatch.setattr(charts, "_MEMO", {})  # a new process: only the on-disk cache is left
+    monkeypatch.setattr(charts, "load_chart", lambda *a, **k: pytest.fail("a warm render loaded the chart"))
+    assert charts.render("probe", "0.1.0", {}, "rel", "ns", "v1.33.0", where=where) == first
+    assert charts.values_problems(record, where) == ["greetin: not a value of chart probe 0.1.0 (values.yaml)"]
+    monkeypatch.undo()
+
+    monkeypatch.setenv(charts.RENDER_CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(charts, "_MEMO", {})
+    monkeypatch.setattr(charts, "_CHARTS", {})
+    (where / "probe-0.1.0.tgz").unlink()
+    _probe_chart(tmp_path, "bonjour", where)
+    again = charts.render("probe", "0.1.0", {}, "rel", "ns", "v1.33.0", where=where)
+    assert again[0]["object"]["data"] == {"greeting": "bonjour"}
+
+
+def test_chart_secrets_are_masked_so_plans_do_not_change_run_to_run(monkeypatch):
+    """grafana 10.3.0 (kube-prometheus-stack 79.12.0) generates its admin password per render
+    (templates/_helpers.tpl, randAlphaNum 40): two cold renders differ unless the plan masks chart
+    Secrets as it masks the program's."""
+    from fleetctl.plan import SECRET
+
+    monkeypatch.setenv(charts.RENDER_CACHE_ENV, "off")
+    plan = plan_of("dev")
+    rr = _release(plan, "kube-prometheus-stack")
+    values = _record(plan, rr)["inputs"]["values"]
+    renders = []
+    for _ in range(2):
+        monkeypatch.setattr(charts, "_MEMO", {})
+        items = charts.render(rr.chart, rr.version, values, rr.release, rr.namespace, rr.kube_version)
+        renders.append([i["object"] for i in items if i["object"]["kind"] == "Secret"])
+    grafana = next(o for o in renders[0] if o["metadata"]["name"].endswith("-grafana"))
+    assert grafana["data"] == SECRET
+    assert renders[0] == renders[1]
+
+
 EXPECTED_WORKLOADS = {
     # release -> (kind, name) its chart renders with the program's values (read from each chart's
     # templates at the pinned version: cert-manager v1.19.1 deployment.yaml, istiod 1.28.5

@@ -1,12 +1,10 @@
 """The router as deployed: image by digest from the recorded build, config that rolls pods only when it
-changes, a hardened pod and its guard rails, and checkov's Kubernetes checks over what the stacks
-render."""
+changes, a hardened pod and its guard rails (checkov over every object a stack renders:
+tests/test_chart_checks.py)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -18,7 +16,7 @@ import yaml
 
 from conftest import ROOT, SHIPPED_STACKS, plan_of
 from fleet import layout
-from fleetctl.plan import run_plan, write_plan
+from fleetctl.plan import run_plan
 from wiring import fed_by
 
 import schemas
@@ -317,50 +315,6 @@ def test_router_objects_are_valid_kubernetes(stack):
                 if schemas.crds_available() or "no schema for" not in p]  # core kinds always
     assert not problems, "\n".join(problems)
     schemas.require_crds()
-
-
-# --- checkov ------------------------------------------------------------------------------------
-
-def _checkov() -> str | None:
-    env = os.environ.get("FLEET_CHECKOV")
-    if env:
-        return env
-    local = ROOT / ".venv-checkov" / "bin" / "checkov"
-    return str(local) if local.exists() else shutil.which("checkov")
-
-
-SKIP_ANNOTATION = re.compile(r"^checkov\.io/skip\d+$")
-SKIP_VALUE = re.compile(r"^(CKV2?_K8S_\d+)=(.{20,})$")
-
-
-@pytest.mark.parametrize("stack", SHIPPED_STACKS)
-def test_checkov_finds_no_unjustified_failures(stack, tmp_path):
-    checkov = _checkov()
-    # `make test` builds .venv-checkov first: missing is a broken setup, a failure rather than a skip.
-    assert checkov is not None, ("checkov not installed: `make test` builds .venv-checkov from "
-                                 "requirements-checkov.lock (or set FLEET_CHECKOV)")
-    plan = plan_of(stack)
-    # The program's own objects; chart-rendered ones (manifests/<cluster>/<release>/) are checked by
-    # tests/test_charts.py against the exemptions kept beside the pins.
-    write_plan(dataclasses.replace(plan, releases=None), tmp_path)
-    # Every skip must name a check and say why.
-    for obj in plan.objects():
-        for key, value in (obj["metadata"].get("annotations") or {}).items():
-            if SKIP_ANNOTATION.match(key):
-                assert SKIP_VALUE.match(value), f"{obj['kind']} {obj['metadata']['name']}: {key}={value!r} " \
-                                                f"needs CKV_K8S_<n>=<a reason of 20+ characters>"
-    result = subprocess.run(
-        [checkov, "-d", str(tmp_path / "manifests"), "--framework", "kubernetes", "--output", "json",
-         "--quiet", "--compact", "--skip-download"],
-        capture_output=True, text=True, timeout=300,
-        env={**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"},
-    )
-    assert result.stdout.strip(), result.stderr[-2000:]
-    reports = json.loads(result.stdout)
-    reports = reports if isinstance(reports, list) else [reports]
-    failed = [f"{f['check_id']} {f['resource']} ({f['file_path']}): {f['check_name']}"
-              for r in reports for f in r.get("results", {}).get("failed_checks", [])]
-    assert not failed, "\n".join(failed)
 
 
 def test_router_drain_fits_the_pods_termination_grace(dev_plan):
