@@ -82,6 +82,19 @@ LONG_RR = "100 KB shared context + distinct question: fleet_router round-robin r
 LITELLM = "short chat: fleet_router round-robin req/s >= 20x litellm"
 
 
+
+def _markdown(out: dict, tmp_path) -> str:
+    """The Markdown report of ``out``, with the run metadata and latency columns a real run records."""
+    out.update(started="2026-12-01T08:00:00Z", duration_s=1.0, settings={}, machine={
+        "nproc": 2, "cpu": "x", "kernel": "k", "pinning": "p", "versions": {}})
+    out["throughput"].update(rounds=3, seconds=5)
+    out["latency"].update(connections=16, seconds=8, rounds=3)
+    for mode in out["latency"]["modes"].values():
+        for row in mode["targets"].values():
+            row.update(p90_ms=1.0, p999_ms=9.0, errors=0)
+    report.write_markdown(out, tmp_path / "r.md")
+    return (tmp_path / "r.md").read_text()
+
 def test_every_target_of_issues_11_and_18_is_judged():
     v = _verdicts(_results())
     assert len(v) == 7 + 4 + 4  # throughput pairs, added p99 (2 modes x 2 policies), routing + failover
@@ -164,15 +177,7 @@ def test_the_markdown_shows_the_ratios_and_cpu_cost(tmp_path):
     out = _results()
     del out["routing"], out["failover"]  # their sections need full rows; their verdicts are tested above
     out["throughput"]["workloads"]["short"]["targets"][RR]["cpu_us_per_request"] = 123.4  # 86% of its core
-    out.update(started="2026-12-01T08:00:00Z", duration_s=1.0, settings={}, machine={
-        "nproc": 2, "cpu": "x", "kernel": "k", "pinning": "p", "versions": {}})
-    out["throughput"].update(rounds=3, seconds=5)
-    out["latency"].update(connections=16, seconds=8, rounds=3)
-    for mode in out["latency"]["modes"].values():
-        for row in mode["targets"].values():
-            row.update(p90_ms=1.0, p999_ms=9.0, errors=0)
-    report.write_markdown(out, tmp_path / "r.md")
-    md = (tmp_path / "r.md").read_text()
+    md = _markdown(out, tmp_path)
     assert ("| short chat | fleet_router round-robin | vllm-router round_robin | 7000.0 | 6000.0 | 1.17x | 123.4 | "
             "150.0 | 1.22x | 1.17x (measured req/s) | >= 1x |") in md
     for name, measured, met, _ in report.goals(out):
@@ -232,14 +237,6 @@ def test_stream_migration_runs_are_judged_only_when_a_kill_reached_a_stream(tmp_
     out["migration"]["runs"]["one pool killed"]["streams_on_killed_pools"] = 0
     assert _verdicts(out)["0 streams lost, pools killed mid-stream (one pool killed)"][1] is None
     del out["routing"], out["failover"]
-    out.update(started="2026-12-01T08:00:00Z", duration_s=1.0, settings={}, machine={
-        "nproc": 2, "cpu": "x", "kernel": "k", "pinning": "p", "versions": {}})
-    out["throughput"].update(rounds=3, seconds=5)
-    out["latency"].update(connections=16, seconds=8, rounds=3)
-    for mode in out["latency"]["modes"].values():
-        for row in mode["targets"].values():
-            row.update(p90_ms=1.0, p999_ms=9.0, errors=0)
-    report.write_markdown(out, tmp_path / "r.md")
-    md = (tmp_path / "r.md").read_text()
+    md = _markdown(out, tmp_path)
     assert ("| two pools killed in turn | 300 | 298 | 2 | upstream_broken | 40 | 40.0 / 95.0 | 8.0 / 20.0 | 75.0 | "
             "50.0 / 0.100 | 40 (reset 40) | 2400 | 2 |") in md
