@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Iterable, Mapping
 
 from fleetctl.verify.findings import Finding
-from fleetctl.verify.topology import Cluster, Obj, Topology
+from fleetctl.verify.topology import Cluster, Obj, Topology, container_args, flag
 
 READ = ("get", "list", "watch")
 
@@ -40,19 +40,6 @@ PICKER_LEADER_ELECTION = (
     ("coordination.k8s.io", "leases", ("get", "list", "watch", "create", "update", "patch", "delete")),
     ("", "events", ("create", "patch")),
 )
-
-
-def _args(container: Mapping) -> list[str]:
-    return [str(a) for a in (container.get("command") or []) + (container.get("args") or [])]
-
-
-def _flag(args: list[str], name: str, default: str | None = None) -> str | None:
-    for i, a in enumerate(args):
-        if a == f"--{name}":
-            return args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("--") else "true"
-        if a.startswith(f"--{name}="):
-            return a.split("=", 1)[1]
-    return default
 
 
 def pickers(cluster: Cluster) -> list[tuple[Obj, Mapping]]:
@@ -109,11 +96,11 @@ def check(topo: Topology) -> list[Finding]:
                 out.append(Finding("identity", cluster.name, dep.ref, dep.file,
                                    "the endpoint picker gets no ServiceAccount token, so it cannot watch the API",
                                    "set automountServiceAccountToken: true on the picker's pod or ServiceAccount"))
-            args = _args(container)
+            args = container_args(container)
             needs = list(PICKER_NEEDS)
-            if _flag(args, "metrics-endpoint-auth", "true") != "false":
+            if flag(args, "metrics-endpoint-auth", "true") != "false":
                 needs += PICKER_METRICS_AUTH
-            if _flag(args, "ha-enable-leader-election", "false") != "false":
+            if flag(args, "ha-enable-leader-election", "false") != "false":
                 needs += PICKER_LEADER_ELECTION
             roles, rules = _rules_for(cluster, ns, sa_name)
             roles = sorted(roles, key=lambda r: (r.kind != "Role", r.ref))

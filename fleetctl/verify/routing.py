@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from fleetctl.verify.findings import Finding
-from fleetctl.verify.topology import Cluster, Obj, Topology, selects, workload_templates
+from fleetctl.verify.topology import Cluster, Obj, Topology, container_args, flag, selects, workload_templates
 
 GW_GROUP = "gateway.networking.k8s.io"
 POOL_GROUPS = ("inference.networking.k8s.io", "inference.networking.x-k8s.io")
@@ -149,34 +149,21 @@ def _check_routes(cluster: Cluster) -> list[Finding]:
 
 # --- InferencePools and their pickers --------------------------------------------------------------
 
-def _container_args(c: Mapping[str, Any]) -> list[str]:
-    return [str(a) for a in (c.get("command") or []) + (c.get("args") or [])]
-
-
-def _flag(args: list[str], name: str) -> str | None:
-    for i, a in enumerate(args):
-        if a == f"--{name}":
-            return args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("--") else "true"
-        if a.startswith(f"--{name}="):
-            return a.split("=", 1)[1]
-    return None
-
-
 def served_models(spec: Mapping[str, Any]) -> set[str]:
     """Model names a pod answers to: vLLM's ``--served-model-name`` (else ``--model``), for every container."""
     out: set[str] = set()
     for c in spec.get("containers") or []:
-        args = _container_args(c)
-        for flag in ("--served-model-name", "--model"):
+        args = container_args(c)
+        for opt in ("--served-model-name", "--model"):
             names = []
             for i, a in enumerate(args):
-                if a == flag:
+                if a == opt:
                     names += [x for x in args[i + 1:i + 2] if not x.startswith("--")]
                     j = i + 2
-                    while flag == "--served-model-name" and j < len(args) and not args[j].startswith("--"):
+                    while opt == "--served-model-name" and j < len(args) and not args[j].startswith("--"):
                         names.append(args[j])
                         j += 1
-                elif a.startswith(flag + "="):
+                elif a.startswith(opt + "="):
                     names.append(a.split("=", 1)[1])
             if names:
                 out |= set(names)
@@ -200,7 +187,7 @@ def _secure_serving(cluster: Cluster, svc: Obj) -> tuple[bool, Obj | None]:
     for t in workload_templates(cluster):
         if t.namespace == svc.namespace and sel and all(t.labels.get(k) == v for k, v in sel.items()):
             for c in t.spec.get("containers") or []:
-                v = _flag(_container_args(c), "secure-serving")
+                v = flag(container_args(c), "secure-serving")
                 if v is not None:
                     return v.lower() != "false", t.owner
             return True, t.owner

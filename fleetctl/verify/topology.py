@@ -61,6 +61,21 @@ class Obj:
         return dict((self.doc.get("metadata") or {}).get("labels") or {})
 
 
+def container_args(container: Mapping[str, Any]) -> list[str]:
+    """A container's command line as the process sees it: ``command`` then ``args``."""
+    return [str(a) for a in (container.get("command") or []) + (container.get("args") or [])]
+
+
+def flag(args: list[str], name: str, default: str | None = None) -> str | None:
+    """The value of ``--name value`` / ``--name=value`` (``"true"`` for a bare ``--name``), else ``default``."""
+    for i, a in enumerate(args):
+        if a == f"--{name}":
+            return args[i + 1] if i + 1 < len(args) and not args[i + 1].startswith("--") else "true"
+        if a.startswith(f"--{name}="):
+            return a.split("=", 1)[1]
+    return default
+
+
 def selects(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
     """Does this Kubernetes label selector (``matchLabels`` and ``matchExpressions``) select ``labels``?
 
