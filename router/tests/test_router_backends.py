@@ -58,8 +58,8 @@ FAST = {"connect_s": 1, "stream_head_s": 0.5, "stream_idle_s": 0.5, "response_s"
 def backends():
     started: list[Backend] = []
 
-    def start(script, models=None) -> tuple[Backend, str]:
-        b = Backend(script, models)
+    def start(script, models=None, metrics=None) -> tuple[Backend, str]:
+        b = Backend(script, models, metrics)
         url = b.start()
         started.append(b)
         return b, url

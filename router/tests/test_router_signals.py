@@ -16,25 +16,8 @@ import pytest
 import yaml
 
 from fleetproc import HOST, KEY, fleet, pool  # noqa: F401 - fixtures
-from scripted import SSE_HEAD, Backend, completion, sse_chunk, sse_end, vllm_error
-from test_router_backends import CHAT, _metric, _metrics, _post
-
-
-@pytest.fixture
-def backends():
-    started: list[Backend] = []
-
-    def start(script, models=None, metrics=None) -> tuple[Backend, str]:
-        b = Backend(script, models, metrics)
-        url = b.start()
-        started.append(b)
-        return b, url
-
-    try:
-        yield start
-    finally:
-        for b in started:
-            b.stop()
+from scripted import SSE_HEAD, completion, sse_chunk, sse_end, vllm_error
+from test_router_backends import CHAT, _metric, _metrics, _post, backends  # noqa: F401 - fixture
 
 
 def _wait(cond, what: str, timeout: float = 15.0) -> None:
