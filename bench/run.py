@@ -120,6 +120,14 @@ def start_sim(profile: str, name: str, *extra: str) -> tuple[str, subprocess.Pop
     return url, p
 
 
+
+def _stop_all(live: dict, backend) -> None:
+    """Stop every proxy a phase started (None: the direct target, nothing to stop), then the backend."""
+    for _, proc in live.values():
+        if proc is not None:
+            stop(proc)
+    stop(backend)
+
 def start_router(pools: list[dict], tiers: list[dict] | None = None, policy: str = "round-robin",
                  **extra) -> tuple[str, subprocess.Popen, str]:
     port, admin = free_port(), free_port()
@@ -393,10 +401,7 @@ def throughput(cfg) -> dict:
                     print(f"[throughput] round {k + 1} {wname} {name}: {row['rps']} req/s, "
                           f"{row['cpu_us_per_request']} µs CPU/req, errors {row['errors']}", flush=True)
     finally:
-        for name, (_, proc) in live.items():
-            if proc is not None:
-                stop(proc)
-        stop(backend)
+        _stop_all(live, backend)
     for wname, (kind, stream, conns, _) in WORKLOADS.items():
         targets = {name: _median_rows(rs, ("rps", "cpu_us_per_request", "generator_cpu_us_per_request", "p50_ms",
                                            "p99_ms"))
@@ -443,10 +448,7 @@ def latency(cfg) -> dict:
                     print(f"[latency] round {k + 1} {mode} {name}: p50/p99 {row['p50_ms']}/{row['p99_ms']} ms at "
                           f"{row['achieved_rps']} req/s, errors {row['errors']}", flush=True)
     finally:
-        for name, (_, proc) in live.items():
-            if proc is not None:
-                stop(proc)
-        stop(backend)
+        _stop_all(live, backend)
     for mode in modes:
         targets = {name: _median_rows(rs, ("achieved_rps", "core_used", "p50_ms", "p90_ms", "p99_ms", "p999_ms",
                                            "max_ms"))
