@@ -32,7 +32,7 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from email.utils import formatdate
 from http import HTTPStatus
 from random import getrandbits
@@ -44,6 +44,10 @@ log = logging.getLogger("fleet_router")
 access_log = logging.getLogger("fleet_router.access")
 
 Handler = Callable[["Request"], Awaitable["Response | StreamResponse"]]
+#: Offered a request that arrived whole (head and body in one read), before any task exists: True
+#: if it took it (it then calls ``request.reply`` or ``request.continue_with`` exactly once), False
+#: (having done nothing) to have the route's handler answer it as any other request.
+NowHandler = Callable[["Request"], bool]
 #: ``(status, message, code)`` -> a :class:`Response` in the API's error shape (supplied by the
 #: caller, so this module knows nothing of OpenAI).
 ErrorFactory = Callable[[int, str, str], "Response"]
@@ -114,7 +118,7 @@ class Request:
 
     __slots__ = ("method", "path", "query_string", "version", "headers", "peer", "trusted_peer", "request_id",
                  "content_length", "chunked", "keep_alive", "upgrade", "started", "expect_continue", "_conn", "_chunks", "_size",
-                 "_done", "_error", "_waiter", "_disconnected", "_task", "_status", "_sent")
+                 "_done", "_error", "_waiter", "_disconnected", "_task", "_status", "_sent", "_on_gone")
 
     def __init__(self, conn: "_Connection", method: str, path: str, query_string: str, version: str,
                  headers: Headers):
@@ -139,6 +143,7 @@ class Request:
         self._task: asyncio.Task | None = None
         self._status = 0
         self._sent = 0
+        self._on_gone: Callable[[], None] | None = None
 
     @property
     def target(self) -> str:
@@ -153,6 +158,44 @@ class Request:
             if self._conn.closed:
                 self._disconnected.set()
         return self._disconnected
+
+    @property
+    def gone(self) -> bool:
+        """The client has gone."""
+        return self._conn.closed
+
+    # for a NowHandler (see start_site's ``now``): a request answered without a task
+    def body_now(self) -> bytes | None:
+        """The whole body, when it is all here (a request offered to a NowHandler), else None."""
+        if not self._done or self._error is not None or self.expect_continue:
+            return None
+        chunks = self._chunks
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def on_gone(self, fn: Callable[[], None]) -> None:
+        """``fn()`` once if the client leaves before the answer (to stop the work for it)."""
+        self._on_gone = fn
+
+    def reply(self, resp: "Response | None") -> None:
+        """Answer now (``None``: the client has gone, nothing to send); the connection goes on."""
+        self._on_gone = None
+        conn = self._conn
+        if resp is not None:
+            conn.write_response(self, resp)
+        conn._finished(self)
+
+    def continue_with(self, handler: Awaitable) -> None:
+        """Answer with what ``handler`` (an awaitable, as a route's handler returns) gives, in a task."""
+        self._on_gone = None
+        conn = self._conn
+        if conn.closed:
+            close = getattr(handler, "close", None)
+            if close is not None:
+                close()  # a coroutine never started
+            self._status = self._status or 499
+            conn._finished(self)
+            return
+        self._task = conn.loop.create_task(conn._run(self, handler))
 
     # fed by the connection
     def _feed(self, data: bytes, limit: int) -> None:
@@ -341,6 +384,7 @@ class _Connection(asyncio.Protocol):
         self.parsing: Request | None = None  # the request whose bytes are arriving
         self.active: Request | None = None  # the request being answered
         self.queue: deque[Request] = deque()  # pipelined requests waiting their turn
+        self.pending: Request | None = None  # active, not started: offered to the site's NowHandler if it arrives whole
         self._url = b""
         self._headers: list[tuple[str, str]] = []
         self._head_bytes = 0  # the current head, counted by the parser callbacks
@@ -380,6 +424,7 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         self.site.connections.discard(self)
         self._cancel_timer()
+        self.pending = None  # (only between a head and the end of its read: a callback failed)
         for r in (self.parsing, self.active, *self.queue):
             if r is None:
                 continue
@@ -388,6 +433,9 @@ class _Connection(asyncio.Protocol):
                 r._disconnected.set()
             if r._task is not None and not r._task.done():
                 r._task.cancel()
+            elif r._on_gone is not None:
+                gone, r._on_gone = r._on_gone, None
+                gone()
         self.queue.clear()
         d = self._drain
         if d is not None and not d.done():
@@ -417,6 +465,7 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
+            self._start_pending()
             self._on_upgrade()
             return
         except httptools.HttpParserCallbackError as e:
@@ -425,8 +474,11 @@ class _Connection(asyncio.Protocol):
                 self.transport.close()
             return  # else a callback already answered and closed
         except httptools.HttpParserError as e:
+            self._start_pending()
             self._protocol_error(400, f"Malformed HTTP request: {e}.", "bad_request")
             return
+        if self.pending is not None:  # its body did not come with its head: the task path reads it
+            self._start_pending()
         if self._in_head and in_head and begun == self._begun:
             # Still inside the same head: httptools buffers an incomplete header line itself, so
             # count what it holds (a 1 MB header without a line end must not be buffered).
@@ -495,7 +547,11 @@ class _Connection(asyncio.Protocol):
             self._last_body = self.now
             self._arm(self.limits.body_timeout, self._on_body_timeout, self.now)
         if self.active is None:
-            self._start(r)
+            if (r.content_length and not r.chunked and not r.expect_continue and r.method == "POST"
+                    and r.path in self.site.now and r.content_length <= self.limits.max_body_bytes):
+                self.active = self.pending = r  # offered to the NowHandler if its body is in this read
+            else:
+                self._start(r)
         else:
             self.queue.append(r)
             self._pause_reading()
@@ -514,19 +570,38 @@ class _Connection(asyncio.Protocol):
         self.parsing = None
         r._finish()
         self._cancel_timer()  # the body timer (the head timer ended with the head)
+        if r is self.pending:
+            self.pending = None
+            try:
+                taken = self.site.now[r.path](r)
+            except Exception:  # noqa: BLE001 - a bug in the handler: the task path answers (a 500 at worst)
+                log.exception("handler failed: %s %s", r.method, r.path)
+                taken = False
+            if not taken:
+                self._run_task(r)
 
     # --- running handlers ---------------------------------------------------------------------
 
     def _start(self, r: Request) -> None:
         self.active = r
+        self._run_task(r)
+
+    def _run_task(self, r: Request) -> None:
         r._task = self.loop.create_task(self._run(r))
 
-    async def _run(self, r: Request) -> None:
+    def _start_pending(self) -> None:
+        r, self.pending = self.pending, None
+        if r is not None:
+            self._run_task(r)
+
+    async def _run(self, r: Request, handler: Awaitable | None = None) -> None:
         site = self.site
         try:
             if r.upgrade and (r.content_length or r.chunked):
                 resp = site.make_error(400, "Protocol upgrades are not supported with a request body.",
                                        "bad_request")
+            elif handler is not None:
+                resp = await handler
             else:
                 resp = await site.dispatch(r)
             if isinstance(resp, StreamResponse):
@@ -751,7 +826,7 @@ class Site:
     """One listening socket serving a route table."""
 
     def __init__(self, routes: Iterable[tuple[str, str, Handler]], make_error: ErrorFactory, limits: _Limits,
-                 trusted: Callable[[str], bool], access_log_on: bool):
+                 trusted: Callable[[str], bool], access_log_on: bool, now: Mapping[str, NowHandler] | None = None):
         self.routes: dict[str, dict[str, Handler]] = {}
         self.prefixes: list[tuple[str, dict[str, Handler]]] = []  # ("/v1/models/", methods), longest first
         for method, path, handler in routes:
@@ -766,6 +841,9 @@ class Site:
             methods[method] = handler
             if method == "GET":
                 methods.setdefault("HEAD", handler)
+        #: POST path -> its NowHandler (the path must also be a POST route: the handler of every
+        #: request the NowHandler does not take)
+        self.now: dict[str, NowHandler] = {p: h for p, h in (now or {}).items() if "POST" in self.routes.get(p, {})}
         self.make_error = make_error
         self.limits = limits
         self.is_trusted = trusted
@@ -869,13 +947,15 @@ async def start_site(routes: Iterable[tuple[str, str, Handler]], host: str, port
                      max_body_bytes: int = 1 << 20, max_header_bytes: int = 32768, header_timeout: float = 10.0,
                      body_timeout: float = 30.0, idle_timeout: float = 75.0, max_connections: int = 10000,
                      trusted: Callable[[str], bool] = lambda peer: False, access_log: bool = True,
-                     backlog: int = 1024, write_buffer_high: int = 256 * 1024) -> Site:
+                     backlog: int = 1024, write_buffer_high: int = 256 * 1024,
+                     now: Mapping[str, NowHandler] | None = None) -> Site:
     """Listen on ``host:port`` and serve ``routes`` (``(method, path, handler)``; GET routes answer HEAD
     too; a path ending in ``/*`` serves every path below it, the handler reading ``request.path``);
     an unknown path is a 404 and a known path with the wrong method a 405, both through
-    ``make_error``."""
+    ``make_error``. ``now``: POST path -> a :data:`NowHandler`, offered each request to that path
+    whose head and body arrive in one read (the common case), before a task is made for it."""
     limits = _Limits(max_body_bytes, max_header_bytes, header_timeout, body_timeout, idle_timeout,
                      max_connections, write_buffer_high)
-    site = Site(routes, make_error, limits, trusted, access_log)
+    site = Site(routes, make_error, limits, trusted, access_log, now)
     site.server = await site.loop.create_server(lambda: _Connection(site), host, port, backlog=backlog)
     return site

@@ -133,36 +133,64 @@ def _fallback_model(endpoint: Endpoint, served: list[str], path: str) -> str | h
         if endpoint.model_optional else "."), "invalid_request_error", "missing_model", "model")
 
 
+def _head_problem(request: httpio.Request, endpoint: Endpoint, limit: int) -> httpio.Response | None:
+    """The 415 / 413 the request's head alone earns (its body is then never read)."""
+    ctype_header = request.headers.get("Content-Type", "")
+    ctype = ctype_header.split(";")[0].strip().lower()
+    if endpoint.body == "multipart":
+        if ctype != "multipart/form-data" or _BOUNDARY.search(ctype_header) is None:
+            return error(415, "Send this request as `multipart/form-data` (with its boundary), the audio "
+                         "file in the `file` field.", "invalid_request_error", "unsupported_media_type")
+    elif ctype != "application/json":
+        return error(415, "Send the request body as JSON with `Content-Type: application/json`.",
+                     "invalid_request_error", "unsupported_media_type")
+    if request.content_length is not None and request.content_length > limit:
+        return error(413, f"Request body is larger than {limit} bytes.", "invalid_request_error",
+                     "request_too_large")
+    return None
+
+
 async def read_inference(request: httpio.Request, max_body_bytes: int,
                          served: Callable[[], list[str]] = list) -> InferenceRequest | httpio.Response:
     """The request's body, checked for what the path needs; or the 4xx that says what is wrong.
     ``served``: the models the fleet serves (for the paths where vLLM lets ``model`` be omitted)."""
     path = request.path
     endpoint = ENDPOINTS[path]
-    ctype_header = request.headers.get("Content-Type", "")
-    ctype = ctype_header.split(";")[0].strip().lower()
-    if endpoint.body == "multipart":
-        boundary = _BOUNDARY.search(ctype_header) if ctype == "multipart/form-data" else None
-        if boundary is None:
-            return error(415, "Send this request as `multipart/form-data` (with its boundary), the audio "
-                         "file in the `file` field.", "invalid_request_error", "unsupported_media_type")
-    elif ctype != "application/json":
-        return error(415, "Send the request body as JSON with `Content-Type: application/json`.",
-                     "invalid_request_error", "unsupported_media_type")
     limit = max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        return error(413, f"Request body is larger than {limit} bytes.", "invalid_request_error",
-                     "request_too_large")
+    problem = _head_problem(request, endpoint, limit)
+    if problem is not None:
+        return problem
     try:
         raw = await httpio.read_body(request, limit)
     except httpio.BodyTimeout:
         return error(408, "The request body stopped arriving.", "invalid_request_error", "request_timeout")
     except httpio.BodyError:
         return error(400, "Could not read the request body.", "invalid_request_error", "bad_body")
+    return check_inference(request, raw, limit, served)
+
+
+def inference_now(request: httpio.Request, max_body_bytes: int,
+                  served: Callable[[], list[str]] = list) -> InferenceRequest | httpio.Response | None:
+    """:func:`read_inference` for a request whose body is all here (``request.body_now()``), with
+    no await; None if it is not (then ``read_inference`` reads it)."""
+    raw = request.body_now()
+    if raw is None:
+        return None
+    return _head_problem(request, ENDPOINTS[request.path], max_body_bytes) or check_inference(
+        request, raw, max_body_bytes, served)
+
+
+def check_inference(request: httpio.Request, raw: bytes, limit: int,
+                    served: Callable[[], list[str]] = list) -> InferenceRequest | httpio.Response:
+    """The body read (``raw``, at most ``limit + 1`` bytes), checked for what the path needs."""
+    path = request.path
+    endpoint = ENDPOINTS[path]
     if len(raw) > limit:
         return error(413, f"Request body is larger than {limit} bytes.", "invalid_request_error",
                      "request_too_large")
     if endpoint.body == "multipart":
+        ctype_header = request.headers.get("Content-Type", "")
+        boundary = _BOUNDARY.search(ctype_header)
         try:
             fields = form_fields(raw, boundary.group(1) or boundary.group(2), frozenset(("model", "stream")))
         except MultipartError as e:

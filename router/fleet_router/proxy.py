@@ -30,7 +30,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 import orjson
 
@@ -38,8 +38,9 @@ from fleet_router import core, forwarding, httpio, migration
 from fleet_router.config import ConfigError, Pool, RouterConfig
 from fleet_router.metrics import RouterMetrics
 from fleet_router.openai_api import InferenceRequest, error
-from fleet_router.upstream import (Deadlines, Response, UpstreamError, UpstreamPool, UpstreamTimeout,
+from fleet_router.upstream import (Deadlines, Exchange, Response, UpstreamError, UpstreamPool, UpstreamTimeout,
                                    UpstreamTooLarge)
+from fleet_router.upstream import request_head as upstream_head
 
 log = logging.getLogger("fleet_router")
 
@@ -142,15 +143,23 @@ class Proxy:
 
     async def forward(self, request: httpio.Request, req: InferenceRequest, decision: core.Decision,
                       extra_headers: Mapping[str, str] | None = None,
-                      on_usage: Callable[[Pool, dict], None] | None = None) -> httpio.StreamResponse:
+                      on_usage: Callable[[Pool, dict], None] | None = None,
+                      prior: tuple[core.PoolState, "_Failed"] | None = None) -> httpio.StreamResponse:
         """``extra_headers`` go on the answer (the key's ``x-ratelimit-*``); ``on_usage(pool, usage)``
-        gets the answer's OpenAI ``usage`` (per-key token and spend accounting, fleet_router.limits)."""
+        gets the answer's OpenAI ``usage`` (per-key token and spend accounting, fleet_router.limits).
+        ``prior``: the first pool's failed attempt, made by :meth:`forward_now` (the rest go on from it)."""
         cfg = self.config.failover
         attempts = list(dict.fromkeys(decision.attempts))[:cfg.max_attempts]  # never one pool twice
-        fwd_headers = forwarding.request_headers(request)
-        fwd_headers.append(("Content-Type", req.content_type))  # a multipart body keeps its boundary
+        fwd_headers = self._request_headers(request, req)
         failed: list[tuple[str, _Failed]] = []
         first_500: core.PoolState | None = None  # its 500 is its fault only if another pool serves
+        if prior is not None:
+            stop, first_500 = self._book(prior[0], prior[1], failed, None)
+            if stop is not None:
+                return stop
+            if not prior[1].retry:
+                return self._all_failed(failed)
+            attempts = attempts[1:]
         for i, pool_name in enumerate(attempts):
             state = self.states.get(pool_name)
             if state is None:
@@ -163,20 +172,9 @@ class Proxy:
             try:
                 response = await self._attempt(request, req, decision, state, fwd_headers, extra_headers, on_usage)
             except _Failed as f:
-                failed.append((state.name, f))
-                now = time.monotonic()
-                if f.retry_after:
-                    state.ejected_until = max(state.ejected_until, now + f.retry_after)  # "busy", not broken
-                if f.pool_fault:
-                    self._pool_failed(state, now)
-                log.warning(orjson.dumps({"event": "attempt_failed", "pool": state.name, "reason": f.reason,
-                                          "message": f.message}).decode())
-                if f.reason == "http_500":
-                    if first_500 is not None:
-                        # The same request failing on two pools: it is the request. Stop, and
-                        # answer what the backend said; neither pool is at fault.
-                        return self._pass_on(f)
-                    first_500 = state
+                stop, first_500 = self._book(state, f, failed, first_500)
+                if stop is not None:
+                    return stop
                 if not f.retry:
                     break
                 continue
@@ -184,6 +182,91 @@ class Proxy:
                 self._pool_failed(first_500, time.monotonic())
             return response
         return self._all_failed(failed)
+
+    def _book(self, state: core.PoolState, f: "_Failed", failed: list, first_500: core.PoolState | None
+              ) -> tuple[httpio.Response | None, core.PoolState | None]:
+        """Count one failed attempt; returns the answer to stop with (the same request failing with
+        500 on two pools: it is the request, and neither pool is at fault), and the pool whose 500
+        counts against it if another pool serves."""
+        failed.append((state.name, f))
+        now = time.monotonic()
+        if f.retry_after:
+            state.ejected_until = max(state.ejected_until, now + f.retry_after)  # "busy", not broken
+        if f.pool_fault:
+            self._pool_failed(state, now)
+        log.warning(orjson.dumps({"event": "attempt_failed", "pool": state.name, "reason": f.reason,
+                                  "message": f.message}).decode())
+        if f.reason == "http_500":
+            if first_500 is not None:
+                return self._pass_on(f), first_500
+            first_500 = state
+        return None, first_500
+
+    def _request_headers(self, request: httpio.Request, req: InferenceRequest) -> list[tuple[str, str]]:
+        fwd_headers = forwarding.request_headers(request)
+        fwd_headers.append(("Content-Type", req.content_type))  # a multipart body keeps its boundary
+        return fwd_headers
+
+    def forward_now(self, request: httpio.Request, req: InferenceRequest, decision: core.Decision,
+                    answer: Callable[[httpio.Response | Awaitable | None], None]) -> bool:
+        """The common case without a task (issue 18: the task, the coroutines and the futures of
+        :meth:`forward` were most of a short request's CPU): a non-streaming request sent to its
+        first pool on a kept-alive connection, the answer read whole by the connection's parser
+        callbacks (:class:`fleet_router.upstream.Exchange`) and handed to ``answer`` as the
+        Response :meth:`forward` would return. Anything else goes on as :meth:`forward` would from
+        the same point, handed to ``answer`` as the awaitable that does it: a failed attempt (booked
+        the same way, then failover), a stale kept-alive connection (sent again on a fresh one, as
+        upstream does). ``answer(None)``: the client left (the backend connection was closed).
+        False, with nothing done: no kept-alive connection to the first pool (``forward`` connects)."""
+        attempts = decision.attempts
+        state = self.states.get(attempts[0]) if attempts and self.config.failover.max_attempts else None
+        if state is None:
+            return False
+        pool = state.pool
+        conn = self.upstream.take_idle(self.upstream.origin(pool.url, pool.ca_file))
+        if conn is None:
+            return False
+        headers = self._request_headers(request, req)
+        auth = self._pool_auth.get(state.name)
+        head = upstream_head(conn.origin, req.target, headers + auth if auth else headers, len(req.raw))
+        attempt = core.on_dispatch(state, decision)
+
+        def on_end(x: Exchange) -> None:
+            e = x.error
+            if e is None and x.status < 400 and not request.gone:
+                core.on_first_byte(attempt, None, 0.0)  # no TTFT for a whole answer (see _attempt)
+                core.on_done(attempt)
+                usage = usage_of(x.body)
+                self._account(decision, state, req.model, None, _completion_tokens(usage), x.status)
+                answer(httpio.Response(status=x.status, body=x.body, headers=self._headers(x, state, decision)))
+                return
+            core.on_done(attempt)
+            if request.gone:
+                answer(None)
+                return
+            if e is None:
+                try:
+                    self._refuse(x, state, decision, x.status, x.body)
+                except _Failed as failed:
+                    f = failed
+            elif isinstance(e, UpstreamTooLarge):
+                f = _Failed("too_large", str(e), retry=False, pool_fault=False)
+            elif isinstance(e, UpstreamTimeout):  # sent, then silent: never resent
+                f = _Failed("timeout", str(e), retry=False, pool_fault=True, status=504)
+            elif e.phase == "head" and not x.got_bytes:
+                # Closed before any byte on a kept-alive connection: stale (it reached no server).
+                # forward() sends it again on another or a fresh connection, as upstream.request does.
+                answer(self.forward(request, req, decision))
+                return
+            else:
+                f = _Failed("reset" if e.phase == "head" else "broken", str(e), retry=e.phase == "head",
+                            pool_fault=True)
+            answer(self.forward(request, req, decision, prior=(state, f)))
+
+        t = pool.timeouts
+        x = conn.exchange(head, req.raw, on_end, t.response_s, self.config.limits.max_response_bytes)
+        request.on_gone(lambda: x.abort("the client went away"))
+        return True
 
     def _pool_failed(self, state: core.PoolState, now: float) -> None:
         cfg = self.config.failover
@@ -227,7 +310,7 @@ class Proxy:
         status, body, headers = f.answer
         return httpio.Response(status=status, body=body, headers=headers)
 
-    def _headers(self, upstream: Response, state: core.PoolState, decision: core.Decision) -> dict:
+    def _headers(self, upstream: Response | Exchange, state: core.PoolState, decision: core.Decision) -> dict:
         headers = {k: v for k, v in upstream.headers if k.lower() in self._pass}
         headers["x-fleet-pool"] = state.name
         headers["x-fleet-vendor"] = state.pool.vendor
@@ -286,7 +369,7 @@ class Proxy:
                 upstream.release()  # incomplete (cut, or the client left): closed, so vLLM aborts it
             core.on_done(attempt)
 
-    def _refuse(self, upstream: Response, state: core.PoolState, decision: core.Decision, status: int,
+    def _refuse(self, upstream: Response | Exchange, state: core.PoolState, decision: core.Decision, status: int,
                 body: bytes) -> None:
         """A 4xx/5xx answer: raise how it counts (see the module's docstring)."""
         message = _backend_message(body)

@@ -175,11 +175,21 @@ class Router:
         return httpio.json_response(openai_api.model_card(model_id, int(time.time()), card))
 
     async def inference(self, request: httpio.Request) -> httpio.StreamResponse:
-        started = time.perf_counter()
+        return await self._counted(request, time.perf_counter(), None)
+
+    async def _counted(self, request: httpio.Request, started: float, forwarding) -> httpio.StreamResponse:
+        """The answer of ``_inference`` — or of ``forwarding``, a proxy call :meth:`inference_now`
+        started (in flight already) — counted however the request ends."""
         endpoint = request.path
         status = "500"
         try:
-            response = await self._inference(request, started)
+            if forwarding is None:
+                response = await self._inference(request, started)
+            else:
+                try:
+                    response = await forwarding
+                finally:
+                    self.in_flight -= 1
             status = str(response.status)
             return response
         except ClientGone as e:  # counted however the request ends (issue 23 item 7); 499 as nginx logs it
@@ -189,8 +199,55 @@ class Router:
             status = "499"
             raise
         finally:
-            self.metrics.requests.inc(endpoint, status)
-            self.metrics.latency.observe(endpoint, value=time.perf_counter() - started)
+            self._count(endpoint, status, started)
+
+    def _count(self, endpoint: str, status: str, started: float) -> None:
+        self.metrics.requests.inc(endpoint, status)
+        self.metrics.latency.observe(endpoint, value=time.perf_counter() - started)
+
+    def inference_now(self, request: httpio.Request) -> bool:
+        """``inference`` for a request that arrived whole, started with no task (httpio's NowHandler):
+        the same checks and the same route, then the proxy's task-free attempt for a non-streaming
+        request (``Proxy.forward_now``), a task from the forwarding on for the rest. False, with
+        nothing done, for what the checks refuse or what needs an await before routing (per-key
+        limits ask the store; a body not all here): ``inference`` answers those."""
+        if self.draining:
+            return False
+        key, denied = self.admission.authenticate(request.headers)
+        if denied or self.admission.limiter.policy(key) is not None:
+            return False
+        started = time.perf_counter()
+        req = openai_api.inference_now(request, self.config.limits.max_body_bytes,
+                                       lambda: served_models(self.states.values()))
+        if not isinstance(req, openai_api.InferenceRequest):
+            return False
+        routing = self.admission.routing_headers(request.headers, key)
+        if not isinstance(routing, tuple):
+            return False
+        headers, policy = routing
+        try:
+            decision = core.route(self.config, self.states, req.model, headers, core.prompt_text(req.body),
+                                  time.monotonic(), self.rng, policy)
+        except core.NoRoute:
+            return False  # (raised before the picker ran: nothing to undo)
+        self.metrics.overhead.observe(value=time.perf_counter() - started)
+        self.in_flight += 1
+        endpoint = request.path
+
+        def answer(result) -> None:
+            if result is not None and not isinstance(result, httpio.Response):
+                if not request.gone:  # the rest of the forwarding (failover), as forward() goes on
+                    request.continue_with(self._counted(request, started, result))
+                    return
+                result.close()  # a coroutine never started: the client left meanwhile
+                result = None
+            self.in_flight -= 1
+            self._count(endpoint, "499" if result is None else str(result.status), started)
+            request.reply(result)
+
+        if req.stream or not self.proxy.forward_now(request, req, decision, answer):
+            answer(self.proxy.forward(request, req, decision))
+        return True
 
     async def _inference(self, request: httpio.Request, started: float) -> httpio.StreamResponse:
         if self.draining:
@@ -241,6 +298,10 @@ class Router:
                 ("GET", "/v1/models", self.models), ("GET", openai_api.MODEL_PREFIX + "*", self.model),
                 ("GET", "/healthz", self.healthz), ("GET", "/readyz", self.readyz)]
 
+    def now_routes(self) -> dict[str, httpio.NowHandler]:
+        """The API paths whose requests may be answered with no task (``inference_now``): the JSON ones."""
+        return {path: self.inference_now for path, e in openai_api.ENDPOINTS.items() if e.body == "json"}
+
     def admin_routes(self) -> list[tuple[str, str, httpio.Handler]]:
         return [("GET", "/metrics", self.metrics_page), ("GET", "/healthz", self.healthz),
                 ("GET", "/readyz", self.readyz)]
@@ -259,7 +320,8 @@ async def serve(config: RouterConfig, config_path: str | None = None) -> int:
         router.api_routes(), config.listen.host, config.listen.port, make_error=openai_api.http_error,
         max_body_bytes=config.limits.max_body_bytes, max_header_bytes=srv.max_header_bytes,
         header_timeout=srv.header_timeout_s, body_timeout=srv.body_timeout_s, idle_timeout=srv.idle_timeout_s,
-        max_connections=srv.max_connections, trusted=TrustedProxies(srv.trusted_proxies), access_log=srv.access_log)
+        max_connections=srv.max_connections, trusted=TrustedProxies(srv.trusted_proxies), access_log=srv.access_log,
+        now=router.now_routes())
     admin = await httpio.start_site(router.admin_routes(), config.listen.host, config.listen.admin_port,
                                     make_error=openai_api.http_error, access_log=False)
     log.info(orjson.dumps({"event": "listening", "port": config.listen.port,

@@ -257,6 +257,9 @@ class Response:
             parts.append(chunk)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
+    def _headed(self) -> bool:
+        return self._head.done()
+
     def release(self) -> None:
         """Done with this response: the connection goes back to the pool if it can be reused
         (else it is closed, which tells the backend to stop)."""
@@ -269,6 +272,92 @@ class Response:
         if self._done or self._error is not None or self._conn.response is not self:
             return False
         self._conn._broken(UpstreamError(message, "body"))
+        return True
+
+
+class Exchange:
+    """One answer read whole on a kept-alive connection and handed to ``on_end(exchange)`` from the
+    protocol's callbacks: no task, no future, no timer of its own (the connection's deadline timer
+    is armed once and, when it fires, re-armed for the latest exchange's deadline, so a stream of
+    requests on one connection arms none). What a non-streaming proxy attempt needs and nothing
+    more; :meth:`UpstreamPool.request` is the general client.
+
+    ``error`` None: ``status``, ``headers``, ``body``. Else the :class:`UpstreamError` (a timeout
+    is :class:`UpstreamTimeout`, an answer over ``max_bytes`` :class:`UpstreamTooLarge`);
+    ``got_bytes``: whether any response byte came (none: the request may have reached no server)."""
+
+    __slots__ = ("status", "headers", "body", "error", "got_bytes", "deadline", "_total_s", "_conn", "_chunks",
+                 "_size", "_max", "_on_end", "_head_seen", "_ended")
+
+    def __init__(self, conn: "_Connection", on_end, total_s: float, max_bytes: int | None):
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.body = b""
+        self.error: UpstreamError | None = None
+        self.got_bytes = False
+        self._total_s = total_s
+        self.deadline = conn.loop.time() + total_s
+        self._conn = conn
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._max = max_bytes
+        self._on_end = on_end
+        self._head_seen = False
+        self._ended = False
+
+    def abort(self, message: str) -> None:
+        """Give up now (the client left): the connection closes, which tells the backend to stop;
+        ``on_end`` gets the error."""
+        if not self._ended:
+            self._conn._broken(UpstreamError(message, "body" if self._head_seen else "head"))
+
+    # the surface _Connection's parser callbacks feed (as a Response's)
+    def _headed(self) -> bool:
+        return self._head_seen
+
+    def _got_head(self) -> None:
+        self._head_seen = True
+
+    def _feed(self, data: bytes) -> None:
+        self._size += len(data)
+        if self._max is not None and self._size > self._max:
+            self._conn._broken(UpstreamTooLarge(f"the backend's answer is over {self._max} bytes", "body"))
+            return
+        self._chunks.append(data)
+
+    def _finish(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        chunks = self._chunks
+        self.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self.status = self._conn.parser.get_status_code()
+        self.got_bytes = True
+        self._conn.finished(self)  # back to the pool first: on_end may send the next request on it
+        self._on_end(self)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self.error = exc if isinstance(exc, UpstreamError) else UpstreamError(str(exc), "body")
+        self.got_bytes = self._conn.got_bytes
+        self._conn.reusable = False
+        self._conn.finished(self)
+        self._on_end(self)
+
+    def _cancel_timers(self) -> None:
+        pass
+
+    def _check(self, now: float) -> bool:
+        """The connection's timer: True if this exchange timed out (and was failed)."""
+        if self._ended or now < self.deadline:
+            return False
+        if self._head_seen:
+            exc = UpstreamTimeout(f"the backend's answer took over {self._total_s:g} s", "body")
+        else:
+            exc = UpstreamTimeout(f"no response from the backend within {self._total_s:g} s", "head")
+        self._conn._broken(exc)
         return True
 
 
@@ -285,6 +374,8 @@ class _Connection(asyncio.Protocol):
         self.paused = False
         self.framed = True  # the body has a length or chunks (else it ends with the connection)
         self.now = 0.0  # the loop's clock, read once per data_received for the parser's callbacks
+        self._timer: asyncio.TimerHandle | None = None  # Exchange deadlines (lazy: see Exchange)
+        self._timer_at = 0.0
 
     # asyncio.Protocol
     def connection_made(self, transport) -> None:
@@ -303,14 +394,17 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self.closed = True
         self.pool._all.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         r = self.response
         if r is not None and not self.complete:
-            if exc is None and r._head.done() and not self.framed:
+            if exc is None and r._headed() and not self.framed:
                 self.complete = True  # HTTP/1.0 style: the body ends with the connection
                 r._finish()
             else:
                 r._fail(UpstreamError(f"backend closed the connection{f': {exc}' if exc else ''}",
-                                      "body" if r._head.done() else "head"))
+                                      "body" if r._headed() else "head"))
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -371,6 +465,31 @@ class _Connection(asyncio.Protocol):
             self.transport.writelines((head, body))
         return self.response
 
+    def exchange(self, head: bytes, body: bytes, on_end, total_s: float, max_bytes: int | None) -> Exchange:
+        """Send one request and read its answer whole into an :class:`Exchange` (see there)."""
+        x = self.response = Exchange(self, on_end, total_s, max_bytes)
+        self.complete = False
+        self.got_bytes = False
+        self.framed = False
+        if self._timer is None or self._timer_at > x.deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = x.deadline
+            self._timer = self.loop.call_at(x.deadline, self._on_timer)
+        if len(body) < 65536:
+            self.transport.write(head + body)
+        else:
+            self.transport.writelines((head, body))
+        return x
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        x = self.response
+        if not isinstance(x, Exchange) or x._check(self.loop.time()) or self.closed:
+            return  # idle, a Response (it has its own timer) or timed out: armed again by the next exchange
+        self._timer_at = x.deadline
+        self._timer = self.loop.call_at(x.deadline, self._on_timer)
+
     def finished(self, response: Response) -> None:
         response._cancel_timers()
         if response is not self.response:
@@ -381,6 +500,14 @@ class _Connection(asyncio.Protocol):
             self.pool._give_back(self)  # the parser reads the next response on this connection as is
         else:
             self.close()
+
+
+def request_head(origin: Origin, path: str, headers: list[tuple[str, str]], length: int) -> bytes:
+    """The head of ``POST path`` to ``origin`` with ``headers`` and a body of ``length`` bytes."""
+    lines = [f"POST {origin.prefix}{path} HTTP/1.1\r\nHost: {origin.host_header}\r\nContent-Length: {length}\r\n"]
+    lines += [f"{k}: {v}\r\n" for k, v in headers]
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1")
 
 
 class UpstreamPool:
@@ -414,6 +541,15 @@ class UpstreamPool:
         self._all.add(conn)
         return conn
 
+    def take_idle(self, origin: Origin) -> _Connection | None:
+        """A kept-alive connection to ``origin`` (the warmest), or None when there is none."""
+        idle = self._idle.get(origin.key)
+        while idle:
+            c = idle.pop()
+            if not c.closed:
+                return c
+        return None
+
     def _give_back(self, conn: _Connection) -> None:
         idle = self._idle.setdefault(conn.origin.key, [])
         if len(idle) < self.max_idle:
@@ -427,11 +563,7 @@ class UpstreamPool:
 
         Cancelled (the client went away) at any point, the connection is closed, so the backend
         stops working on the request."""
-        lines = [f"POST {origin.prefix}{path} HTTP/1.1\r\nHost: {origin.host_header}\r\n"
-                 f"Content-Length: {len(body)}\r\n"]
-        lines += [f"{k}: {v}\r\n" for k, v in headers]
-        lines.append("\r\n")
-        head = "".join(lines).encode("latin-1")
+        head = request_head(origin, path, headers, len(body))
         idle = self._idle.get(origin.key)
         for attempt in range(2):
             reused = False

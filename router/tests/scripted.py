@@ -23,6 +23,7 @@ class Seen:
     headers: dict[str, str]
     body: dict
     closed_at: float | None = None  # monotonic time the client side of its connection went away
+    peer: tuple | None = None  # the client end of the connection it came on (same peer: a kept-alive connection)
 
 
 @dataclass
@@ -103,7 +104,7 @@ class Backend:
                                  + str(len(data)).encode() + b"\r\n\r\n" + data)
                     await writer.drain()
                     continue
-                seen = Seen(path, headers, orjson.loads(body) if body else {})
+                seen = Seen(path, headers, orjson.loads(body) if body else {}, peer=writer.get_extra_info("peername"))
                 self.seen.append(seen)
                 current[:] = [seen]
                 n = len(self.requests())
