@@ -16,6 +16,7 @@ Output is byte-identical for the same input. No cloud credentials, CLI or networ
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import runpy
@@ -23,9 +24,10 @@ import sys
 import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import yaml
 
@@ -304,6 +306,26 @@ def _resolve_outputs(stack_outputs: Mapping[str, Any]) -> dict[str, Any]:
             for k, v in sorted(stack_outputs.items())}
 
 
+@contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """CPython's cycle collector paused for the duration, as it was before afterwards.
+
+    A plan is a short run that builds a large heap which lives until the process ends — the
+    provider SDKs' classes and type objects, imported as the program first touches each module —
+    and makes little cyclic garbage. With the default thresholds the collector walks that growing
+    heap again and again: on multicloud 9 full collections (and ~1,550 young ones) took about 2 s
+    of a 10 s ``fleet verify`` and freed ~100 objects; the young ones freed ~100,000 (a few MB:
+    peak RSS 362 MB with the collector, 366 MB without). Reference counting still frees everything
+    else at once; garbage in cycles waits for the next collection after the plan."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def run_plan(stack: str, config_file: str | Path | None = None, *, as_engine: bool = False,
              charts: bool = True) -> Plan:
     """Validate the stack's spec, run ``__main__.py`` under mocks and return what it declared;
@@ -312,6 +334,11 @@ def run_plan(stack: str, config_file: str | Path | None = None, *, as_engine: bo
 
     ``as_engine``: run the program as ``pulumi preview`` would (preview semantics, no offline-plan
     leniency), so what fails closed there fails here too."""
+    with _no_cycle_collection():
+        return _run_plan(stack, config_file, as_engine=as_engine, charts=charts)
+
+
+def _run_plan(stack: str, config_file: str | Path | None, *, as_engine: bool, charts: bool) -> Plan:
     started = time.perf_counter()
     cfg = read_stack_config(stack, config_file)
     spec = load_spec(cfg.fleet_raw(), cfg.source)  # fails fast, before Pulumi is even imported
