@@ -538,15 +538,16 @@ def best_hit_rate(convs) -> float:
 
 
 async def run_workload(url: str | list[str], convs, policy_header: str | None, max_tokens: int, rate: float,
-                       think_s: float, deadline_s: float) -> list[dict]:
+                       think_s: float, deadline_s: float, seed: int = 0) -> list[dict]:
     """Open loop, the same offered load for every policy: conversations arrive as a Poisson process
     (seeded) at ``rate / turns`` per second; a user sends the next turn ``think_s`` (exponential
     mean) after the previous answer ends. Bounded by the deadline and the conversation count.
-    A list of URLs is a fleet of replicas: each request goes to a random one, as a Service sends it."""
+    A list of URLs is a fleet of replicas: each request goes to a random one, as a Service sends it.
+    ``seed`` shifts the arrival, think-time and balancer draws (one workload, another schedule)."""
     res: list[dict] = []
-    rng = random.Random(11)
+    rng = random.Random(11 + seed)
     urls = [url] if isinstance(url, str) else list(url)
-    balancer = random.Random(13)
+    balancer = random.Random(13 + seed)
     turns = max(1, max(len(c) for c in convs))
     starts, t = [], 0.0
     for _ in convs:
@@ -567,7 +568,7 @@ async def run_workload(url: str | list[str], convs, policy_header: str | None, m
                     h["x-fleet-policy"] = policy_header
                 r = await one(s, balancer.choice(urls), {"model": MODEL, "messages": msgs, "max_tokens": max_tokens, "stream": True,
                                        "stream_options": {"include_usage": True}}, h, True)
-                r["tier"] = tier
+                r["tier"], r["conv"], r["turn"] = tier, i, k
                 res.append(r)
                 await asyncio.sleep(thinks[i][k])
 
@@ -773,6 +774,10 @@ def main() -> int:
     ap.add_argument("--failover-seconds", type=float, default=6.0)
     ap.add_argument("--replica-conversations", type=int, default=48, help="replicas phase (issue 19's workload)")
     ap.add_argument("--replica-turns", type=int, default=6)
+    ap.add_argument("--replica-rounds", type=int, default=4,
+                    help="replicas phase: interleaved rounds of 1 and 3 replicas (median of their p95 ratios)")
+    ap.add_argument("--replica-time-scale", type=float, default=3.0,
+                    help="replicas phase: the sims' modelled times x this (rate and think time scaled to match)")
     ap.add_argument("--migration-workers", type=int, default=24, help="concurrent streams in the migration phase")
     ap.add_argument("--migration-tokens", type=int, default=200, help="tokens per stream (migration phase)")
     ap.add_argument("--migration-seconds", type=float, default=8.0, help="load per run (migration phase)")

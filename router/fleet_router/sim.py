@@ -23,7 +23,9 @@ carries, as vLLM's is (the partial text is tokenized again as part of the prompt
 Faults: ``--error-rate`` (share of requests answered 500), ``--die-after N`` (exit after N
 requests), ``--die-after-tokens K`` (exit, mid-stream, once K tokens were streamed in all),
 ``--no-continue`` (a server without ``continue_final_message``: it answers 400, as OpenAI's API
-does to an argument it does not know), ``--delay-ms`` (added before the first byte). ``--api-key`` as vLLM's: every ``/v1``
+does to an argument it does not know), ``--delay-ms`` (added before the first byte).
+``--time-scale F`` multiplies every modelled duration by F (a benchmark slows the pools so their
+latency, not the machine's CPU, decides what it measures). ``--api-key`` as vLLM's: every ``/v1``
 path wants ``Authorization: Bearer <key>``, else 401.
 """
 
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import email.parser
 import email.policy
 import hashlib
@@ -77,11 +80,17 @@ def tokens_of(text: str | bytes | Prompt) -> int:
 class Sim:
     def __init__(self, profile: str, models: list[str], error_rate: float = 0.0, die_after: int | None = None,
                  delay_ms: float = 0.0, seed: int = 0, api_key: str | None = None,
-                 die_after_tokens: int | None = None, can_continue: bool = True):
+                 die_after_tokens: int | None = None, can_continue: bool = True, time_scale: float = 1.0):
         if profile not in PROFILES:
             raise SystemExit(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
-        self.name, self.profile, self.models = profile, PROFILES[profile], models
-        self.error_rate, self.die_after, self.delay = error_rate, die_after, delay_ms / 1000
+        if not time_scale > 0:
+            raise SystemExit(f"--time-scale must be positive, not {time_scale!r}")
+        prof = PROFILES[profile]
+        if time_scale != 1.0:  # every modelled duration longer (or shorter) by the same factor
+            prof = dataclasses.replace(prof, prefill_ms_per_token=prof.prefill_ms_per_token * time_scale,
+                                       ms_per_output_token=prof.ms_per_output_token * time_scale)
+        self.name, self.profile, self.models = profile, prof, models
+        self.error_rate, self.die_after, self.delay = error_rate, die_after, delay_ms * time_scale / 1000
         self.rng = random.Random(seed)
         self.api_key = api_key
         self.die_after_tokens, self.can_continue = die_after_tokens, can_continue
@@ -225,6 +234,9 @@ class Sim:
                 await resp.prepare(request)
                 self._ttft(time.perf_counter() - t0)
                 per = p.ms_per_output_token / 1000
+                # Token i is due at first byte + i x per, as a server whose decode steps run at the
+                # accelerator's pace: a late write (a busy CPU here) does not push back every later token.
+                due = time.perf_counter()
                 obj = "chat.completion.chunk" if chat else "text_completion"
                 for i, w in enumerate(words):
                     for k in range(n):
@@ -238,7 +250,8 @@ class Sim:
                     if self.die_after_tokens is not None and self.streamed >= self.die_after_tokens:
                         os._exit(3)  # a spot node vanishing mid-stream: the connection is reset
                     if per:
-                        await asyncio.sleep(per)
+                        due += per
+                        await asyncio.sleep(max(0.0, due - time.perf_counter()))
                 for k in range(n):
                     last = {"index": k, "delta": {}, "finish_reason": finish} if chat else \
                         {"index": k, "text": "", "finish_reason": finish}
@@ -592,6 +605,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-continue", action="store_true", help="answer 400 to continue_final_message")
     ap.add_argument("--delay-ms", type=float, default=0.0)
     ap.add_argument("--api-key", default=None, help="as vLLM's: /v1 paths want this bearer key")
+    ap.add_argument("--time-scale", type=float, default=1.0,
+                    help="multiply the profile's prefill and per-token times (and --delay-ms) by this")
     args = ap.parse_args(argv)
     try:
         import uvloop
@@ -600,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
     sim = Sim(args.profile, args.model, args.error_rate, args.die_after, args.delay_ms, api_key=args.api_key,
-              die_after_tokens=args.die_after_tokens, can_continue=not args.no_continue)
+              die_after_tokens=args.die_after_tokens, can_continue=not args.no_continue, time_scale=args.time_scale)
     web.run_app(build_app(sim), host=args.host, port=args.port, access_log=None, print=None,
                 handle_signals=True, shutdown_timeout=2)
     return 0

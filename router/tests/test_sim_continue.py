@@ -62,3 +62,27 @@ def test_die_after_tokens_cuts_the_stream_and_the_server_is_gone(fleet):
                                                       "stream": True})
     assert s.cut and not s.finish_reasons() and len(s.text().split()) == 7
     assert fleet.sims["a"][1].wait(timeout=10) == 3
+
+
+# --- --time-scale: the benchmarks' slow pools ------------------------------------------------------
+
+def test_time_scale_stretches_the_modelled_times_and_refuses_a_non_positive_factor(fleet):
+    import subprocess
+    import sys
+    import time
+
+    from fleet_router.sim import PROFILES
+
+    # 20 tokens at nvidia-h100's 2.2 ms each: 44 ms modelled, 1.76 s at x40. A sleep never ends early,
+    # so the scaled stream cannot take less (the prompt is shorter than a block: no prefill to speak of).
+    port = _port(fleet.start_sim("slow", "nvidia-h100", ("m1",), "--time-scale", "40"))
+    t0 = time.perf_counter()
+    s = post_stream(HOST, port, "/v1/chat/completions", {"model": "m1", "messages": CHAT, "max_tokens": 20,
+                                                         "stream": True})
+    took = time.perf_counter() - t0
+    assert s.done and len(s.text().split()) == 20
+    assert took >= 19 * PROFILES["nvidia-h100"].ms_per_output_token * 40 / 1000
+
+    bad = subprocess.run([sys.executable, "-m", "fleet_router.sim", "--port", "1", "--model", "m1",
+                          "--time-scale", "0"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "--time-scale must be positive" in bad.stderr
