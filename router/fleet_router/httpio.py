@@ -74,37 +74,38 @@ class BodyTimeout(BodyError):
 
 
 class Headers:
-    """Request headers: case-insensitive ``get`` (first value wins), ``items()`` in arrival order."""
+    """Request headers: case-insensitive ``get`` (first value wins), ``items()`` in arrival order.
+    ``lower``: lower-case name -> first value, built as the head is parsed (one pass, no second)."""
 
-    __slots__ = ("_items", "_map")
+    __slots__ = ("_items", "lower")
 
-    def __init__(self, items: list[tuple[str, str]]):
+    def __init__(self, items: list[tuple[str, str]], lower: dict[str, str] | None = None):
         self._items = items
-        self._map: dict[str, str] | None = None
-
-    def _lookup(self) -> dict[str, str]:
-        m = self._map
-        if m is None:
-            m = self._map = {}
-            for k, v in self._items:
-                m.setdefault(k.lower(), v)
-        return m
+        if lower is None:
+            lower = {}
+            for k, v in items:
+                lower.setdefault(k.lower(), v)
+        self.lower = lower
 
     def get(self, name: str, default=None):
-        return self._lookup().get(name.lower(), default)
+        return self.lower.get(name.lower(), default)
 
     def getall(self, name: str) -> list[str]:
         name = name.lower()
         return [v for k, v in self._items if k.lower() == name]
 
     def __getitem__(self, name: str) -> str:
-        return self._lookup()[name.lower()]
+        return self.lower[name.lower()]
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._lookup()
+        return isinstance(name, str) and name.lower() in self.lower
 
     def items(self) -> list[tuple[str, str]]:
         return list(self._items)
+
+    def key(self) -> tuple[tuple[str, str], ...]:
+        """All of them as they came, hashable (to remember what was derived from them)."""
+        return tuple(self._items)
 
     def __iter__(self) -> Iterator[str]:
         return (k for k, _ in self._items)
@@ -240,13 +241,16 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 class Response:
-    """A whole response: status, headers and body, written in one go."""
+    """A whole response: status, headers and body, written in one go. ``block``: more header lines,
+    already encoded (:func:`header_block`), for headers a caller sends on answer after answer."""
 
-    __slots__ = ("status", "body", "headers")
+    __slots__ = ("status", "body", "headers", "block")
 
     def __init__(self, status: int = 200, body: bytes = b"", headers: dict[str, str] | None = None,
-                 content_type: str | None = None, text: str | None = None, charset: str | None = None):
+                 content_type: str | None = None, text: str | None = None, charset: str | None = None,
+                 block: bytes = b""):
         self.status = status
+        self.block = block
         self.headers = dict(headers) if headers else {}
         if text is not None:
             body = text.encode(charset or "utf-8")
@@ -255,6 +259,13 @@ class Response:
         if content_type:
             self.headers["Content-Type"] = content_type
         self.body = body
+
+
+def header_block(headers: dict[str, str]) -> bytes:
+    """``headers`` as a :class:`Response` ``block``: one ``name: value`` line each, without the
+    headers the server frames itself (as for ``Response.headers``)."""
+    return b"".join(b"" if k.lower() in _FRAMING else f"{k}: {v}\r\n".encode("latin-1", "replace")
+                    for k, v in headers.items())
 
 
 def json_response(data, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -387,6 +398,7 @@ class _Connection(asyncio.Protocol):
         self.pending: Request | None = None  # active, not started: offered to the site's NowHandler if it arrives whole
         self._url = b""
         self._headers: list[tuple[str, str]] = []
+        self._lower: dict[str, str] = {}
         self._head_bytes = 0  # the current head, counted by the parser callbacks
         self._raw_head = 0  # bytes fed while inside one head (a header line not yet complete)
         self._begun = 0  # requests begun, to tell whether a feed started a new one
@@ -491,6 +503,7 @@ class _Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
+        self._lower = {}
         self._head_bytes = 0
         self._raw_head = 0
         self._begun += 1
@@ -507,8 +520,11 @@ class _Connection(asyncio.Protocol):
         if not self._in_head:
             return  # a chunked body's trailer: never merged into the request's headers
         self._head_bytes += len(name) + len(value) + 4
-        self._check_head()
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        if self._head_bytes > self.limits.max_header_bytes:
+            self._check_head()
+        k, v = name.decode("latin-1"), value.decode("latin-1")
+        self._headers.append((k, v))
+        self._lower.setdefault(k.lower(), v)
 
     def _check_head(self) -> None:
         if self._head_bytes > self.limits.max_header_bytes:
@@ -529,17 +545,18 @@ class _Connection(asyncio.Protocol):
                 self._protocol_error(400, "Malformed request target.", "bad_request")
                 raise _Abort from None
             path, query = u.path or b"/", u.query or b""
-        headers = Headers(self._headers)
+        headers = Headers(self._headers, self._lower)
+        lower = self._lower
         r = Request(self, parser.get_method().decode("latin-1"), path.decode("utf-8", "replace"),
                     query.decode("latin-1"), parser.get_http_version(), headers)
         r.keep_alive = parser.should_keep_alive()
-        cl = headers.get("content-length")
+        cl = lower.get("content-length")
         r.content_length = int(cl) if cl is not None else None  # llhttp allows digits only
-        r.chunked = "transfer-encoding" in headers
+        r.chunked = "transfer-encoding" in lower
         if (r.content_length or r.chunked) and r.version == "1.1":
-            expect = headers.get("expect")
+            expect = lower.get("expect")
             r.expect_continue = expect is not None and expect.lower() == "100-continue"
-        rid = headers.get("x-request-id")
+        rid = lower.get("x-request-id")
         r.request_id = rid if rid is not None and _SAFE_ID.fullmatch(rid) else f"{getrandbits(96):024x}"
         self.parsing = r
         self._cancel_timer()
@@ -654,7 +671,7 @@ class _Connection(asyncio.Protocol):
 
     # --- writing ------------------------------------------------------------------------------
 
-    def head(self, r: Request, status: int, headers: dict[str, str], length: int | None) -> bytes:
+    def head(self, r: Request, status: int, headers: dict[str, str], length: int | None, block: bytes = b"") -> bytes:
         """The status line and headers; ``length`` None: chunked, -1: until close, else Content-Length."""
         r._status = status
         # While the site closes, a connection stays open only to answer requests already queued on it.
@@ -669,7 +686,7 @@ class _Connection(asyncio.Protocol):
             if line is None:
                 line = self.site.header_line(kv)
             parts.append(line)
-        parts.append(b"date: %b\r\nx-request-id: %b\r\n" % (self.site.date.get(), r.request_id.encode()))
+        parts.append(b"%bdate: %b\r\nx-request-id: %b\r\n" % (block, self.site.date.get(), r.request_id.encode()))
         if length is None:
             parts.append(b"transfer-encoding: chunked\r\n")
         elif length >= 0:
@@ -683,7 +700,7 @@ class _Connection(asyncio.Protocol):
         if self.closed:
             return
         body = resp.body
-        head = self.head(r, resp.status, resp.headers, len(body))
+        head = self.head(r, resp.status, resp.headers, len(body), resp.block)
         # One write, so one system call for small answers.
         if not body or r.method == "HEAD":
             self.transport.write(head)

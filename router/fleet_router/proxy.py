@@ -40,7 +40,7 @@ from fleet_router.metrics import RouterMetrics
 from fleet_router.openai_api import InferenceRequest, error
 from fleet_router.upstream import (Deadlines, Exchange, Response, UpstreamError, UpstreamPool, UpstreamTimeout,
                                    UpstreamTooLarge)
-from fleet_router.upstream import request_head as upstream_head
+from fleet_router.upstream import request_head_block
 
 log = logging.getLogger("fleet_router")
 
@@ -129,10 +129,15 @@ class Proxy:
             if key is not None:
                 keys[p.name] = [("Authorization", f"Bearer {key}")]
         self.config, self.states, self._pool_auth = config, states, keys
+        self._auth_lines = {name: "".join(f"{k}: {v}\r\n" for k, v in kv).encode("latin-1") for name, kv in keys.items()}
+        #: (client headers, peer, trusted, content type) -> the forwarded headers but the request id, encoded
+        self._fwd_blocks: dict[tuple, bytes] = {}
         self._tiers = {t.name: t for t in config.tiers}
         if self.upstream is not None:
             self.upstream.trust.clear()  # a reload re-reads the pools' CA bundles (a rotated CA)
         self._pass = RESPONSE_HEADERS | {h.lower() for h in config.limits.pass_response_headers}
+        #: (backend headers passed, pool, vendor, tier) -> the answer's header lines, encoded once
+        self._blocks: dict[tuple, bytes] = {}
 
     async def start(self) -> None:
         self.upstream = UpstreamPool()
@@ -207,6 +212,18 @@ class Proxy:
         fwd_headers.append(("Content-Type", req.content_type))  # a multipart body keeps its boundary
         return fwd_headers
 
+    def _forward_block(self, request: httpio.Request, req: InferenceRequest) -> bytes:
+        """``_request_headers`` but the request id, encoded, remembered by what they derive from: a
+        client sends the same headers request after request."""
+        key = (request.headers.key(), request.peer, request.trusted_peer, req.content_type)
+        block = self._fwd_blocks.get(key)
+        if block is None:
+            if len(self._fwd_blocks) >= 4096:
+                self._fwd_blocks.clear()
+            block = self._fwd_blocks[key] = "".join(
+                f"{k}: {v}\r\n" for k, v in self._request_headers(request, req) if k != "X-Request-Id").encode("latin-1")
+        return block
+
     def forward_now(self, request: httpio.Request, req: InferenceRequest, decision: core.Decision,
                     answer: Callable[[httpio.Response | Awaitable | None], None]) -> bool:
         """The common case without a task (issue 18: the task, the coroutines and the futures of
@@ -226,9 +243,9 @@ class Proxy:
         conn = self.upstream.take_idle(self.upstream.origin(pool.url, pool.ca_file))
         if conn is None:
             return False
-        headers = self._request_headers(request, req)
-        auth = self._pool_auth.get(state.name)
-        head = upstream_head(conn.origin, req.target, headers + auth if auth else headers, len(req.raw))
+        block = b"%bX-Request-Id: %b\r\n%b" % (self._forward_block(request, req), request.request_id.encode("latin-1"),
+                                                 self._auth_lines.get(state.name, b""))
+        head = request_head_block(conn.origin, req.target, block, len(req.raw))
         attempt = core.on_dispatch(state, decision)
 
         def on_end(x: Exchange) -> None:
@@ -238,7 +255,7 @@ class Proxy:
                 core.on_done(attempt)
                 usage = usage_of(x.body)
                 self._account(decision, state, req.model, None, _completion_tokens(usage), x.status)
-                answer(httpio.Response(status=x.status, body=x.body, headers=self._headers(x, state, decision)))
+                answer(httpio.Response(status=x.status, body=x.body, block=self._block(x, state, decision)))
                 return
             core.on_done(attempt)
             if request.gone:
@@ -316,6 +333,17 @@ class Proxy:
         headers["x-fleet-vendor"] = state.pool.vendor
         headers["x-fleet-tier"] = decision.tier
         return headers
+
+    def _block(self, x: Exchange, state: core.PoolState, decision: core.Decision) -> bytes:
+        """``_headers`` of an answer as encoded header lines, remembered: they repeat answer after answer."""
+        passed = self._pass
+        key = (tuple([kv for kv in x.headers if kv[0].lower() in passed]), state.name, state.pool.vendor, decision.tier)
+        block = self._blocks.get(key)
+        if block is None:
+            if len(self._blocks) >= 4096:
+                self._blocks.clear()
+            block = self._blocks[key] = httpio.header_block(self._headers(x, state, decision))
+        return block
 
     async def _attempt(self, request: httpio.Request, req: InferenceRequest, decision: core.Decision,
                        state: core.PoolState, fwd_headers, extra_headers=None, on_usage=None) -> httpio.StreamResponse:

@@ -510,6 +510,12 @@ def request_head(origin: Origin, path: str, headers: list[tuple[str, str]], leng
     return "".join(lines).encode("latin-1")
 
 
+def request_head_block(origin: Origin, path: str, block: bytes, length: int) -> bytes:
+    """:func:`request_head` with the headers already encoded (``block``: ``name: value`` CRLF lines)."""
+    return b"POST %b HTTP/1.1\r\nHost: %b\r\nContent-Length: %d\r\n%b\r\n" % (
+        f"{origin.prefix}{path}".encode("latin-1"), origin.host_header.encode("latin-1"), length, block)
+
+
 class UpstreamPool:
     """Keep-alive connections per origin (LIFO: the warmest first), opened on demand."""
 
