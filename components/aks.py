@@ -28,6 +28,7 @@ import base64
 from dataclasses import dataclass
 
 import pulumi
+import pulumi_azure_native as azure_native
 import pulumi_azure_native.authorization as authorization
 import pulumi_azure_native.containerregistry as containerregistry
 import pulumi_azure_native.containerservice as containerservice
@@ -96,11 +97,20 @@ class AksCluster(pulumi.ComponentResource):
         super().__init__("fleet:aks:AksCluster", name, None, opts)
         spec = args.cluster
         self.spec = spec
-        child = pulumi.ResourceOptions(parent=self)
+        # The spec's region as the provider's location, and the subscription from `azure-native:
+        # subscriptionId` when the stack sets it (an explicit provider reads no `azure-native:` stack
+        # config), else the provider's own fallbacks (ARM_SUBSCRIPTION_ID, as the workflows set it; the
+        # az CLI's default). Every Azure resource and lookup of the cluster goes through it
+        # (Pulumi.yaml disables default providers). azure-native 3.29.0 Provider: location, subscription_id.
+        self.azure = azure_native.Provider(
+            f"{name}-azure", location=spec.region,
+            subscription_id=pulumi.Config("azure-native").get("subscriptionId"),
+            opts=pulumi.ResourceOptions(parent=self))
+        child = pulumi.ResourceOptions(parent=self, provider=self.azure)
         # Resource group, cluster and registry are protected: the engine refuses to delete or replace
         # them (pulumi step_generator.go "marked for protection"), so such a change stops at preview.
-        kept = pulumi.ResourceOptions(parent=self, protect=True)
-        invoke = pulumi.InvokeOutputOptions(parent=self)
+        kept = pulumi.ResourceOptions(parent=self, protect=True, provider=self.azure)
+        invoke = pulumi.InvokeOutputOptions(parent=self, provider=self.azure)
         tags = {"fleet-cluster": spec.name}
         stack = pulumi.get_stack()  # in every name Azure sees: two stacks share a subscription (fleet/naming.py)
         client = authorization.get_client_config_output(opts=invoke)
@@ -150,7 +160,8 @@ class AksCluster(pulumi.ComponentResource):
             sku=containerservice.ManagedClusterSKUArgs(name="Base", tier="Standard"),
             tags=tags,
             # The system pool's count belongs to the autoscaler.
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["agentPoolProfiles[0].count"], protect=True),
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["agentPoolProfiles[0].count"], protect=True,
+                                        provider=self.azure),
         )
 
         self.pools: dict[str, containerservice.AgentPool] = {}
@@ -257,5 +268,5 @@ class AksCluster(pulumi.ComponentResource):
             # The pool's name is its ARM ID: replaced create-first, azure-native would refuse to create a
             # resource that already exists half-way through `up`. Delete first.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.cluster], ignore_changes=["count"],
-                                        delete_before_replace=True),
+                                        delete_before_replace=True, provider=self.azure),
         )

@@ -111,7 +111,10 @@ class Gateway(pulumi.ComponentResource):
         self.ca_cert_pem: pulumi.Output[str] | None = None
         """The cluster CA's certificate (public), for whoever calls this gateway; None: a public issuer."""
         if issuer is None:
-            key = tls.PrivateKey(f"{name}-ca-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
+            # pulumi-tls keeps no configuration of its own, but Pulumi.yaml disables default providers.
+            tls_provider = tls.Provider(f"{name}-tls", opts=pulumi.ResourceOptions(parent=self))
+            on_tls = pulumi.ResourceOptions(parent=self, provider=tls_provider)
+            key = tls.PrivateKey(f"{name}-ca-key", algorithm="ECDSA", ecdsa_curve="P256", opts=on_tls)
             ca_cert = tls.SelfSignedCert(
                 f"{name}-ca-cert",
                 private_key_pem=key.private_key_pem,
@@ -122,7 +125,7 @@ class Gateway(pulumi.ComponentResource):
                                                       organization="inference-fleet"),
                 validity_period_hours=CA_VALIDITY_HOURS,
                 early_renewal_hours=CA_EARLY_RENEWAL_HOURS,
-                opts=child,
+                opts=on_tls,
             )
             self.ca_cert_pem = ca_cert.cert_pem
             ca_secret = k8s.core.v1.Secret(

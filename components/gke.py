@@ -28,6 +28,7 @@ import math
 from dataclasses import dataclass
 
 import pulumi
+import pulumi_gcp as gcp
 import pulumi_gcp.artifactregistry as artifactregistry
 import pulumi_gcp.compute as compute
 import pulumi_gcp.container as container
@@ -99,12 +100,20 @@ class GkeCluster(pulumi.ComponentResource):
         spec = args.cluster
         self.spec = spec
         stack = pulumi.get_stack()  # in every name GCP sees: two stacks share a project (fleet/naming.py)
-        child = pulumi.ResourceOptions(parent=self)
+        # The spec's project and region, not the ambient ones: every GCP resource and lookup of the
+        # cluster goes through this provider (Pulumi.yaml disables default providers). An explicit
+        # provider reads no `gcp:` stack config, so a spec without a project takes `gcp:project` from
+        # here, else the provider's own fallbacks (GOOGLE_PROJECT, gcloud's default).
+        self.gcp = gcp.Provider(
+            f"{name}-gcp", project=spec.project or pulumi.Config("gcp").get("project"), region=spec.region,
+            opts=pulumi.ResourceOptions(parent=self))
+        child = pulumi.ResourceOptions(parent=self, provider=self.gcp)
         # Stateful or costly to rebuild: the engine refuses to delete or replace a protected resource
         # (pulumi step_generator.go "unable to replace resource ... marked for protection"), so a
         # change that would replace the network, the cluster or the registry stops at preview.
-        kept = pulumi.ResourceOptions(parent=self, protect=True)
-        client = organizations.get_client_config_output(opts=pulumi.InvokeOutputOptions(parent=self))
+        kept = pulumi.ResourceOptions(parent=self, protect=True, provider=self.gcp)
+        client = organizations.get_client_config_output(
+            opts=pulumi.InvokeOutputOptions(parent=self, provider=self.gcp))
         project = pulumi.Output.from_input(spec.project) if spec.project else client.project
         region = spec.region
 
@@ -170,7 +179,7 @@ class GkeCluster(pulumi.ComponentResource):
             # terraform-provider-google resource_container_cluster.go: Delete refuses while
             # deletion_protection is true (the provider's own guard, beside Pulumi's protect).
             deletion_protection=True,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.nat], protect=True),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.nat], protect=True, provider=self.gcp),
         )
 
         self.control_plane_firewall = compute.Firewall(
@@ -184,7 +193,8 @@ class GkeCluster(pulumi.ComponentResource):
         # A pool's name is fixed and unique in its cluster: replaced create-first, GKE would refuse the
         # second pool of that name (409 already exists) half-way through `up`. Delete first: the pool
         # drains and comes back under the same name (a spot GPU pool at zero loses nothing).
-        pool_opts = pulumi.ResourceOptions(parent=self, depends_on=[self.cluster], delete_before_replace=True)
+        pool_opts = pulumi.ResourceOptions(parent=self, depends_on=[self.cluster], delete_before_replace=True,
+                                           provider=self.gcp)
         self.system_pool = container.NodePool(
             f"{name}-system",
             name="system",

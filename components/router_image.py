@@ -100,6 +100,9 @@ class RouterImage(pulumi.ComponentResource):
         if args.registries:
             import pulumi_docker_build as docker_build  # a dev plan never pays for importing it
 
+            # The builds' own provider (Pulumi.yaml disables default providers): the Docker host of the
+            # machine that runs `up` (DOCKER_HOST or the local socket); each Image logs in to its registry.
+            builder = docker_build.Provider(f"{name}-docker-build", opts=pulumi.ResourceOptions(parent=self))
             for cluster in sorted(args.registries):
                 reg = args.registries[cluster]
                 repo = pulumi.Output.concat(reg.url, f"/{REPOSITORY}")
@@ -130,7 +133,8 @@ class RouterImage(pulumi.ComponentResource):
                     # The one Image this component had was `<name>-build`; the first registry's
                     # build takes over its state instead of a delete and a create.
                     opts=pulumi.ResourceOptions(
-                        parent=self, aliases=[pulumi.Alias(name=f"{name}-build")] if not self.images else None),
+                        parent=self, provider=builder,
+                        aliases=[pulumi.Alias(name=f"{name}-build")] if not self.images else None),
                 )
                 self.refs[cluster] = pulumi.Output.concat(repo, "@", self.images[cluster].digest)
         self.register_outputs({"refs": self.refs, "local_ref": self.local_ref})

@@ -90,7 +90,12 @@ class RouterStore(pulumi.ComponentResource):
             return k8s.meta.v1.ObjectMetaArgs(name=obj_name, namespace=ns, labels=labels, **extra)
 
         # Letters and digits only: nothing to quote in redis.conf or a URL.
-        password = random.RandomPassword(f"{name}-password", length=40, special=False, opts=child)
+        # pulumi-random keeps no configuration of its own, but Pulumi.yaml disables default providers.
+        # Moving from the default provider to this one keeps the password: the engine diffs the two
+        # providers' configurations (pulumi step_generator.go providerChanged, DiffConfig), both empty.
+        random_provider = random.Provider(f"{name}-random", opts=pulumi.ResourceOptions(parent=self))
+        password = random.RandomPassword(f"{name}-password", length=40, special=False,
+                                         opts=pulumi.ResourceOptions(parent=self, provider=random_provider))
         secret_value = pulumi.Output.secret(password.result)
         self.auth_secret = k8s.core.v1.Secret(
             f"{name}-auth",

@@ -353,6 +353,25 @@ TYPES: Mapping[str, TypeFacts] = {
     "pulumi:providers:aws": TypeFacts(
         rules=_r(Source("pulumi-terraform-bridge", "DiffConfig", "NOT CHECKED here"),
                  "region: the resources it manages live in the old region", "region")),
+    # The cluster's project and region (gke.py). A resource that leaves project/region unset takes the
+    # provider's at plan time (the resources' CustomizeDiff tpgresource.DefaultProviderProject /
+    # DefaultProviderRegion), and both are ForceNew: each resource replaces by its own diff. The bridge's
+    # DiffConfig itself is not checked here.
+    "pulumi:providers:gcp": TypeFacts(
+        rules=_r(Source("terraform-provider-google", "CustomizeDiff tpgresource.DefaultProviderProject (e.g. "
+                        "services/compute/resource_compute_router_bgp_peer.go)", "index copy"),
+                 "project, region: resources that leave them unset take the provider's, and they are ForceNew",
+                 "project", "region")),
+    # aks.py: every resource names its own location (a new region replaces each by its own rules); a
+    # subscription is where all of them live.
+    "pulumi:providers:azure-native": TypeFacts(
+        rules=_r(Source("pulumi-azure-native", "provider DiffConfig", "NOT CHECKED here"),
+                 "subscriptionId: the resources it manages live in the old subscription", "subscriptionId")),
+    # No configuration that places a resource: tls and random keep none; docker-build's host is where
+    # images are built, not where they are pushed.
+    "pulumi:providers:tls": TypeFacts(rules=()),
+    "pulumi:providers:random": TypeFacts(rules=()),
+    "pulumi:providers:docker-build": TypeFacts(rules=()),
     "pulumi:providers:kubernetes": TypeFacts(
         rules=_r(K8S_PROVIDER, "DiffConfig: the kubeconfig's active cluster changed, or it is unknown at preview",
                  "kubeconfig", "context", "cluster")

@@ -117,3 +117,12 @@ CALL_RESULTS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "azure-native:containerservice:listManagedClusterUserCredentials": lambda a: {
         "kubeconfigs": [{"name": "clusterUser", "value": _aks_kubeconfig(a)}]},
 }
+
+
+# function token -> result field -> the input of the provider the call was given that the real call
+# returns there (when the program set it on the provider; else the canned value above stands).
+FROM_PROVIDER: dict[str, dict[str, str]] = {
+    "gcp:organizations/getClientConfig:getClientConfig": {"project": "project", "region": "region"},
+    "azure-native:authorization:getClientConfig": {"subscriptionId": "subscriptionId"},
+    "aws:index/getRegion:getRegion": {"name": "region", "region": "region"},
+}

@@ -171,7 +171,14 @@ class FleetMocks:
 
     def call(self, args):  # pulumi.runtime.MockCallArgs
         result = mockdata.CALL_RESULTS.get(args.token)
-        return (result(args.args) if result else {}), []  # no check failures
+        out = result(args.args) if result else {}
+        # What the real call takes from the provider it is given (its project, region, subscription).
+        config = self.provider_inputs(_provider_urn(args.provider))
+        out.update({k: config[key] for k, key in mockdata.FROM_PROVIDER.get(args.token, {}).items() if key in config})
+        return out, []  # no check failures
+
+    def provider_inputs(self, urn: str) -> dict[str, Any]:
+        return {}
 
 
 def _recording_monitor():
@@ -179,13 +186,25 @@ def _recording_monitor():
     from pulumi.runtime.mocks import MockMonitor, Mocks
 
     class _Mocks(FleetMocks, Mocks):
-        pass
+        def provider_inputs(self, urn: str) -> dict[str, Any]:
+            return dict((self.monitor.records.get(urn) or {}).get("inputs") or {})
 
     class RecordingMonitor(MockMonitor):
         def __init__(self):
             super().__init__(_Mocks())
+            self.mocks.monitor = self  # the calls answer from the providers recorded here
             self.records: dict[str, dict[str, Any]] = {}
+            self.invokes: list[dict[str, str]] = []
             self._lock = threading.Lock()
+
+        def Invoke(self, request):
+            # Which provider each function call (getClientConfig, getAuthorizationToken, ...) was given,
+            # as a resource's: "" is the default provider. The SDK's own calls (pulumi:pulumi:getResource)
+            # need none.
+            if not request.tok.startswith("pulumi:"):
+                with self._lock:
+                    self.invokes.append({"token": request.tok, "provider": _provider_urn(request.provider)})
+            return super().Invoke(request)
 
         def RegisterResource(self, request):
             response = super().RegisterResource(request)
@@ -247,6 +266,9 @@ class Plan:
     """Every Helm release rendered (:class:`fleetctl.charts.RenderedRelease`); None with ``charts=False``."""
     chart_problems: list[str] = field(default_factory=list)
     """Values a release sets that its chart does not have, and objects with two owners in a cluster."""
+    invokes: list[dict[str, str]] = field(default_factory=list)
+    """Every provider function the program called (``token``, ``provider``: the URN of the provider it
+    was given, "" for the default one), sorted; not written to plan.json."""
 
     @property
     def chart_manifests(self) -> dict[str, dict[str, Any]]:
@@ -364,6 +386,8 @@ def _run_plan(stack: str, config_file: str | Path | None, *, as_engine: bool, ch
     plan = Plan(stack=stack, project=cfg.project, spec=spec, resources=resources, outputs=outputs,
                 missing_secrets=[{"key": m.key, "why": m.why, "command": m.command} for m in program.MISSING_SECRETS])
     plan.manifests = _manifests(resources)
+    plan.invokes = sorted({(i["token"], i["provider"]): i for i in monitor.invokes}.values(),
+                          key=lambda i: (i["token"], i["provider"]))
     if charts:
         from fleetctl import charts as fcharts
 
