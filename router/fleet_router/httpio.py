@@ -284,9 +284,10 @@ class StreamResponse:
 
     _CORK_BYTES = 65536
 
-    def __init__(self, status: int = 200, headers: dict[str, str] | None = None):
+    def __init__(self, status: int = 200, headers: dict[str, str] | None = None, block: bytes = b""):
         self.status = status
         self.headers = dict(headers) if headers else {}
+        self.block = block  # more header lines, encoded (as Response.block)
         self._request: Request | None = None
         self._chunked = True
         self._eof = False
@@ -304,7 +305,7 @@ class StreamResponse:
         self._request = request
         conn = request._conn
         self._chunked = request.version == "1.1"
-        self._queue(conn, conn.head(request, self.status, self.headers, None if self._chunked else -1))
+        self._queue(conn, conn.head(request, self.status, self.headers, None if self._chunked else -1, self.block))
         await conn.drain()
 
     async def write(self, data: bytes) -> None:

@@ -155,7 +155,7 @@ class Proxy:
         ``prior``: the first pool's failed attempt, made by :meth:`forward_now` (the rest go on from it)."""
         cfg = self.config.failover
         attempts = list(dict.fromkeys(decision.attempts))[:cfg.max_attempts]  # never one pool twice
-        fwd_headers = self._request_headers(request, req)
+        fwd_headers = self._head_block(request, req)
         failed: list[tuple[str, _Failed]] = []
         first_500: core.PoolState | None = None  # its 500 is its fault only if another pool serves
         if prior is not None:
@@ -224,6 +224,10 @@ class Proxy:
                 f"{k}: {v}\r\n" for k, v in self._request_headers(request, req) if k != "X-Request-Id").encode("latin-1")
         return block
 
+    def _head_block(self, request: httpio.Request, req: InferenceRequest) -> bytes:
+        """Every header the backend gets but the pool's key (``_auth_lines``), encoded."""
+        return b"%bX-Request-Id: %b\r\n" % (self._forward_block(request, req), request.request_id.encode("latin-1"))
+
     def forward_now(self, request: httpio.Request, req: InferenceRequest, decision: core.Decision,
                     answer: Callable[[httpio.Response | Awaitable | None], None]) -> bool:
         """The common case without a task (issue 18: the task, the coroutines and the futures of
@@ -243,9 +247,8 @@ class Proxy:
         conn = self.upstream.take_idle(self.upstream.origin(pool.url, pool.ca_file))
         if conn is None:
             return False
-        block = b"%bX-Request-Id: %b\r\n%b" % (self._forward_block(request, req), request.request_id.encode("latin-1"),
-                                                 self._auth_lines.get(state.name, b""))
-        head = request_head_block(conn.origin, req.target, block, len(req.raw))
+        head = request_head_block(conn.origin, req.target,
+                                  self._head_block(request, req) + self._auth_lines.get(state.name, b""), len(req.raw))
         attempt = core.on_dispatch(state, decision)
 
         def on_end(x: Exchange) -> None:
@@ -334,7 +337,7 @@ class Proxy:
         headers["x-fleet-tier"] = decision.tier
         return headers
 
-    def _block(self, x: Exchange, state: core.PoolState, decision: core.Decision) -> bytes:
+    def _block(self, x: Exchange | Response, state: core.PoolState, decision: core.Decision) -> bytes:
         """``_headers`` of an answer as encoded header lines, remembered: they repeat answer after answer."""
         passed = self._pass
         key = (tuple([kv for kv in x.headers if kv[0].lower() in passed]), state.name, state.pool.vendor, decision.tier)
@@ -355,11 +358,10 @@ class Proxy:
             try:
                 deadlines = (Deadlines(t.connect_s, t.stream_head_s, t.stream_idle_s) if req.stream
                              else Deadlines(t.connect_s, t.response_s, None, t.response_s))
-                auth = self._pool_auth.get(state.name)
+                auth = self._auth_lines.get(state.name)
                 origin = self.upstream.origin(state.pool.url, state.pool.ca_file)
-                upstream = await self.upstream.request(origin, req.target,
-                                                       fwd_headers + auth if auth else fwd_headers, req.raw,
-                                                       deadlines)
+                upstream = await self.upstream.request(origin, req.target, fwd_headers + auth if auth else fwd_headers,
+                                                       req.raw, deadlines)
                 status = upstream.status
                 if status >= 400 or not req.stream:
                     # Answers that are not streams are read whole before anything reaches the client.
@@ -376,9 +378,11 @@ class Proxy:
                               str(e), retry=e.phase in ("connect", "head"), pool_fault=True) from None
             if status >= 400:
                 self._refuse(upstream, state, decision, status, whole)
-            headers = self._headers(upstream, state, decision)
             if extra_headers:
+                headers, block = self._headers(upstream, state, decision), b""
                 headers.update(extra_headers)
+            else:
+                headers, block = None, self._block(upstream, state, decision)
             if not req.stream:
                 # vLLM reports no time to first token in a non-streaming answer: none is recorded
                 # (the whole latency is not a TTFT, and must not feed SLOs or the cost policy).
@@ -387,11 +391,11 @@ class Proxy:
                 self._account(decision, state, req.model, None, _completion_tokens(usage), status)
                 if on_usage is not None:
                     on_usage(state.pool, usage)
-                return httpio.Response(status=status, body=whole, headers=headers)
+                return httpio.Response(status=status, body=whole, headers=headers, block=block)
             if migration.applies(req.path, req.body, self.config.failover.max_migrations):
-                return await self._stream_migrating(request, req, decision, attempt, upstream, headers, t0,
+                return await self._stream_migrating(request, req, decision, attempt, upstream, headers, block, t0,
                                                     fwd_headers, on_usage)
-            return await self._stream(request, req, decision, attempt, upstream, headers, t0, on_usage)
+            return await self._stream(request, req, decision, attempt, upstream, headers, block, t0, on_usage)
         finally:
             if upstream is not None:
                 upstream.release()  # incomplete (cut, or the client left): closed, so vLLM aborts it
@@ -413,11 +417,11 @@ class Proxy:
         raise _Failed(f"http_{status}", message, retry=False, pool_fault=False, status=status, answer=answer)
 
     async def _stream(self, request: httpio.Request, req: InferenceRequest, decision: core.Decision,
-                      attempt: core.Dispatch, upstream: Response, headers: dict, t0: float,
+                      attempt: core.Dispatch, upstream: Response, headers: dict | None, block: bytes, t0: float,
                       on_usage=None) -> httpio.StreamResponse:
         # From here bytes reach the client: never retried again.
         state = attempt.state
-        resp = httpio.StreamResponse(status=upstream.status, headers=headers)
+        resp = httpio.StreamResponse(status=upstream.status, headers=headers, block=block)
         await resp.prepare(request)
         events = 0
         tokens = None  # from the backend's usage, when it sends one
@@ -462,11 +466,11 @@ class Proxy:
         return resp
 
     async def _stream_migrating(self, request: httpio.Request, req: InferenceRequest, decision: core.Decision,
-                                attempt: core.Dispatch, upstream: Response, headers: dict, t0: float,
-                                fwd_headers, on_usage=None) -> httpio.StreamResponse:
+                                attempt: core.Dispatch, upstream: Response, headers: dict | None, block: bytes,
+                                t0: float, fwd_headers: bytes, on_usage=None) -> httpio.StreamResponse:
         """A chat or completions stream that a failure after its first byte does not end: it is
         continued on another pool (``fleet_router.migration``)."""
-        resp = httpio.StreamResponse(status=upstream.status, headers=headers)
+        resp = httpio.StreamResponse(status=upstream.status, headers=headers, block=block)
         await resp.prepare(request)
         ttfts: dict[str, float] = {}
 
@@ -485,13 +489,12 @@ class Proxy:
         async def open_leg(state: core.PoolState, body: bytes) -> migration.Leg:
             d = core.on_dispatch(state, decision)
             t = state.pool.timeouts
-            auth = self._pool_auth.get(state.name)
+            auth = self._auth_lines.get(state.name)
             up = None
             t1 = time.perf_counter()
             try:
                 origin = self.upstream.origin(state.pool.url, state.pool.ca_file)
-                up = await self.upstream.request(origin, req.target,
-                                                 fwd_headers + auth if auth else fwd_headers, body,
+                up = await self.upstream.request(origin, req.target, fwd_headers + auth if auth else fwd_headers, body,
                                                  Deadlines(t.connect_s, t.stream_head_s, t.stream_idle_s))
                 if up.status != 200:
                     message = _backend_message(await up.read_all(65536))

@@ -374,6 +374,7 @@ class _Connection(asyncio.Protocol):
         self.paused = False
         self.framed = True  # the body has a length or chunks (else it ends with the connection)
         self.now = 0.0  # the loop's clock, read once per data_received for the parser's callbacks
+        self._body: list[bytes] = []  # body bytes parsed from the current read, handed on at its end
         self._timer: asyncio.TimerHandle | None = None  # Exchange deadlines (lazy: see Exchange)
         self._timer_at = 0.0
 
@@ -387,9 +388,25 @@ class _Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
+            self._hand_on()
             self._broken(UpstreamError("backend tried to upgrade the connection", "body"))
+            return
         except httptools.HttpParserError as e:
+            self._hand_on()
             self._broken(UpstreamError(f"malformed response from the backend: {e}", "body"))
+            return
+        if self._body:
+            self._hand_on()
+
+    def _hand_on(self) -> None:
+        """The body bytes this read carried, to the response in one piece: llhttp calls on_body once
+        per HTTP chunk (a stream's every token), and feeding each cost two calls and the bookkeeping."""
+        body = self._body
+        if body:
+            self._body = []
+            r = self.response
+            if r is not None:
+                r._feed(body[0] if len(body) == 1 else b"".join(body))
 
     def connection_lost(self, exc) -> None:
         self.closed = True
@@ -425,11 +442,15 @@ class _Connection(asyncio.Protocol):
         r._got_head()
 
     def on_body(self, body: bytes) -> None:
-        self.response._feed(body)
+        self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._hand_on()
+        r = self.response
+        if r is None:
+            return  # failed by what it carried (over its cap): already closed
         self.complete = True
-        self.response._finish()
+        r._finish()
 
     # flow control
     def pause(self) -> None:
@@ -563,13 +584,15 @@ class UpstreamPool:
         else:
             conn.close()
 
-    async def request(self, origin: Origin, path: str, headers: list[tuple[str, str]], body: bytes,
+    async def request(self, origin: Origin, path: str, headers: list[tuple[str, str]] | bytes, body: bytes,
                       deadlines: Deadlines) -> Response:
         """POST ``body`` to ``origin`` + ``path``; returns once the response head has arrived.
+        ``headers``: a list of pairs, or already encoded lines (:func:`request_head_block`).
 
         Cancelled (the client went away) at any point, the connection is closed, so the backend
         stops working on the request."""
-        head = request_head(origin, path, headers, len(body))
+        head = (request_head_block(origin, path, headers, len(body)) if isinstance(headers, bytes)
+                else request_head(origin, path, headers, len(body)))
         idle = self._idle.get(origin.key)
         for attempt in range(2):
             reused = False
