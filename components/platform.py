@@ -180,6 +180,31 @@ def amd_device_config_spec(cloud: str, driver_image: Any) -> dict[str, Any]:
     }
 
 
+CRD_TYPE = "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition"
+
+
+def keep_crds(args: pulumi.ResourceTransformArgs) -> pulumi.ResourceTransformResult | None:
+    """A cloud cluster's CustomResourceDefinitions (every one a CRD bundle installs) are protected and
+    retained on delete.
+
+    Deleting a CRD deletes every object of its kinds (Kubernetes docs, "Delete a
+    CustomResourceDefinition": the API server deletes all custom objects stored in it), so removing the
+    bundle's ConfigFile would take every Gateway, HTTPRoute and InferencePool of the cluster with it.
+    ``protect`` stops such a change at the engine (pulumi step_generator.go "marked for protection");
+    ``retain_on_delete`` leaves the CRDs in the cluster should they go from the state all the same
+    (after ``pulumi state unprotect``): the engine then skips the provider's Delete. A rename needs an
+    alias: pulumi-kubernetes >= 4.29 creates with a client-side create, so a CRD under a new URN fails
+    with AlreadyExists before anything is deleted. This is a transform, since the ConfigFile is a
+    packaged component whose children the kubernetes provider registers itself: ``transforms`` reach
+    them, ``transformations`` do not (Pulumi docs, "Resource option: transformations"). The bundle's
+    other objects (Gateway API's admission policy) keep the defaults."""
+    if args.type_ != CRD_TYPE:
+        return None
+    return pulumi.ResourceTransformResult(
+        props=args.props,
+        opts=pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(protect=True, retain_on_delete=True)))
+
+
 def vendor_charts(cloud: str, vendors: frozenset[str]) -> list[str]:
     """The device plugins, operators and exporters this cluster's pools need."""
     if cloud == "local":
@@ -234,9 +259,14 @@ class Platform(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[ns[pin.namespace], *[a for a in after if a]]),
             )
 
+        # A cloud cluster's CRDs are kept (keep_crds); a local one (kind, k3d) is disposable, and
+        # `pulumi destroy` of it must go through (the e2e workflow tears down that way).
+        keep = [keep_crds] if cluster.cloud != "local" else None
+
         def bundle(key: str, *after: pulumi.Resource) -> k8s.yaml.v2.ConfigFile:
             return k8s.yaml.v2.ConfigFile(f"{name}-{key}-crds", file=pins.BUNDLES[key].url,
-                                          opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)))
+                                          opts=pulumi.ResourceOptions(parent=self, depends_on=list(after),
+                                                                      transforms=keep))
 
         gateway_api = bundle("gateway-api")
         inference_ext = bundle("inference-extension", gateway_api)

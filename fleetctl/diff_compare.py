@@ -388,6 +388,14 @@ def _completes(ch: ResourceChange, o: Mapping[str, Any] | None, n: Mapping[str, 
     if o is None:
         return
     o_opts = o.get("options") or {}
+    kept = sorted(k for k, v in (o.get("child_options") or {}).items() if v.get("protect"))
+    if kept and (ch.action == "delete" or ch.old_name):
+        # A removed or renamed CRD bundle: the engine deletes the old ConfigFile's objects, and refuses to
+        # delete the protected ones (components/platform.keep_crds).
+        ch.fails = (f"`up` fails: {o['name']} installs protected objects ({', '.join(kept)}), and deleting a CRD "
+                    "deletes every object of its kinds; keep the bundle's name (or alias the new one), or "
+                    "`pulumi state unprotect` them first if that is meant")
+        return
     if ch.action == "delete" and o_opts.get("protect"):
         ch.fails = (f"`up` fails: {o['name']} is protected, and the engine refuses to delete a protected resource; "
                     f"unprotect it first (`pulumi state unprotect '{o['urn']}'`) if the delete is meant")

@@ -45,6 +45,10 @@ _ASSET_SIG = "c44067f5952c0a294b673a41bacd8c17"
 _ARCHIVE_SIG = "0def7320c3a5731c473e5ecbe6d01bc7"
 _UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 
+BUNDLE_TYPES = {"kubernetes:yaml/v2:ConfigFile"}
+"""Packaged components whose objects (a pinned CRD bundle's, components/platform_versions.BUNDLES) the
+plan knows without expanding them: their records carry the options the program's transforms give each."""
+
 # Kubernetes resource types that are not objects of their own (charts, bundles, providers).
 NOT_MANIFESTS = {
     "kubernetes:helm.sh/v3:Release",
@@ -185,7 +189,15 @@ def _recording_monitor():
     from google.protobuf import json_format
     from pulumi.runtime.mocks import MockMonitor, Mocks
 
+    seen = threading.local()
+
     class _Mocks(FleetMocks, Mocks):
+        def new_resource(self, args):
+            # The transforms the registration carries, as callables (MockResourceArgs.transforms; the
+            # mock engine runs none): RegisterResource below reads them on this same thread.
+            seen.transforms = list(args.transforms or ())
+            return super().new_resource(args)
+
         def provider_inputs(self, urn: str) -> dict[str, Any]:
             return dict((self.monitor.records.get(urn) or {}).get("inputs") or {})
 
@@ -195,7 +207,41 @@ def _recording_monitor():
             self.mocks.monitor = self  # the calls answer from the providers recorded here
             self.records: dict[str, dict[str, Any]] = {}
             self.invokes: list[dict[str, str]] = []
+            self.transforms: dict[str, list[Any]] = {}
             self._lock = threading.Lock()
+
+        def _bundle_child_options(self, request, inputs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+            """The options each object of a CRD bundle gets from the transforms of its ConfigFile and the
+            ConfigFile's ancestors, as the engine applies them to the children the kubernetes provider
+            registers (the mocks expand no packaged component): ``Kind/name`` -> options, defaults left out."""
+            import inspect
+
+            import pulumi
+            from pulumi.runtime.sync_await import _sync_await
+
+            from fleetctl.charts import bundle_objects
+
+            fns, parent = list(seen.transforms), request.parent
+            while parent:
+                fns += self.transforms.get(parent, [])
+                parent = (self.records.get(parent) or {}).get("parent", "")
+            out: dict[str, dict[str, Any]] = {}
+            for api, kind, obj in bundle_objects(str(inputs.get("file", ""))) or ():
+                args = pulumi.ResourceTransformArgs(custom=True, type_=f"kubernetes:{api}:{kind}",
+                                                    name=f"{request.name}-{obj}", props={},
+                                                    opts=pulumi.ResourceOptions())
+                for fn in fns:
+                    result = fn(args)
+                    result = _sync_await(result) if inspect.isawaitable(result) else result
+                    if result is not None:
+                        args = pulumi.ResourceTransformArgs(custom=True, type_=args.type_, name=args.name,
+                                                            props=result.props, opts=result.opts)
+                opts = {"protect": args.opts.protect, "retain_on_delete": args.opts.retain_on_delete,
+                        "delete_before_replace": args.opts.delete_before_replace,
+                        "ignore_changes": sorted(args.opts.ignore_changes or ()) or None}
+                if any(opts.values()):
+                    out[f"{kind}/{obj}"] = {k: v for k, v in opts.items() if v}
+            return out
 
         def Invoke(self, request):
             # Which provider each function call (getClientConfig, getAuthorizationToken, ...) was given,
@@ -207,6 +253,7 @@ def _recording_monitor():
             return super().Invoke(request)
 
         def RegisterResource(self, request):
+            seen.transforms = []
             response = super().RegisterResource(request)
             if request.type == "pulumi:pulumi:Stack":
                 return response
@@ -236,6 +283,10 @@ def _recording_monitor():
                 },
                 "inputs": inputs,
             }
+            if seen.transforms:
+                self.transforms[response.urn] = list(seen.transforms)
+            if request.type in BUNDLE_TYPES:
+                record["child_options"] = self._bundle_child_options(request, inputs)
             if request.type == "pulumi:providers:kubernetes":
                 fingerprint = kubeconfig_fingerprint(_unwrap(raw.get("kubeconfig")))
                 if fingerprint:

@@ -105,3 +105,43 @@ def test_every_aws_resource_lands_in_the_specs_region(tmp_path):
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     moved = _regions(_aws_resources(path))
     assert moved and set(moved.values()) == {"us-west-2"}
+
+
+BUNDLE = "kubernetes:yaml/v2:ConfigFile"
+
+
+def _crds_of(configfile: dict) -> set[str]:
+    from fleetctl.charts import bundle_objects
+
+    return {f"{kind}/{name}" for _, kind, name in bundle_objects(configfile["inputs"]["file"])
+            if kind == "CustomResourceDefinition"}
+
+
+@pytest.mark.parametrize("stack", CLOUD_STACKS)
+def test_every_crd_of_a_cloud_cluster_is_protected_and_retained(stack):
+    # Deleting a CRD deletes every object of its kinds: removing the bundle's ConfigFile would take every
+    # Gateway, HTTPRoute and InferencePool with it. The options are what the program's transform gives each
+    # object the kubernetes provider registers under the ConfigFile (the plan applies it to the pinned list).
+    bundles = [r for r in _resources(stack) if r["type"] == BUNDLE]
+    crds = {b["name"]: _crds_of(b) for b in bundles}
+    assert {"inferencepools.inference.networking.k8s.io", "httproutes.gateway.networking.k8s.io",
+            "gateways.gateway.networking.k8s.io"} <= {c.split("/", 1)[1] for cs in crds.values() for c in cs}
+    for b in bundles:
+        kept = {k for k, o in b["child_options"].items() if o.get("protect") and o.get("retain_on_delete")}
+        assert kept == crds[b["name"]], b["name"]
+
+
+def test_a_local_clusters_crds_go_with_pulumi_destroy():
+    # kind/k3d clusters are disposable: the e2e workflow tears dev down with `pulumi destroy`, which a
+    # protected CRD would stop.
+    bundles = [r for r in _resources("dev") if r["type"] == BUNDLE]
+    assert bundles and all(b["child_options"] == {} for b in bundles)
+
+
+def test_removing_a_cloud_clusters_crd_bundle_is_reported_as_failing():
+    # The review reads the options the bundle's CRDs get: removing the ConfigFile would delete them.
+    doc = {"resources": list(_resources("gcp"))}
+    bundle = next(r for r in doc["resources"] if r["type"] == BUNDLE and "inference-extension" in r["name"])
+    changes, _ = compare(doc, {"resources": [r for r in doc["resources"] if r is not bundle]})
+    (gone,) = [c for c in changes if c.name == bundle["name"]]
+    assert gone.action == "delete" and "protected" in gone.fails and "inferencepools" in gone.fails
