@@ -116,6 +116,10 @@ class ResourceChange:
     """Why ``up`` would fail on this change, and what to do first (empty: it would not)."""
     order: str = ""
     """For a replace: ``create before delete`` (Pulumi's default) or ``delete first``."""
+    dependants: list[str] = field(default_factory=list)
+    """What goes with a replace, beyond the resource itself: for a node pool deleted first, the model
+    servers scheduled on it (their pods are evicted and wait, Pending, for the new pool's nodes) and the
+    InferencePools that select them; for a cluster, every Kubernetes object on it."""
 
 
 def _components(resources: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
@@ -375,6 +379,8 @@ def compare(base_plan: Mapping[str, Any] | None, head_plan: Mapping[str, Any] | 
     for ch in changes:
         o = base.get(old_of.get(ch.urn, ch.urn))
         _completes(ch, o, head.get(ch.urn))
+        if ch.action == "replace" and ch.urn in head:
+            ch.dependants = _dependants(head[ch.urn], ch.order, head)
     order = {"replace": 0, "update": 1, "create": 2, "delete": 3, "ignored": 4}
     changes.sort(key=lambda c: (c.component, order[c.action], c.type, c.name))
     return changes, len(unchanged)
@@ -421,6 +427,54 @@ def _completes(ch: ResourceChange, o: Mapping[str, Any] | None, n: Mapping[str, 
     if o_opts.get("protect") and n_opts.get("protect"):
         ch.fails = ch.fails or ("`up` fails at preview: it is protected, and the engine refuses to replace a protected "
                                 "resource (remove `protect` in the program first, if the replacement is meant)")
+
+
+POOL_LABELS = {"gcp:container/nodePool:NodePool": "nodeConfig.labels", "aws:eks/nodeGroup:NodeGroup": "labels",
+               "azure-native:containerservice:AgentPool": "nodeLabels"}
+"""Node pool type -> where its inputs hold the labels every node of the pool carries."""
+CLUSTER_TYPES = {"gcp:container/cluster:Cluster", "aws:eks/cluster:Cluster",
+                 "azure-native:containerservice:ManagedCluster"}
+SCHEDULED_KINDS = {"Deployment", "StatefulSet", "Job"}
+"""Kinds whose pods a pool's nodes carry and that wait for new ones; a DaemonSet's pods belong to the
+nodes themselves and go and come with them."""
+
+
+def _object(r: Mapping[str, Any]) -> str:
+    meta = r["inputs"].get("metadata") or {}
+    ns = f"{meta['namespace']}/" if meta.get("namespace") else ""
+    return f"{r['inputs'].get('kind')} {ns}{meta.get('name', r['name'])}"
+
+
+def _on_cluster(r: Mapping[str, Any], head: Mapping[str, Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """What a kubernetes provider declared beside ``r`` (in the same cluster component) manages: the
+    program's objects and releases, and the objects its charts install."""
+    providers = {u for u, p in head.items() if p["type"] == "pulumi:providers:kubernetes" and p["parent"] == r["parent"]}
+    return [o for o in head.values() if o.get("custom") and o.get("provider") in providers]
+
+
+def _dependants(n: Mapping[str, Any], order: str, head: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """What a replace of ``n`` takes with it (:attr:`ResourceChange.dependants`)."""
+    if n["type"] in CLUSTER_TYPES:
+        objs = _on_cluster(n, head)
+        return [f"every Kubernetes resource on the cluster ({len(objs)}): the kubeconfig names the new cluster, "
+                "so the kubernetes provider and all it manages are replaced"] if objs else []
+    path = POOL_LABELS.get(n["type"])
+    labels = _get(n["inputs"], path) if path else None
+    if order != "delete first" or not isinstance(labels, Mapping) or not labels:
+        return []  # created first, the new pool takes the pods before the old one drains
+
+    def within(selector: Any, pool: Mapping[str, Any]) -> bool:
+        return isinstance(selector, Mapping) and bool(selector) and all(pool.get(k) == v for k, v in selector.items())
+
+    objs = [o for o in _on_cluster(n, head) if "kind" in o["inputs"]]
+    servers = [o for o in objs if o["inputs"]["kind"] in SCHEDULED_KINDS
+               and within(_get(o["inputs"], "spec.template.spec.nodeSelector"), labels)]
+    pod_labels = [_get(o["inputs"], "spec.template.metadata.labels") or {} for o in servers]
+    pools = [o for o in objs if o["inputs"]["kind"] == "InferencePool"
+             and any(within(_get(o["inputs"], "spec.selector.matchLabels"), pl) for pl in pod_labels)]
+    return ([f"{_object(o)}: its pods are evicted with the pool's nodes and stay Pending until the new pool "
+             "has nodes" for o in sorted(servers, key=_object)]
+            + [f"{_object(o)}: no endpoint to route to until then" for o in sorted(pools, key=_object)])
 
 
 def _name(urn: str) -> str:

@@ -55,6 +55,8 @@ def render_markdown(result: DiffResult) -> str:
             lines.append(head)
             if ch.fails:
                 lines.append(f"  - ⚠ **{ch.fails}**")
+            for d in ch.dependants:
+                lines.append(f"  - goes with it: {d}")
             for p in ch.properties[:MAX_PROPS_SHOWN]:
                 mark = (" **(forces replacement)**" if p.forces_replace and not ch.old_name
                         else " **(not applied by the provider)**" if p.not_applied
@@ -151,6 +153,7 @@ def to_json(result: DiffResult) -> dict[str, Any]:
         "stack": result.stack, "base": result.base_sha, "unchanged": result.unchanged,
         "changes": [{"action": ch.action, "type": ch.type, "name": ch.name, "old_name": ch.old_name,
                      "component": ch.component, "reason": ch.reason, "fails": ch.fails, "order": ch.order,
+                     "dependants": ch.dependants,
                      "properties": [{"path": p.path, "old": p.old, "new": p.new, "forces_replace": p.forces_replace,
                                      "effect": "ignored" if p.ignored else p.rule.effect if p.rule else "update",
                                      "source": _cite(p.rule) if p.rule else None} for p in ch.properties]}

@@ -239,3 +239,64 @@ def test_the_review_states_what_the_provider_will_do(case: Case, tmp_path):
         extra = [c.name for c in changes if c.action == "replace" and c.name not in named
                  and c.name not in case.others_may_replace]
         assert not extra, f"{case.id}: also replaced {extra}\n{text}"
+
+
+# --- what goes with a replacement ----------------------------------------------------------------------
+
+def _edited(stack: str, edit, tmp: Path) -> list:
+    doc = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())
+    edit(doc["config"]["inference-fleet:fleet"])
+    changes, _ = compare(_base(stack), _plan(stack, doc, tmp))
+    return changes
+
+
+def _models_on(stack: str, pool: str) -> set[str]:
+    """The models the stack file serves on ``pool``, by the slug their objects are named with."""
+    fleet = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]["inference-fleet:fleet"]
+    return {m["name"].replace(".", "-") for m in fleet["models"] if pool in m["pools"]}
+
+
+@pytest.mark.parametrize("stack,pool,resource", [
+    ("gcp", "nvidia-t4", "gcp-central-nvidia-t4"),
+    ("aws", "nvidia-t4", "aws-east-nvidia-t4"),
+])
+def test_a_pool_deleted_first_names_the_model_servers_and_inference_pools_that_go_with_it(
+        stack, pool, resource, tmp_path):
+    # Spot off replaces the pool, delete first (its name is unique in the cluster): until the new pool
+    # has nodes, every model server whose nodeSelector targets it has no node, and its InferencePool
+    # no endpoint. Servers on the other pools keep running.
+    changes = _edited(stack, _set("pools.0.spot", False), tmp_path)
+    ch = next(c for c in changes if c.name == resource)
+    assert (ch.action, ch.order) == ("replace", "delete first")
+    servers = [d for d in ch.dependants if d.startswith("Deployment ")]
+    on_pool = _models_on(stack, pool)
+    assert on_pool and all(any(m in d for d in servers) for m in on_pool), ch.dependants
+    others = {m for p in ("nvidia-l4", "tpu-v6e", "nvidia-a10g", "nvidia-h100") for m in _models_on(stack, p)
+              if p != pool} - on_pool
+    assert not [d for d in ch.dependants if any(m in d for m in others)], ch.dependants
+    assert [d for d in ch.dependants if d.startswith("InferencePool ") and pool in d], ch.dependants
+    assert all("Pending" in d for d in servers)
+
+
+def test_a_pool_created_first_takes_nothing_with_it():
+    # Created first, the new pool is there before the old one drains: no gap for the pods.
+    doc = {"resources": [{
+        "urn": "urn:pulumi:s::p::fleet:gke:GkeCluster$gcp:container/nodePool:NodePool::c-t4",
+        "type": NODE_POOL, "name": "c-t4", "custom": True, "parent": "urn:c", "provider": "", "dependencies": [],
+        "property_dependencies": {}, "options": {},
+        "inputs": {"name": "t4-a", "cluster": "c", "nodeConfig": {"spot": True, "labels": {"pool": "t4"}}}}]}
+    head = copy.deepcopy(doc)
+    head["resources"][0]["inputs"]["nodeConfig"]["spot"] = False
+    (ch,), _ = compare(doc, head)
+    assert ch.action == "replace" and ch.order == "create before delete" and ch.dependants == []
+
+
+def test_a_replaced_cluster_takes_every_kubernetes_object_on_it(tmp_path):
+    changes = _edited("gcp", lambda f: (_set("clusters.0.region", "us-east1")(f),
+                                        _set("clusters.0.zones", ["us-east1-c"])(f)), tmp_path)
+    cluster = next(c for c in changes if c.type == GKE)
+    # Every resource on the cluster's kubernetes provider is replaced with it (calculateDependentReplacements).
+    replaced_objects = [c for c in changes if c.type.startswith("kubernetes:") and c.action == "replace"
+                        and any(p.path == "(provider)" for p in c.properties)]
+    assert replaced_objects
+    assert cluster.dependants and f"({len(replaced_objects)})" in cluster.dependants[0]
