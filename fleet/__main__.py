@@ -3,6 +3,6 @@
 The one import from the domain package up into the tools layer, allowed by name in the import
 contracts (``pyproject.toml``): the domain modules themselves never import the tools."""
 
-from fleetctl.cli import main
+from fleetctl.cli import run
 
-raise SystemExit(main())
+run()
