@@ -23,6 +23,7 @@ from fleet_router.metrics import RouterMetrics
 from fleet_router.tls import Contexts, TrustError
 
 _WAITING = re.compile(r'^vllm:num_requests_waiting(?:\{[^}]*\})?\s+([0-9.eE+-]+)', re.M)
+_RUNNING = re.compile(r'^vllm:num_requests_running(?:\{[^}]*\})?\s+([0-9.eE+-]+)', re.M)
 _PREFIX_QUERIES = re.compile(r'^vllm:prefix_cache_queries_total(?:\{[^}]*\})?\s+([0-9.eE+-]+)', re.M)
 _PREFIX_HITS = re.compile(r'^vllm:prefix_cache_hits_total(?:\{[^}]*\})?\s+([0-9.eE+-]+)', re.M)
 _KV = re.compile(r'^vllm:(?:gpu_)?kv_cache_usage_perc(?:\{[^}]*\})?\s+([0-9.eE+-]+)', re.M)
@@ -110,9 +111,16 @@ class Discovery:
             raw = await self._get(f"{s.pool.url.rstrip('/')}/metrics", ca_file=s.pool.ca_file)
             if raw is not None:
                 text = raw.decode(errors="replace")
-                s.waiting = sum(float(v) for v in _WAITING.findall(text))
+                # vLLM's v1 engine (vllm/v1/metrics/loggers.py, PrometheusStatLogger, read at commit
+                # 005a810; the names and labels test_router_signals pins for v0.11.0): the gauges
+                # vllm:num_requests_running ("Number of requests in model execution batches.") and
+                # vllm:num_requests_waiting, one series per engine (labels model_name, engine):
+                # summed, they are the server's requests from every router replica.
+                running = _RUNNING.findall(text)
                 kv = [float(v) for v in _KV.findall(text)]
-                s.kv_usage = max(kv) if kv else 0.0
+                core.on_scrape(s, waiting=sum(float(v) for v in _WAITING.findall(text)),
+                               kv_usage=max(kv) if kv else 0.0,
+                               running=sum(float(v) for v in running) if running else None)
                 queries = _PREFIX_QUERIES.findall(text)
                 if queries:
                     self.metrics.pool_prefix_queries.set(s.name, value=sum(float(v) for v in queries))

@@ -109,7 +109,7 @@ class RouterMetrics:
                                     ("tier", "backend_pool", "pool", "vendor")))
         self.sla_bad = r.add(Counter("ig_wva_sla_violations_total", "Requests whose TTFT missed the tier's objective.",
                                      ("tier", "backend_pool", "pool", "vendor")))
-        self.utilization = r.add(Gauge("ig_wva_pool_utilization", "Pool load: in-flight + queued over capacity.",
+        self.utilization = r.add(Gauge("ig_wva_pool_utilization", "Pool load: its running + queued requests from every replica, over capacity.",
                                        ("pool", "vendor")))
         self.requests = r.add(Counter("fleet_router_requests_total", "Requests by endpoint and status.",
                                       ("endpoint", "status")))

@@ -136,7 +136,11 @@ class Sim:
             {"id": m, "object": "model", "created": 0, "owned_by": "fleet-sim"} for m in self.models]})
 
     async def metrics(self, request):
-        labels = f'{{model_name="{self.models[0]}"}}'
+        # As vLLM v1 labels its series: one per engine, model_name and engine (vllm/v1/metrics/loggers.py,
+        # PrometheusStatLogger). running: requests holding a slot (prefilling or decoding), as vLLM's
+        # "requests in model execution batches"; waiting: those queued for a slot.
+        series = f'engine="0",model_name="{self.models[0]}"'
+        labels = "{" + series + "}"
         lines = [
             "# TYPE vllm:num_requests_running gauge", f"vllm:num_requests_running{labels} {self.running}",
             "# TYPE vllm:num_requests_waiting gauge", f"vllm:num_requests_waiting{labels} {self.waiting}",
@@ -152,8 +156,8 @@ class Sim:
         cum = 0
         for b, n in zip(TTFT_BUCKETS, self.ttft):
             cum += n
-            lines.append(f'vllm:time_to_first_token_seconds_bucket{{model_name="{self.models[0]}",le="{b:g}"}} {cum}')
-        lines.append(f'vllm:time_to_first_token_seconds_bucket{{model_name="{self.models[0]}",le="+Inf"}} '
+            lines.append(f'vllm:time_to_first_token_seconds_bucket{{{series},le="{b:g}"}} {cum}')
+        lines.append(f'vllm:time_to_first_token_seconds_bucket{{{series},le="+Inf"}} '
                      f"{self.c['success']}")
         lines.append(f"vllm:time_to_first_token_seconds_sum{labels} {self.ttft_sum:.6f}")
         lines.append(f"vllm:time_to_first_token_seconds_count{labels} {self.c['success']}")

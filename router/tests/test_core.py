@@ -287,6 +287,90 @@ def test_a_consistent_hash_policy_is_configuration():
     assert moved.attempts[0] != home
 
 
+# --- replicas see the fleet's load, not their share of it ------------------------------------------
+
+def _scrape(*replicas: Replica, waiting: float = 0.0) -> None:
+    """Every pool's /metrics read by every replica: it runs what all of them have in flight there."""
+    for name in replicas[0].states:
+        running = sum(r.states[name].in_flight for r in replicas)
+        for r in replicas:
+            core.on_scrape(r.states[name], waiting=waiting, kv_usage=0.0, running=running)
+
+
+def _hold(r: Replica, pool: str, n: int, prompt="") -> list[core.Dispatch]:
+    """``n`` attempts this replica sends to ``pool`` and that stay in flight."""
+    d = core.route(r.cfg, r.states, "m", {}, prompt, 0.0, r.rng)
+    d = d._replace(attempts=(pool,))
+    return [core.on_dispatch(r.states[pool], d) for _ in range(n)]
+
+
+def test_a_pools_requests_are_what_it_reported_plus_this_replicas_own_since():
+    cfg = config()
+    r = Replica(cfg, 1)
+    nv = r.states["nvidia"]
+    early = _hold(r, "nvidia", 2)
+    core.on_scrape(nv, waiting=3.0, kv_usage=0.0, running=9.0)  # 2 of the 9 are ours
+    assert nv.requests() == 12
+    late = _hold(r, "nvidia", 2)  # after the scrape: in no count the pool gave
+    assert nv.requests() == 14
+    core.on_done(early[0])  # counted by the scrape, now over
+    assert nv.requests() == 13
+    core.on_done(late[0])  # never counted, now over
+    assert nv.requests() == 12
+    core.on_scrape(nv, waiting=0.0, kv_usage=0.0, running=1.0)  # the pool may lag: never below ours
+    assert nv.in_flight == 2 and nv.requests() == 2
+    # A server that does not report its running requests: this replica's in-flight and its queue.
+    core.on_scrape(nv, waiting=4.0, kv_usage=0.0, running=None)
+    assert nv.requests() == 6 and nv.load() == pytest.approx(0.6)
+
+
+def test_three_replicas_overflow_a_full_tier_as_one_router_would():
+    """Premium's pools hold 12 requests each (max 10), 4 from each of three replicas: every replica
+    sends the next premium request to the overflow pool; seeing only its own 4, none did."""
+    cfg = config()
+    replicas = [Replica(cfg, i) for i in range(3)]
+    for r in replicas:
+        _hold(r, "nvidia", 4)
+        _hold(r, "amd", 4)
+    premium = {"x-priority": "high"}
+    for r in replicas:  # before any scrape each sees its share: room left
+        assert core.route(cfg, r.states, "m", premium, "", 0, r.rng).attempts[0] in {"nvidia", "amd"}
+    _scrape(*replicas)
+    for r in replicas:
+        d = core.route(cfg, r.states, "m", premium, "", 0, r.rng)
+        assert d.attempts[0] == "tpu" and d.overflow
+        assert r.states["nvidia"].load() == pytest.approx(1.2)
+
+
+def test_one_router_routes_alike_with_or_without_the_pools_reported_counts():
+    """Behind one replica the pools report only its own requests (fewer, while some are on the
+    wire): a router that reads them decides every turn as one that never scrapes."""
+    cfg = config(policy="prefix-affinity")
+    scraped, blind = Replica(cfg, 1), Replica(cfg, 1)
+    convs = [conversation(i, 4) for i in range(16)]
+    rng = random.Random(5)
+    held: dict[str, list] = {"scraped": [], "blind": []}
+    picks = {"scraped": [], "blind": []}
+    for t in range(4):
+        for i, c in enumerate(convs):
+            for name, r in (("scraped", scraped), ("blind", blind)):
+                d = core.route(cfg, r.states, "m", {}, c[t], 0.0, r.rng)
+                picks[name].append(d.attempts[0])
+                held[name].append(core.on_dispatch(r.states[d.attempts[0]], d))
+            if rng.random() < 0.5:  # some answers come back, in the same order on both
+                k = rng.randrange(len(held["scraped"]))
+                for name in held:
+                    a = held[name].pop(k)
+                    core.on_first_byte(a, 0.01, 0.0)
+                    core.on_done(a)
+            if i % 5 == 0:  # the pools report, missing the newest request (still on the wire)
+                newest = held["scraped"][-1].state.name if held["scraped"] else None
+                for name, s in scraped.states.items():
+                    core.on_scrape(s, waiting=0.0, kv_usage=0.0, running=s.in_flight - (name == newest))
+    assert picks["scraped"] == picks["blind"]
+    assert {"nvidia", "amd"} <= set(picks["scraped"])  # the default tier's pools (tpu once both are full)
+
+
 # --- the other policies -----------------------------------------------------------------------------
 
 def test_cost_aware_stays_cheap_while_within_the_tiers_ttft_target():

@@ -31,12 +31,18 @@ async def _ok(seen, n, w):
     return completion("ok", 1)
 
 
-def _vllm_metrics(waiting: tuple[float, ...] = (0.0,), kv: tuple[float, ...] = (0.0,)) -> str:
+def _vllm_metrics(waiting: tuple[float, ...] = (0.0,), kv: tuple[float, ...] = (0.0,),
+                  running: tuple[float, ...] | None = None) -> str:
     """A vLLM v0.11.0 /metrics page (vllm/v1/metrics/loggers.py at v0.11.0): one series per engine,
-    labelled engine and model_name; `vllm:num_requests_waiting` and `vllm:kv_cache_usage_perc` are gauges
-    (KV use as a fraction, 1 = full)."""
-    lines = ["# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
-             "# TYPE vllm:num_requests_waiting gauge"]
+    labelled engine and model_name; `vllm:num_requests_running`, `vllm:num_requests_waiting` and
+    `vllm:kv_cache_usage_perc` are gauges (KV use as a fraction, 1 = full)."""
+    lines = []
+    if running is not None:
+        lines += ["# HELP vllm:num_requests_running Number of requests in model execution batches.",
+                  "# TYPE vllm:num_requests_running gauge"]
+        lines += [f'vllm:num_requests_running{{engine="{i}",model_name="m1"}} {v}' for i, v in enumerate(running)]
+    lines += ["# HELP vllm:num_requests_waiting Number of requests waiting to be processed.",
+              "# TYPE vllm:num_requests_waiting gauge"]
     lines += [f'vllm:num_requests_waiting{{engine="{i}",model_name="m1"}} {v}' for i, v in enumerate(waiting)]
     lines += ["# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.",
               "# TYPE vllm:kv_cache_usage_perc gauge"]
@@ -76,6 +82,21 @@ def test_least_load_follows_the_queue_and_the_kv_cache_each_vllm_reports(fleet, 
     # Now b queues more than a's cache pressure is worth: a.
     b.metrics = _vllm_metrics(waiting=(6,))
     _wait(lambda: _utilization(fleet, "b") > _utilization(fleet, "a"), "b's queue scraped")
+    assert _served_by(fleet) == {"a"}
+
+
+def test_requests_another_replica_runs_on_a_pool_count_as_its_load(fleet, backends):
+    """Behind several router replicas a pool runs requests this one never sent: what vLLM reports
+    running (summed over its engines) is the pool's load here too, for least-load and the gauge."""
+    a, url_a = backends(_ok, metrics=_vllm_metrics(running=(3, 2)))  # 5 running, none sent from here
+    b, url_b = backends(_ok, metrics=_vllm_metrics(running=(0,)))
+    fleet.start_router({"pools": [pool("a", url_a, "nvidia", 1.0, max_concurrency=8),
+                                  pool("b", url_b, "amd", 1.0, max_concurrency=8)],
+                        "policy": "least-load"})
+    _wait(lambda: _utilization(fleet, "a") == 5 / 8, "a's running requests scraped")
+    assert _served_by(fleet) == {"b"}
+    a.metrics, b.metrics = _vllm_metrics(running=(0, 0)), _vllm_metrics(running=(6,))  # the others moved
+    _wait(lambda: _utilization(fleet, "b") == 6 / 8, "b's running requests scraped")
     assert _served_by(fleet) == {"a"}
 
 

@@ -12,7 +12,8 @@ The pipeline, in the manner of the Gateway API Inference Extension's scheduler:
    round-robin); round-robin is that picker with no scorers;
 4. the caller tries the first pool and fails over down the list, preferring another vendor,
    and reports back through the hooks (:func:`on_dispatch`, :func:`on_first_byte`,
-   :func:`on_failure`, :func:`on_done`) — the core owns every change to its state.
+   :func:`on_failure`, :func:`on_done`; discovery's :func:`on_scrape`) — the core owns every
+   change to its state.
 
 Every decision is a function of :class:`PoolState` values, the request and a ``random.Random``,
 so tests replay it exactly. Prefix hashing and the prompt's bytes are in :mod:`.prefix`.
@@ -28,7 +29,7 @@ from fleet_router.core.prefix import (BLOCK_BYTES, BLOCK_TOKENS, CHARS_PER_TOKEN
 from fleet_router.core.profiles import POLICY_NAMES, PROFILES, Profile
 from fleet_router.core.scorers import AFFINITY_MIN_MATCH, COST_SLO_HEADROOM, SCORERS, rendezvous
 from fleet_router.core.state import (TTFT_DECAY_S, Decision, Dispatch, NoRoute, PoolState, RequestContext,
-                                     on_dispatch, on_done, on_failure, on_first_byte, record_failure,
+                                     on_dispatch, on_done, on_failure, on_first_byte, on_scrape, record_failure,
                                      record_success, record_ttft)
 
 POLICY_ORDER = PROFILES

@@ -23,9 +23,14 @@ class PoolState:
     """What the router knows about one pool right now. Compared by identity (one per pool)."""
 
     pool: "Pool"
-    in_flight: int = 0
+    in_flight: int = 0  # this replica's attempts at the pool
     waiting: float = 0.0  # vllm:num_requests_waiting, scraped
     kv_usage: float = 0.0  # vllm:kv_cache_usage_perc, scraped (0..1)
+    running: float = 0.0  # vllm:num_requests_running, scraped: every replica's requests, not just ours
+    reports_running: bool = False  # the last scrape had that gauge (see :meth:`requests`)
+    sent_since_scrape: int = 0  # this replica's attempts dispatched after the last scrape, still in flight
+    ended_since_scrape: int = 0  # this replica's attempts from before the last scrape that ended since
+    scrape_epoch: int = 0  # counts the scrapes, so an attempt knows which side of the last one it began
     failures: int = 0
     ejected_until: float = 0.0
     discovered_models: frozenset[str] = frozenset()
@@ -47,9 +52,21 @@ class PoolState:
     def available(self, now: float) -> bool:
         return now >= self.ejected_until
 
+    def requests(self) -> float:
+        """Requests at the pool from every router replica, running or queued: what the pool last
+        reported (``vllm:num_requests_running`` + ``vllm:num_requests_waiting``, the same figures on
+        every replica), plus what this replica sent since and minus what of its own ended since;
+        never less than this replica's own in-flight. Behind N replicas that is the fleet's load,
+        not the 1/N a replica sees of it. A pool that does not report its running requests: this
+        replica's in-flight plus the pool's queue."""
+        if not self.reports_running:
+            return self.in_flight + self.waiting
+        return max(float(self.in_flight),
+                   self.running + self.waiting + self.sent_since_scrape - self.ended_since_scrape)
+
     def load(self) -> float:
-        """0 = idle, 1 = at max concurrency; queueing and a full KV cache push it past 1."""
-        return (self.in_flight + self.waiting) / self.pool.max_concurrency + max(0.0, self.kv_usage - 0.9) * 5
+        """0 = idle, 1 = at max concurrency (:meth:`requests`); queueing and a full KV cache push it past 1."""
+        return self.requests() / self.pool.max_concurrency + max(0.0, self.kv_usage - 0.9) * 5
 
     def saturated(self) -> bool:
         return self.load() >= 1.0
@@ -109,6 +126,7 @@ class Dispatch:
 
     state: PoolState
     uncached: int  # blocks this attempt added to the pool's backlog, until its first byte
+    epoch: int = 0  # the pool's scrape_epoch when the attempt began
 
 
 def on_dispatch(state: PoolState, decision: Decision) -> Dispatch:
@@ -123,7 +141,8 @@ def on_dispatch(state: PoolState, decision: Decision) -> Dispatch:
     state.backlog += uncached
     state.prefixes.add(blocks)
     state.in_flight += 1
-    return Dispatch(state, uncached)
+    state.sent_since_scrape += 1
+    return Dispatch(state, uncached, state.scrape_epoch)
 
 
 def on_first_byte(d: Dispatch, ttft_s: float | None, now: float) -> None:
@@ -143,9 +162,23 @@ def on_failure(d: Dispatch, now: float, failover: "Failover") -> bool:
 
 def on_done(d: Dispatch) -> None:
     """The attempt is over, however it ended (call exactly once, after the others)."""
-    d.state.in_flight -= 1
-    d.state.backlog -= d.uncached
+    s = d.state
+    s.in_flight -= 1
+    s.backlog -= d.uncached
     d.uncached = 0
+    if d.epoch == s.scrape_epoch:
+        s.sent_since_scrape -= 1  # begun and ended since the last scrape: in no count
+    else:
+        s.ended_since_scrape += 1  # the last scrape counted it (as it would have on the pool)
+
+
+def on_scrape(state: PoolState, waiting: float, kv_usage: float, running: float | None) -> None:
+    """The pool's ``/metrics`` was read: its queue, its KV-cache use and, if it reports it, how many
+    requests it runs (``running`` None: the gauge is absent, only this replica's in-flight counts)."""
+    state.waiting, state.kv_usage = waiting, kv_usage
+    state.running, state.reports_running = running or 0.0, running is not None
+    state.scrape_epoch += 1
+    state.sent_since_scrape = state.ended_since_scrape = 0
 
 
 def record_failure(state: PoolState, now: float, eject_after: int, eject_seconds: float) -> bool:
