@@ -98,7 +98,7 @@ class Response:
     ``head_at`` / ``first_byte_at``: the loop's clock when the head and the first body byte came."""
 
     __slots__ = ("status", "headers", "_chunks", "_buffered", "_done", "_error", "_waiter", "_conn", "_head",
-                 "_timer", "_timer_at", "_head_by", "_total_by", "_head_s", "_total_s", "_idle", "_last", "head_at",
+                 "_head_by", "_total_by", "_head_s", "_total_s", "_idle", "_last", "head_at",
                  "first_byte_at")
 
     def __init__(self, conn: "_Connection"):
@@ -111,8 +111,6 @@ class Response:
         self._waiter: asyncio.Future | None = None
         self._conn = conn
         self._head = conn.loop.create_future()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0  # when _timer fires (loop clock)
         self._head_by = self._total_by = 0.0  # absolute deadlines (0: none)
         self._head_s = self._total_s = 0.0
         self._idle: float | None = None  # the longest silence allowed between body bytes
@@ -120,9 +118,10 @@ class Response:
         self.head_at = 0.0
         self.first_byte_at = 0.0
 
-    # deadlines: one loop timer per response, set for the nearest deadline and re-armed from there
-    # (head, total and idle share it); arming and cancelling a timer per deadline per request
-    # cost more than the checks.
+    # deadlines: checked by the connection's one timer (``_Connection._want_timer``), set for the
+    # nearest deadline and re-armed from there (head, total and idle share it, and so do the
+    # responses that follow on a kept-alive connection); arming and cancelling a loop timer per
+    # deadline, or per response, cost more than the checks.
     def _arm(self, deadlines: Deadlines) -> None:
         now = self._conn.loop.time()
         self._head_s, self._head_by = deadlines.head, now + deadlines.head
@@ -132,20 +131,12 @@ class Response:
         self._set_timer(min(self._head_by, self._total_by or self._head_by))
 
     def _set_timer(self, at: float) -> None:
-        t = self._timer
-        if t is not None:
-            if self._timer_at <= at:
-                return  # the check then re-arms for whatever is due next
-            t.cancel()
-        loop = self._conn.loop
-        self._timer_at = at
-        self._timer = loop.call_at(at, self._check)
+        self._conn._want_timer(at)
 
-    def _check(self) -> None:
-        self._timer = None
+    def _tick(self, now: float) -> None:
+        """The connection's timer fired: time out, or ask for the next check."""
         if self._done or self._error is not None:
             return
-        now = self._conn.loop.time()
         head_done = self._head.done()
         if not head_done and now >= self._head_by:
             self._timeout(UpstreamTimeout(f"no response from the backend within {self._head_s:g} s", "head"))
@@ -194,10 +185,7 @@ class Response:
         self._wake()
 
     def _cancel_timers(self) -> None:
-        t = self._timer
-        if t is not None:
-            self._timer = None
-            t.cancel()
+        pass  # the connection's timer finds the response done (or gone) and lets it be
 
     def _fail(self, exc: BaseException) -> None:
         if self._done or self._error is not None:
@@ -349,16 +337,18 @@ class Exchange:
     def _cancel_timers(self) -> None:
         pass
 
-    def _check(self, now: float) -> bool:
-        """The connection's timer: True if this exchange timed out (and was failed)."""
-        if self._ended or now < self.deadline:
-            return False
+    def _tick(self, now: float) -> None:
+        """The connection's timer fired: time out, or ask for the next check."""
+        if self._ended:
+            return
+        if now < self.deadline:
+            self._conn._want_timer(self.deadline)
+            return
         if self._head_seen:
             exc = UpstreamTimeout(f"the backend's answer took over {self._total_s:g} s", "body")
         else:
             exc = UpstreamTimeout(f"no response from the backend within {self._total_s:g} s", "head")
         self._conn._broken(exc)
-        return True
 
 
 class _Connection(asyncio.Protocol):
@@ -375,7 +365,7 @@ class _Connection(asyncio.Protocol):
         self.framed = True  # the body has a length or chunks (else it ends with the connection)
         self.now = 0.0  # the loop's clock, read once per data_received for the parser's callbacks
         self._body: list[bytes] = []  # body bytes parsed from the current read, handed on at its end
-        self._timer: asyncio.TimerHandle | None = None  # Exchange deadlines (lazy: see Exchange)
+        self._timer: asyncio.TimerHandle | None = None  # its responses' deadlines (see _want_timer)
         self._timer_at = 0.0
 
     # asyncio.Protocol
@@ -492,24 +482,30 @@ class _Connection(asyncio.Protocol):
         self.complete = False
         self.got_bytes = False
         self.framed = False
-        if self._timer is None or self._timer_at > x.deadline:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_at = x.deadline
-            self._timer = self.loop.call_at(x.deadline, self._on_timer)
+        self._want_timer(x.deadline)
         if len(body) < 65536:
             self.transport.write(head + body)
         else:
             self.transport.writelines((head, body))
         return x
 
+    def _want_timer(self, at: float) -> None:
+        """Have the current response's ``_tick`` called at ``at`` or before: one loop timer per
+        connection, moved only when something is due sooner; when it fires, the response asks for
+        the next time (so requests one after another on a kept-alive connection arm none)."""
+        t = self._timer
+        if t is not None:
+            if self._timer_at <= at:
+                return
+            t.cancel()
+        self._timer_at = at
+        self._timer = self.loop.call_at(at, self._on_timer)
+
     def _on_timer(self) -> None:
         self._timer = None
-        x = self.response
-        if not isinstance(x, Exchange) or x._check(self.loop.time()) or self.closed:
-            return  # idle, a Response (it has its own timer) or timed out: armed again by the next exchange
-        self._timer_at = x.deadline
-        self._timer = self.loop.call_at(x.deadline, self._on_timer)
+        r = self.response
+        if r is not None and not self.closed:
+            r._tick(self.loop.time())
 
     def finished(self, response: Response) -> None:
         response._cancel_timers()
