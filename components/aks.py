@@ -112,7 +112,7 @@ class AksCluster(pulumi.ComponentResource):
         kept = pulumi.ResourceOptions(parent=self, protect=True, provider=self.azure)
         invoke = pulumi.InvokeOutputOptions(parent=self, provider=self.azure)
         tags = {"fleet-cluster": spec.name}
-        stack = pulumi.get_stack()  # in every name Azure sees: two stacks share a subscription (fleet/naming.py)
+        stack = clusters.naming_stack()  # in every name Azure sees: two stacks share a subscription (fleet/naming.py)
         client = authorization.get_client_config_output(opts=invoke)
 
         self.resource_group = resources.ResourceGroup(

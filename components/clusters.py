@@ -11,6 +11,7 @@ import pulumi_kubernetes as k8s
 
 from components.registry import RegistryAccess
 from fleet import catalog, naming
+from fleet.stackset import SET_KEY
 from fleet.spec import ClusterSpec, PoolSpec
 
 
@@ -40,6 +41,13 @@ class ClusterHandle:
     def simulated(self) -> bool:
         """Local pools have no nodes: their model servers run the simulator."""
         return self.spec.cloud == "local"
+
+
+def naming_stack() -> str:
+    """The stack name every cloud resource name starts with (fleet/naming.py): this stack's, or for a
+    part of a stack set (``multicloud.aws-east``) the set's (``multicloud``), so a cluster keeps the
+    names it had as part of one stack and parts of one set (one cluster each) never collide."""
+    return pulumi.Config().get(SET_KEY) or pulumi.get_stack()
 
 
 def node_labels(pool: PoolSpec) -> dict[str, str]:

@@ -37,7 +37,7 @@ import pulumi_aws.iam as iam
 import pulumi_kubernetes as k8s
 
 from components import platform_versions as pins
-from components.clusters import ClusterHandle, node_labels
+from components.clusters import ClusterHandle, node_labels, naming_stack
 from components.registry import RegistryAccess
 from fleet import catalog, naming
 from fleet.spec import ClusterSpec, PoolSpec
@@ -131,7 +131,7 @@ class EksCluster(pulumi.ComponentResource):
         # them (pulumi step_generator.go "marked for protection"), so such a change stops at preview.
         kept = pulumi.ResourceOptions(parent=self, protect=True, provider=self.aws)
         invoke = pulumi.InvokeOutputOptions(parent=self, provider=self.aws)
-        stack = pulumi.get_stack()  # in every name AWS sees: two stacks share an account (fleet/naming.py)
+        stack = naming_stack()  # in every name AWS sees: two stacks share an account (fleet/naming.py)
         cluster_name = naming.cloud_name(spec.name, stack=stack, max_len=100)
         base_tags = {"fleet-cluster": spec.name}
         owned = {f"kubernetes.io/cluster/{cluster_name}": "shared"}

@@ -37,7 +37,7 @@ import pulumi_gcp.projects as projects
 import pulumi_gcp.serviceaccount as serviceaccount
 import pulumi_kubernetes as k8s
 
-from components.clusters import ClusterHandle, node_labels
+from components.clusters import ClusterHandle, node_labels, naming_stack
 from components.registry import RegistryAccess
 from fleet import catalog, naming
 from fleet.spec import ClusterSpec, PoolSpec
@@ -99,7 +99,7 @@ class GkeCluster(pulumi.ComponentResource):
         super().__init__("fleet:gke:GkeCluster", name, None, opts)
         spec = args.cluster
         self.spec = spec
-        stack = pulumi.get_stack()  # in every name GCP sees: two stacks share a project (fleet/naming.py)
+        stack = naming_stack()  # in every name GCP sees: two stacks share a project (fleet/naming.py)
         # The spec's project and region, not the ambient ones: every GCP resource and lookup of the
         # cluster goes through this provider (Pulumi.yaml disables default providers). An explicit
         # provider reads no `gcp:` stack config, so a spec without a project takes `gcp:project` from

@@ -119,8 +119,9 @@ class RouterArgs:
     pool_endpoints: dict[str, pulumi.Output[str]]
     image: RouterImage
     api_keys: pulumi.Output[str] | None
-    namespaces: Namespaces
-    platform: Platform
+    namespaces: Namespaces | None
+    platform: Platform | None
+    """None in a stack set's router part: they are the cluster part's, deployed before it."""
     backend_keys: pulumi.Output[str] | None = None
     gateway_cas: dict[str, pulumi.Output[str]] = field(default_factory=dict)
     """cluster -> the CA certificate (PEM) that signs that cluster's gateway, for the clusters whose

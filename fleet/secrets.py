@@ -8,6 +8,7 @@ Secrets never live in the spec: each is a Pulumi secret under its own config key
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Collection
 
 from fleet.spec import FleetSpec
 
@@ -38,16 +39,25 @@ def model_is_gated(hf_id: str, gated: bool | None) -> bool:
     return gated if gated is not None else hf_id.split("/", 1)[0] in GATED_HF_ORGS
 
 
-def required_secrets(spec: FleetSpec) -> list[RequiredSecret]:
+def required_secrets(spec: FleetSpec, *, router: bool = True,
+                     clusters: Collection[str] | None = None) -> list[RequiredSecret]:
     """What a deploy of ``spec`` cannot work without: API keys when the router faces the internet
     (it runs on a cloud cluster behind a public Gateway), a Hugging Face token when a real model
-    server (not a local simulator) must download a gated model."""
+    server (not a local simulator) must download a gated model.
+
+    A part of a stack set (fleet/stackset.py) deploys some of that: ``router`` says whether it holds
+    the router, ``clusters`` which clusters' model servers (None: every cluster)."""
     out: list[RequiredSecret] = []
-    if spec.router.enabled and spec.router_cluster().cloud != "local":
+    if router and spec.router.enabled and spec.router_cluster().cloud != "local":
         out.append(RequiredSecret(ROUTER_API_KEYS, f"the router on {spec.router_cluster().name!r} faces the "
                                                    "internet; without keys anyone can spend the fleet's GPUs"))
+
+    def downloads_here(pool: str) -> bool:
+        cluster = spec.cluster(spec.pool(pool).cluster)
+        return cluster.cloud != "local" and (clusters is None or cluster.name in clusters)
+
     gated = sorted({m.name for m in spec.models if model_is_gated(m.hf_id, m.gated)
-                    and any(spec.cluster(spec.pool(p).cluster).cloud != "local" for p in m.pools)})
+                    and any(downloads_here(p) for p in m.pools)})
     if gated:
         out.append(RequiredSecret(HF_TOKEN, f"gated model(s) {', '.join(gated)} cannot be downloaded without a "
                                             "Hugging Face token that accepted their licence"))

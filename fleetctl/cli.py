@@ -144,7 +144,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from fleet.spec import load_spec
 
     cfg = read_stack_config(args.stack, args.config_file)
-    return run_demo(load_spec(cfg.fleet_raw(), cfg.source), args.port, args.api_key, traffic=args.traffic)
+    return run_demo(load_spec(cfg.fleet_raw(), cfg.spec_source), args.port, args.api_key, traffic=args.traffic)
+
+
+def _cmd_clouds(args: argparse.Namespace) -> int:
+    from fleetctl.stackset import stack_clouds
+
+    for cloud in stack_clouds(args.stack):
+        print(f"{cloud}=true")
+    return EXIT_OK
 
 
 def _cmd_top(args: argparse.Namespace) -> int:
@@ -209,6 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     cost.add_argument("--config-file", help="a stack file to read instead of Pulumi.<stack>.yaml")
     cost.add_argument("--json", action="store_true", help="print JSON instead of a Markdown table")
     cost.set_defaults(func=_cmd_cost)
+
+    clouds = sub.add_parser("clouds", help="the clouds a stack's preview and up sign in to, one `<cloud>=true` "
+                            "line each (the format of $GITHUB_OUTPUT: the up and drift workflows read it)")
+    clouds.add_argument("--stack", required=True, help="a stack (a part of a stack set, not the set)")
+    clouds.set_defaults(func=_cmd_clouds)
 
     demo = sub.add_parser("demo", help="run the stack's pools as simulators and the router on loopback")
     demo.add_argument("--stack", required=True, help="stack name: reads Pulumi.<stack>.yaml")

@@ -80,7 +80,7 @@ def extract(repo: Path, ref: str, dest: Path) -> str:
 def _plan_tree(tree: Path, stack: str, out: Path, label: str) -> Side:
     side = Side(label=label, tree=tree, plan=None)
     side.policy_available = any((tree / d / "policy_eval.py").exists() for d in ("fleetctl", "fleet"))  # new, old layout
-    if not (tree / f"Pulumi.{stack}.yaml").exists():
+    if not (tree / f"Pulumi.{stack}.yaml").exists() and not (tree / "fleets" / f"{stack}.yaml").exists():
         side.notes.append(f"stack `{stack}` does not exist at {label}")
         return side
     proc = subprocess.run(

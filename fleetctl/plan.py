@@ -33,6 +33,7 @@ import yaml
 
 from fleetctl import mockdata
 from fleet.spec import FleetSpec, SpecError, load_spec
+from fleet.stackset import FLEETS_DIR, PART_KEY, SET_KEY, Part, fleet_file, parse_part, read_fleet_file
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "[secret]"
@@ -69,8 +70,32 @@ class StackConfig:
     values: dict[str, Any]
     """Config values keyed ``project:key``; secure values replaced by a placeholder."""
     secret_keys: list[str]
+    is_set: bool = False
+    """``stack`` names a stack set (``fleets/<stack>.yaml``), planned as its parts (fleetctl.stackset)."""
+    fleet_path: Path | None = None
+    """The set's fleet file when not ``fleets/<set>.yaml`` (``fleet plan --stack SET --config-file F``)."""
+
+    @property
+    def set_name(self) -> str | None:
+        """The stack set this stack is a part of (fleet/stackset.py), if any."""
+        return self.stack if self.is_set else self.values.get(f"{self.project}:{SET_KEY}")
+
+    @property
+    def part(self) -> Part | None:
+        if self.is_set or not self.set_name:
+            return None
+        return parse_part(self.values.get(f"{self.project}:{PART_KEY}"), self.source)
+
+    @property
+    def spec_source(self) -> str:
+        """The file the fleet spec is read from: the stack file, or its set's fleet file."""
+        if self.fleet_path is not None:
+            return self.fleet_path.name
+        return f"{FLEETS_DIR}/{self.set_name}.yaml" if self.set_name else self.source
 
     def fleet_raw(self) -> Any:
+        if self.set_name:
+            return read_fleet_file(self.fleet_path or fleet_file(ROOT, self.set_name))
         raw = self.values.get(f"{self.project}:fleet")
         return json.loads(raw) if isinstance(raw, str) else raw
 
@@ -79,15 +104,27 @@ def project_name() -> str:
     return yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["name"]
 
 
+FLEET_FILES: dict[str, Path] = {}
+"""Stack set -> the fleet file its parts read instead of ``fleets/<set>.yaml``, while
+:func:`fleetctl.stackset.plan_set` plans an edited copy (``--config-file``)."""
+
+
 def read_stack_config(stack: str, config_file: str | Path | None = None) -> StackConfig:
+    """``Pulumi.<stack>.yaml`` (or ``config_file``); a stack set's fleet file when ``stack`` names a
+    set (``fleets/<stack>.yaml``), or ``config_file`` is a fleet file (its one key is ``fleet:``)."""
     project = project_name()
     path = Path(config_file) if config_file else ROOT / f"Pulumi.{stack}.yaml"
+    if not config_file and not path.exists() and fleet_file(ROOT, stack).exists():
+        return StackConfig(project, stack, f"{FLEETS_DIR}/{stack}.yaml", {}, [], is_set=True,
+                           fleet_path=FLEET_FILES.get(stack))
     if not path.exists():
         raise SpecError(path.name, [("", f"stack file {path} not found")])
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise SpecError(path.name, [("", f"not valid YAML: {e}".replace("\n", " "))]) from None
+    if isinstance(doc, Mapping) and set(doc) == {"fleet"}:
+        return StackConfig(project, stack, path.name, {}, [], is_set=True, fleet_path=path)
     values: dict[str, Any] = {}
     secrets: list[str] = []
     for key, value in (doc.get("config") or {}).items():
@@ -100,7 +137,10 @@ def read_stack_config(stack: str, config_file: str | Path | None = None) -> Stac
             values[full] = value
         else:
             values[full] = json.dumps(value)  # how the CLI passes structured config
-    return StackConfig(project, stack, path.name, values, secrets)
+    cfg = StackConfig(project, stack, path.name, values, secrets)
+    if cfg.set_name in FLEET_FILES:
+        cfg.fleet_path = FLEET_FILES[cfg.set_name]
+    return cfg
 
 
 # --- recording ------------------------------------------------------------------------------------
@@ -163,10 +203,29 @@ def _provider_urn(ref: str) -> str:
     return ref.split("::" + ref.rsplit("::", 1)[-1])[0] if ref else ""
 
 
+STACK_REFERENCE = "pulumi:pulumi:StackReference"
+OFFLINE_ORGANIZATION = "organization"
+"""The Pulumi organization offline plans run in (a DIY backend's name for its only one)."""
+
+
 class FleetMocks:
-    """Deterministic ids and outputs: a resource's outputs are its inputs plus mockdata's extras."""
+    """Deterministic ids and outputs: a resource's outputs are its inputs plus mockdata's extras.
+
+    A ``StackReference`` (read, not registered) gets the outputs :attr:`references` holds for the stack
+    it names — what the offline plan of that stack exported (fleetctl.stackset) — in the shape the
+    engine gives it (pulumi/stack_reference.py: ``outputs`` and ``secretOutputNames``)."""
+
+    references: Mapping[str, Mapping[str, tuple[Any, bool]]] = {}
+    """``org/project/stack`` -> output name -> (value, is secret)."""
 
     def new_resource(self, args):  # pulumi.runtime.MockResourceArgs
+        if args.typ == STACK_REFERENCE:
+            name = args.inputs.get("name") or args.resource_id
+            if name not in self.references:
+                raise ValueError(f"unknown stack {name!r}: the offline plan has no plan of it to read outputs from")
+            outputs = self.references[name]
+            return name, {"name": name, "outputs": {k: v for k, (v, _) in outputs.items()},
+                          "secretOutputNames": sorted(k for k, (_, secret) in outputs.items() if secret)}
         extra = mockdata.RESOURCE_OUTPUTS.get(args.typ)
         state = dict(args.inputs)
         if extra:
@@ -185,7 +244,7 @@ class FleetMocks:
         return {}
 
 
-def _recording_monitor():
+def _recording_monitor(references: Mapping[str, Mapping[str, tuple[Any, bool]]] | None = None):
     from google.protobuf import json_format
     from pulumi.runtime.mocks import MockMonitor, Mocks
 
@@ -200,6 +259,8 @@ def _recording_monitor():
 
         def provider_inputs(self, urn: str) -> dict[str, Any]:
             return dict((self.monitor.records.get(urn) or {}).get("inputs") or {})
+
+    _Mocks.references = dict(references or {})
 
     class RecordingMonitor(MockMonitor):
         def __init__(self):
@@ -320,6 +381,13 @@ class Plan:
     invokes: list[dict[str, str]] = field(default_factory=list)
     """Every provider function the program called (``token``, ``provider``: the URN of the provider it
     was given, "" for the default one), sorted; not written to plan.json."""
+    exports: dict[str, tuple[Any, bool]] = field(default_factory=dict)
+    """Stack output -> (value, is secret), secrets revealed: what another stack's StackReference
+    reads offline (fleetctl.stackset). Never written."""
+    parts: list[dict[str, Any]] = field(default_factory=list)
+    """A stack set's plan: the part stacks it planned (``stack``, ``part``, ``resources``)."""
+    part_plans: dict[str, "Plan"] = field(default_factory=dict)
+    """A stack set's plan: each part stack's own plan."""
 
     @property
     def chart_manifests(self) -> dict[str, dict[str, Any]]:
@@ -348,6 +416,8 @@ class Plan:
     def to_json(self) -> str:
         doc = {"stack": self.stack, "project": self.project, "outputs": self.outputs,
                "resources": self.resources, "missing_secrets": self.missing_secrets}
+        if self.parts:
+            doc["parts"] = self.parts
         if self.releases is not None:
             doc["charts"] = {"rendered": [rr.listing() for rr in self.releases], "problems": self.chart_problems}
         else:
@@ -398,23 +468,43 @@ def _no_cycle_collection() -> Iterator[None]:
         if was_enabled:
             gc.enable()
 
+def _resolve_exports(stack_outputs: Mapping[str, Any]) -> dict[str, tuple[Any, bool]]:
+    from pulumi import Output
+    from pulumi.runtime.sync_await import _sync_await
+
+    async def one(value: Any) -> tuple[Any, bool]:
+        out = Output.from_input(value)
+        secret = await out.is_secret()
+        return (await out.future() if await out.is_known() else None), secret
+
+    return {k: _sync_await(one(v)) for k, v in sorted(stack_outputs.items())}
+
 
 def run_plan(stack: str, config_file: str | Path | None = None, *, as_engine: bool = False,
-             charts: bool = True) -> Plan:
+             charts: bool = True, references: Mapping[str, Mapping[str, tuple[Any, bool]]] | None = None) -> Plan:
     """Validate the stack's spec, run ``__main__.py`` under mocks and return what it declared;
     with ``charts``, every Helm release rendered too (:class:`fleetctl.charts.ChartError` when a
     chart is not in the cache).
 
     ``as_engine``: run the program as ``pulumi preview`` would (preview semantics, no offline-plan
-    leniency), so what fails closed there fails here too."""
+    leniency), so what fails closed there fails here too.
+
+    A stack set (``fleets/<stack>.yaml``) is planned as its parts, together (fleetctl.stackset).
+    ``references``: the outputs each ``StackReference`` reads (``org/project/stack`` -> output ->
+    (value, secret)); a set's router part planned alone reads its cluster parts' plans."""
     with _no_cycle_collection():
-        return _run_plan(stack, config_file, as_engine=as_engine, charts=charts)
+        return _run_plan(stack, config_file, as_engine=as_engine, charts=charts, references=references)
 
 
-def _run_plan(stack: str, config_file: str | Path | None, *, as_engine: bool, charts: bool) -> Plan:
+def _run_plan(stack: str, config_file: str | Path | None, *, as_engine: bool, charts: bool,
+              references: Mapping[str, Mapping[str, tuple[Any, bool]]] | None) -> Plan:
     started = time.perf_counter()
     cfg = read_stack_config(stack, config_file)
-    spec = load_spec(cfg.fleet_raw(), cfg.source)  # fails fast, before Pulumi is even imported
+    if cfg.is_set or (references is None and cfg.part is not None and cfg.part.kind == "router"):
+        from fleetctl import stackset
+
+        return stackset.plan_set(cfg, as_engine=as_engine, charts=charts, only=None if cfg.is_set else stack)
+    spec = load_spec(cfg.fleet_raw(), cfg.spec_source)  # fails fast, before Pulumi is even imported
 
     import pulumi
     from pulumi.runtime import config as pulumi_config, mocks, settings
@@ -423,19 +513,24 @@ def _run_plan(stack: str, config_file: str | Path | None, *, as_engine: bool, ch
 
     _reset_runtime()
     pulumi_config.set_all_config(cfg.values, cfg.secret_keys)
-    monitor = _recording_monitor()
-    mocks.set_mocks(monitor.mocks, project=cfg.project, stack=stack, preview=as_engine, monitor=monitor)
+    monitor = _recording_monitor(references)
+    mocks.set_mocks(monitor.mocks, project=cfg.project, stack=stack, preview=as_engine, monitor=monitor,
+                    organization=OFFLINE_ORGANIZATION)
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     import program
 
     program.PLAN_SOURCE = cfg.source
+    program.FLEET_FILES = dict(FLEET_FILES)
     program.OFFLINE_PLAN = not as_engine  # list missing secrets instead of failing (program.read_secrets)
     _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")))
     outputs = _resolve_outputs(settings.get_root_resource().outputs)
+    exports = _resolve_exports(settings.get_root_resource().outputs)
     resources = [monitor.records[u] for u in sorted(monitor.records)]
     plan = Plan(stack=stack, project=cfg.project, spec=spec, resources=resources, outputs=outputs,
-                missing_secrets=[{"key": m.key, "why": m.why, "command": m.command} for m in program.MISSING_SECRETS])
+                missing_secrets=[{"key": m.key, "why": m.why, "command": m.command + (
+                    f" --stack {stack}" if cfg.set_name else "")} for m in program.MISSING_SECRETS],
+                exports=exports)
     plan.manifests = _manifests(resources)
     plan.invokes = sorted({(i["token"], i["provider"]): i for i in monitor.invokes}.values(),
                           key=lambda i: (i["token"], i["provider"]))

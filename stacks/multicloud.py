@@ -1,7 +1,9 @@
 """The `multicloud` topology: seed 000's multi-vendor fleet across clouds, one router in front.
 
-``Pulumi.multicloud.yaml``: NVIDIA H100 on AWS, AMD MI300X on Azure, TPU v6e on GCP — one cluster
-per cloud, each with the full layer stack of ``stacks/_compose.py`` and its own TLS Gateway. The
+``fleets/multicloud.yaml``: NVIDIA H100 on AWS, AMD MI300X on Azure, TPU v6e on GCP — one cluster
+per cloud, each with the full layer stack of ``stacks/_compose.py`` and its own TLS Gateway. Shipped
+as a stack set (fleet/stackset.py, stacks/parts.py): a stack per cluster and one for the router; a
+stack file holding this spec itself still plans and deploys it as one stack, the same resources. The
 router runs on one of them and reaches every pool through its cluster's Gateway, applying seed
 000's tiers: ``X-Priority: high`` to NVIDIA 90/10 AMD, ``X-Cost-Tier: standard`` to AMD 80/20
 NVIDIA, overflow to TPU.

@@ -15,9 +15,16 @@ if str(ROOT) not in sys.path:
 
 import upstream  # noqa: E402
 from fleetctl import charts  # noqa: E402
-from fleetctl.plan import Plan, run_plan  # noqa: E402
+from fleetctl.plan import Plan, read_stack_config, run_plan  # noqa: E402
+from fleetctl.stackset import shipped_stacks  # noqa: E402
 
-SHIPPED_STACKS = sorted(p.name.split(".")[1] for p in ROOT.glob("Pulumi.*.yaml"))
+SHIPPED_STACKS = shipped_stacks()
+"""What `fleet plan --stack` plans by name: the stand-alone stacks and the stack sets (multicloud)."""
+
+
+def fleet_raw(stack: str):
+    """The raw fleet spec of a shipped stack or stack set, from the file that holds it."""
+    return read_stack_config(stack).fleet_raw()
 
 # The chart cache and the CRDs are upstream test data (`make upstream` fetches them at the pinned
 # versions: tests/upstream.py): without the charts the plans cannot render them, and every test that

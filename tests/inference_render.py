@@ -79,7 +79,7 @@ def seed_plan() -> Plan:
 
 def multicloud_plan() -> Plan:
     """The shipped multicloud stack if there is one, else :func:`seed_plan`."""
-    if (ROOT / "Pulumi.multicloud.yaml").exists():
+    if (ROOT / "fleets" / "multicloud.yaml").exists():
         from conftest import plan_of
 
         return plan_of("multicloud")

@@ -7,9 +7,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import yaml
 
-from conftest import ROOT, plan_of
+from conftest import fleet_raw, plan_of
 from fleet import layout
 from fleet.clusterplan import plan_cluster
 from fleet.spec import load_spec
@@ -17,7 +16,7 @@ from inference_render import inference_objects
 
 
 def _raw(stack: str) -> dict:
-    return yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]["inference-fleet:fleet"]
+    return fleet_raw(stack)
 
 
 def test_each_cluster_plan_holds_the_pools_the_stack_file_puts_on_it_and_nothing_else():

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, SHIPPED_STACKS, fleet_raw
 from fleet import catalog
 from fleetctl import cli
 from fleet.cost import blend, render_markdown, stack_cost
@@ -169,7 +169,7 @@ def test_bad_stack_file_is_bad_input(tmp_path, capsys):
     assert "fleet.clusters" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("stack", sorted(p.name.split(".")[1] for p in ROOT.glob("Pulumi.*.yaml")))
+@pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_every_shipped_stack_is_priced(stack):
     from fleetctl.cost import cost_of_stack
 
@@ -180,7 +180,7 @@ def test_every_shipped_stack_is_priced(stack):
 
 
 def _fleet_of(stack: str) -> Any:
-    return yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]["inference-fleet:fleet"]
+    return fleet_raw(stack)
 
 
 # --- what the first mutation run (make mutation) showed no test would notice --------------------------

@@ -194,8 +194,16 @@ def _rename_pool(fleet: dict, old: str, new: str) -> None:
         t["overflow"] = swap(t.get("overflow", []))
 
 
+def _spec_file(stack: str) -> tuple[Path, Callable[[dict], dict]]:
+    """The file a stack's spec is in and where in it: a stack file's config, or a stack set's fleet file."""
+    fleet = ROOT / "fleets" / f"{stack}.yaml"
+    if fleet.exists():
+        return fleet, lambda doc: doc["fleet"]
+    return ROOT / f"Pulumi.{stack}.yaml", lambda doc: doc["config"]["inference-fleet:fleet"]
+
+
 def _plan(stack: str, doc: dict, tmp: Path) -> dict:
-    path = tmp / f"Pulumi.{stack}.yaml"
+    path = tmp / _spec_file(stack)[0].name
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return {"resources": run_plan(stack, config_file=path, charts=False).resources}
 
@@ -213,9 +221,9 @@ def _verdict(ch) -> str:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_the_review_states_what_the_provider_will_do(case: Case, tmp_path):
-    doc = yaml.safe_load((ROOT / f"Pulumi.{case.stack}.yaml").read_text())
-    head_doc = copy.deepcopy(doc)
-    case.edit(head_doc["config"]["inference-fleet:fleet"])
+    path, fleet_of = _spec_file(case.stack)
+    head_doc = copy.deepcopy(yaml.safe_load(path.read_text()))
+    case.edit(fleet_of(head_doc))
     changes, _ = compare(_base(case.stack), _plan(case.stack, head_doc, tmp_path))
     by_name = {(c.type, c.name): c for c in changes}
     text = "\n".join(f"{c.action} {c.type} {c.name}: {c.reason}" for c in changes)

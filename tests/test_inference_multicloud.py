@@ -1,7 +1,7 @@
 """The multicloud topology (seed 000): NVIDIA, AMD and TPU pools on three clouds, each behind its
 cluster's gateway, with premium traffic to NVIDIA 90/10, standard to AMD 80/20, overflow to TPU.
 
-Uses the shipped ``Pulumi.multicloud.yaml`` when there is one, else the seed-000 spec in
+Uses the shipped ``multicloud`` stack set (``fleets/multicloud.yaml``) when there is one, else the seed-000 spec in
 tests/inference_render.py, through the whole program where the cloud cluster components exist."""
 
 from __future__ import annotations

@@ -14,9 +14,8 @@ Node pools, agent pools, ACR scope maps and tokens live inside their cluster or 
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
+import yaml
 
 from conftest import ROOT
 from fleet import naming
@@ -65,8 +64,10 @@ def test_shipped_stacks_sharing_an_account_ask_for_no_common_cloud_name(plans, a
 
 
 def test_a_copy_of_a_stack_under_another_name_asks_for_names_of_its_own(plans, tmp_path):
+    # The multicloud set's spec as one stack named staging: its names must be its own.
     staging = tmp_path / "Pulumi.staging.yaml"
-    shutil.copy(ROOT / "Pulumi.multicloud.yaml", staging)
+    fleet = yaml.safe_load((ROOT / "fleets" / "multicloud.yaml").read_text())["fleet"]
+    staging.write_text(yaml.safe_dump({"config": {"inference-fleet:fleet": fleet}}))
     copy = run_plan("staging", config_file=staging, charts=False)
     ours, theirs = cloud_names(copy), cloud_names(plans["multicloud"])
     assert len(ours) == len(theirs)

@@ -151,7 +151,8 @@ def test_every_topology_the_spec_accepts_has_a_row_in_the_stacks_table():
 def test_fleet_plan_reports_a_topologys_refusal_as_bad_input_in_one_line(tmp_path):
     """The multicloud topology needs every remote cluster's gateway hostname (stacks/multicloud.problems):
     the program raises pulumi.RunError, and `fleet plan` says so as bad input, naming the field."""
-    doc = yaml.safe_load((ROOT / "Pulumi.multicloud.yaml").read_text())
+    # The multicloud spec as one stack file (the shipped one is a stack set: fleets/multicloud.yaml).
+    doc = {"config": {"inference-fleet:fleet": yaml.safe_load((ROOT / "fleets" / "multicloud.yaml").read_text())["fleet"]}}
     fleet = doc["config"]["inference-fleet:fleet"]
     home = fleet["router"]["cluster"]
     remote = next(i for i, c in enumerate(fleet["clusters"]) if c["name"] != home)

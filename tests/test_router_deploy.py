@@ -64,6 +64,12 @@ def test_router_pod_runs_the_image_the_stack_builds(stack):
     # By digest (never a tag), and the digest is that build's output: a new build rolls the pods.
     image_repo, _, digest = image.partition("@")
     assert image_repo == repo and re.fullmatch(r"sha256:[0-9a-f]{64}", digest), (image, repo)
+    if plan.part_plans:
+        # A stack set: the router's stack runs the image its cluster's stack built, pushed and exported
+        # (fleet/stackset.py), not one of its own.
+        assert plan.part_plans[f"{plan.stack}.{host}"].outputs["fleet_cluster"]["router_image"] == image
+        assert not plan.part_plans[f"{plan.stack}.router"].by_type(IMAGE_TYPE)
+        return
     deployment = next(r for r in plan.by_type("kubernetes:apps/v1:Deployment")
                       if r["inputs"]["metadata"].get("namespace") == layout.NS_ROUTER)
     assert (IMAGE_TYPE, build["name"]) in fed_by(plan, deployment, "spec")

@@ -225,7 +225,7 @@ def test_every_problem_is_reported_at_once():
 @pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_every_shipped_stack_config_loads(stack):
     cfg = read_stack_config(stack)
-    spec = load_spec(cfg.fleet_raw(), cfg.source)
+    spec = load_spec(cfg.fleet_raw(), cfg.spec_source)
     assert spec.topology == stack
     assert spec.clusters
 
@@ -260,6 +260,6 @@ def test_a_kubernetes_version_the_cloud_no_longer_offers_is_refused_with_the_rea
 @pytest.mark.parametrize("stack", SHIPPED_STACKS)
 def test_shipped_clusters_run_a_kubernetes_version_in_standard_support_everywhere(stack):
     cfg = read_stack_config(stack)
-    for c in load_spec(cfg.fleet_raw(), cfg.source).clusters:
+    for c in load_spec(cfg.fleet_raw(), cfg.spec_source).clusters:
         if c.cloud != "local":
             assert int(c.kubernetes_version.split(".")[1]) >= 35, (stack, c.name, c.kubernetes_version)

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 import schemas
-from conftest import ROOT, plan_of
+from conftest import ROOT, SHIPPED_STACKS, fleet_raw, plan_of
+from fleetctl.plan import read_stack_config
 from fleet import catalog, layout
 from fleet.spec import FleetSpec, Topology, load_spec
 
@@ -23,13 +24,14 @@ TOPOLOGIES = list(typing.get_args(Topology))
 
 
 def _stack_file(stack: str) -> Path:
-    path = ROOT / f"Pulumi.{stack}.yaml"
+    """The file holding the stack's spec: its stack file, or a stack set's fleet file (multicloud)."""
+    path = ROOT / read_stack_config(stack).spec_source if stack in SHIPPED_STACKS else ROOT / f"Pulumi.{stack}.yaml"
     assert path.exists(), f"{path.name} is missing"
     return path
 
 
 def _raw(stack: str) -> dict:
-    return yaml.safe_load(_stack_file(stack).read_text())["config"]["inference-fleet:fleet"]
+    return fleet_raw(stack)
 
 
 def _spec(stack: str) -> FleetSpec:
@@ -59,8 +61,9 @@ def test_stack_file_names_its_own_topology(stack):
 def test_stack_plans_offline_with_every_cluster_pool_and_model(stack):
     plan = _plan(stack)
     spec = plan.spec
-    clusters = {r["name"] for r in plan.resources if r["type"].startswith("fleet:") and r["parent"].endswith(
-        "pulumi:pulumi:Stack::inference-fleet-" + stack)}
+    # Top-level components (a stack set's: under each part's own stack).
+    clusters = {r["name"] for r in plan.resources if r["type"].startswith("fleet:")
+                and r["parent"].split("::")[-2] == "pulumi:pulumi:Stack"}
     assert {c.name for c in spec.clusters} <= clusters
     served = {(o["metadata"]["labels"].get(layout.MODEL_LABEL), o["metadata"]["labels"].get(f"{catalog.LABEL_PREFIX}/pool"))
               for o in plan.objects() if o["metadata"].get("labels", {}).get(layout.COMPONENT)
@@ -68,9 +71,14 @@ def test_stack_plans_offline_with_every_cluster_pool_and_model(stack):
     for m in spec.models:
         for p in m.pools:
             assert any(pool == p for _, pool in served), f"{m.name} on {p}: no model server"
+    if plan.parts:  # a stack set: each part's outputs under its stack, each cluster's in its record
+        outputs = {k: v for part in plan.outputs.values() for k, v in part.items() if k != "fleet_cluster"}
+        gateways = {o["fleet_cluster"]["cluster"] for o in plan.outputs.values() if "fleet_cluster" in o}
+    else:
+        outputs, gateways = plan.outputs, set(plan.outputs["gateways"])
     if spec.router.enabled:
-        assert "router_url" in plan.outputs
-    assert set(plan.outputs["gateways"]) == {c.name for c in spec.clusters}
+        assert "router_url" in outputs
+    assert gateways == {c.name for c in spec.clusters}
 
 
 @pytest.mark.parametrize("stack", TOPOLOGIES)
@@ -191,7 +199,7 @@ def test_multicloud_stays_within_its_budget_at_max_scale():
     from fleetctl.cost import cost_of_stack
 
     spec = _spec("multicloud")
-    report = cost_of_stack("multicloud", str(_stack_file("multicloud")))
+    report = cost_of_stack("multicloud")
     assert spec.budget.monthly_max_usd is not None
     assert report.budget["stack_within"] is True and report.budget["pools_over"] == []
 

@@ -18,8 +18,11 @@ WORKFLOWS = ROOT / ".github" / "workflows"
 FILES = sorted(WORKFLOWS.glob("*.yml"))
 SHA = re.compile(r"^[0-9a-f]{40}$")
 EXACT_TAG = re.compile(r"^v?\d+\.\d+\.\d+$")
-CLOUD_STACKS = {"gcp", "aws", "azure", "multicloud"}
-ALL_STACKS = {"dev"} | CLOUD_STACKS
+ALL_STACKS = set(SHIPPED_STACKS)
+"""What the offline review plans: every stand-alone stack, and each stack set as one (multicloud)."""
+DEPLOYABLE = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in ROOT.glob("Pulumi.*.yaml"))
+"""What Pulumi previews and deploys: every stack file, a stack set's parts each on its own."""
+CLOUD_STACKS = {s for s in DEPLOYABLE if s != "dev"}
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -41,7 +44,7 @@ def _uses(doc: dict[str, Any], action: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 def test_the_workflows_exist():
-    assert {p.name for p in FILES} >= {"test.yml", "preview.yml", "preview-comment.yml", "up.yml", "drift.yml"}
+    assert {p.name for p in FILES} >= {"test.yml", "preview.yml", "preview-comment.yml", "up.yml", "up-stack.yml", "drift.yml"}
 
 
 def test_workflows_are_valid_github_actions_yaml():
@@ -97,8 +100,8 @@ def test_every_workflow_starts_from_read_only_permissions():
 def test_preview_diffs_every_stack_offline_without_secrets():
     doc = _load("preview.yml")
     job = doc["jobs"]["offline-diff"]
-    assert set(job["strategy"]["matrix"]["stack"]) == ALL_STACKS
-    assert set(SHIPPED_STACKS) <= ALL_STACKS, "a new stack file needs a row in the preview matrix"
+    assert set(job["strategy"]["matrix"]["stack"]) == ALL_STACKS, "a new stack file needs a row in the preview matrix"
+    assert "multicloud" in ALL_STACKS and "multicloud.router" not in ALL_STACKS  # the set, reviewed whole
     text = yaml.safe_dump(job)
     assert "secrets." not in text and "id-token" not in text
     assert "permissions" not in job  # the workflow's read-only token: safe for forks' code
@@ -136,7 +139,8 @@ def test_pulumi_preview_covers_the_cloud_stacks_with_policy_pack_and_pr_comment(
     assert job["if"] == "github.event.pull_request.head.repo.full_name == github.repository"
 
 
-@pytest.mark.parametrize("name, job", [("preview.yml", "pulumi-preview"), ("up.yml", "up"), ("drift.yml", "drift")])
+@pytest.mark.parametrize("name, job", [("preview.yml", "pulumi-preview"), ("up-stack.yml", "up"),
+                                       ("drift.yml", "drift")])
 def test_cloud_credentials_come_from_oidc_only(name, job):
     doc = _load(name)
     j = doc["jobs"][job]
@@ -155,31 +159,55 @@ def test_cloud_credentials_come_from_oidc_only(name, job):
         assert long_lived not in text, long_lived
 
 
-def test_preview_logs_in_to_exactly_the_clouds_each_stack_uses():
-    doc = _load("preview.yml")
-    rows = {r["stack"]: r for r in doc["jobs"]["pulumi-preview"]["strategy"]["matrix"]["include"]}
+def _clouds_of(stack: str) -> set[str]:
+    """Read from the stack file (and a stack set's fleet file) here, not through the tool: a stand-alone
+    stack signs in to its clusters' clouds, a set's cluster part to its cluster's, its router part to
+    the router's cluster's (the kubeconfig runs that cloud's CLI for a token)."""
+    config = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+    if "inference-fleet:stackSet" not in config:
+        return {c["cloud"] for c in config["inference-fleet:fleet"]["clusters"]} - {"local"}
+    fleet = yaml.safe_load((ROOT / "fleets" / f"{config['inference-fleet:stackSet']}.yaml").read_text())["fleet"]
+    part = config["inference-fleet:part"].split()
+    name = part[1] if part[0] == "cluster" else fleet["router"]["cluster"]
+    return {c["cloud"] for c in fleet["clusters"] if c["name"] == name}
+
+
+@pytest.mark.parametrize("name, job", [("preview.yml", "pulumi-preview"), ("drift.yml", "drift")])
+def test_preview_and_drift_log_in_to_exactly_the_clouds_each_stack_uses(name, job):
+    rows = {r["stack"]: r for r in _load(name)["jobs"][job]["strategy"]["matrix"]["include"]}
     for stack, row in rows.items():
         path = ROOT / f"Pulumi.{stack}.yaml"
-        assert path.exists(), f"the preview matrix names {stack}, which has no {path.name}"
-        fleet = yaml.safe_load(path.read_text())["config"]["inference-fleet:fleet"]
-        clouds = {c["cloud"] for c in fleet["clusters"]}
-        assert {c for c in ("gcp", "aws", "azure") if row[c]} == clouds, stack
+        assert path.exists(), f"the {job} matrix names {stack}, which has no {path.name}"
+        assert {c for c in ("gcp", "aws", "azure") if row[c]} == _clouds_of(stack), stack
+
+
+@pytest.mark.parametrize("stack", DEPLOYABLE)
+def test_up_logs_in_to_the_clouds_fleet_clouds_names(stack):
+    """up-stack.yml's step runs `fleet clouds` for the stack it deploys; its lines go to $GITHUB_OUTPUT."""
+    step = next(s for s in _load("up-stack.yml")["jobs"]["up"]["steps"] if s.get("id") == "clouds")
+    assert step["run"] == '.venv/bin/python -m fleet clouds --stack "$STACK" >> "$GITHUB_OUTPUT"'
+    proc = subprocess.run([os.sys.executable, "-m", "fleet", "clouds", "--stack", stack], cwd=ROOT,
+                          capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert {ln.split("=")[0] for ln in proc.stdout.splitlines() if ln == ln.split("=")[0] + "=true"} \
+        == _clouds_of(stack) and len(proc.stdout.splitlines()) == len(_clouds_of(stack))
 
 
 def _find_step(doc: dict[str, Any]) -> dict[str, Any]:
     return next(s for s in doc["jobs"]["stacks"]["steps"] if s.get("id") == "find")
 
 
-def _opted_in(root: Path) -> list[str]:
-    out = []
+def _opted_in(root: Path) -> tuple[list[str], list[str]]:
+    """(first round, router parts) of the stacks that opt in, from a YAML parse."""
+    out: tuple[list[str], list[str]] = ([], [])
     for path in sorted(root.glob("Pulumi.*.yaml")):
         config = (yaml.safe_load(path.read_text()) or {}).get("config") or {}
         if config.get("inference-fleet:deployOnMerge") is True:
-            out.append(path.name.split(".")[1])
-    return sorted(out)
+            out[config.get("inference-fleet:part") == "router"].append(path.name[len("Pulumi."):-len(".yaml")])
+    return sorted(out[0]), sorted(out[1])
 
 
-@pytest.mark.parametrize("case", ["shipped", "none", "one-of-two"])
+@pytest.mark.parametrize("case", ["shipped", "none", "one-of-two", "set"])
 def test_up_on_merge_deploys_exactly_the_stacks_that_opt_in(case, tmp_path):
     """Run the workflow's own discovery script (with the shell flags Actions uses) on stack files and
     compare with a YAML parse."""
@@ -195,17 +223,27 @@ def test_up_on_merge_deploys_exactly_the_stacks_that_opt_in(case, tmp_path):
         (root / "Pulumi.a.yaml").write_text(yaml.safe_dump(base))
         opted = {"config": {**base["config"], "inference-fleet:deployOnMerge": case == "one-of-two"}}
         (root / "Pulumi.b.yaml").write_text(yaml.safe_dump(opted) + "# deployOnMerge: true (a comment)\n")
+        if case == "set":  # a stack set: its router part goes second, its cluster parts first
+            for part in ("cluster x", "router"):
+                doc = {"config": {"inference-fleet:deployOnMerge": True, "inference-fleet:stackSet": "s",
+                                  "inference-fleet:part": part}}
+                (root / f"Pulumi.s.{part.split()[-1]}.yaml").write_text(yaml.safe_dump(doc))
     out = tmp_path / "github_output"
     out.touch()
     proc = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", _find_step(_load("up.yml"))["run"]], cwd=root,
                           env={**os.environ, "GITHUB_OUTPUT": str(out)}, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
-    (line,) = out.read_text().splitlines()
-    key, _, value = line.partition("=")
-    assert key == "stacks"
-    assert json.loads(value) == _opted_in(root)
+    found = dict(line.partition("=")[::2] for line in out.read_text().splitlines())
+    assert set(found) == {"stacks", "routers"}
+    assert (json.loads(found["stacks"]), json.loads(found["routers"])) == _opted_in(root)
     if case == "one-of-two":
-        assert json.loads(value) == ["b"]
+        assert json.loads(found["stacks"]) == ["b"] and json.loads(found["routers"]) == []
+    if case == "set":
+        assert json.loads(found["stacks"]) == ["s.x"] and json.loads(found["routers"]) == ["s.router"]
+    if case == "shipped":
+        assert json.loads(found["routers"]) == ["multicloud.router"]
+        assert {"multicloud.aws-east", "multicloud.azure-east", "multicloud.gcp-central"} <= set(
+            json.loads(found["stacks"]))
 
 
 def test_up_runs_pulumi_up_with_the_policy_pack_behind_an_environment():
@@ -214,11 +252,30 @@ def test_up_runs_pulumi_up_with_the_policy_pack_behind_an_environment():
     job = doc["jobs"]["up"]
     assert job["if"] == "needs.stacks.outputs.stacks != '[]'"
     assert job["strategy"]["matrix"]["stack"] == "${{ fromJSON(needs.stacks.outputs.stacks) }}"
-    assert job["environment"] == "stack-${{ matrix.stack }}"
+    assert job["uses"] == "./.github/workflows/up-stack.yml" and job["with"] == {"stack": "${{ matrix.stack }}"}
     assert doc["concurrency"]["cancel-in-progress"] is False
-    ((_, step),) = _uses(doc, "pulumi/actions")
+    stack = _load("up-stack.yml")
+    assert stack["on"] == {"workflow_call": {"inputs": {"stack": {
+        "description": "the stack to deploy (Pulumi.<stack>.yaml)", "required": True, "type": "string"}}}}
+    assert stack["jobs"]["up"]["environment"] == "stack-${{ inputs.stack }}"
+    ((_, step),) = _uses(stack, "pulumi/actions")
     assert step["with"]["command"] == "up"
     assert step["with"]["policyPacks"] == "policies"
+    assert step["with"]["stack-name"] == "${{ vars.PULUMI_ORG }}/${{ inputs.stack }}"
+
+
+def test_a_stack_sets_router_deploys_after_every_other_stack_and_only_if_they_succeeded():
+    doc = _load("up.yml")
+    router = doc["jobs"]["up-router"]
+    assert router["needs"] == ["stacks", "up"]
+    assert router["strategy"]["matrix"]["stack"] == "${{ fromJSON(needs.stacks.outputs.routers) }}"
+    assert router["uses"] == "./.github/workflows/up-stack.yml" and router["with"] == {"stack": "${{ matrix.stack }}"}
+    condition = " ".join(router["if"].split())
+    assert "needs.stacks.result == 'success'" in condition and "needs.stacks.outputs.routers != '[]'" in condition
+    assert "(needs.up.result == 'success' || needs.up.result == 'skipped')" in condition
+    # The caller grants what the called job needs (GitHub: a called workflow cannot raise it).
+    for name in ("up", "up-router"):
+        assert doc["jobs"][name]["permissions"] == {"contents": "read", "id-token": "write"}
 
 
 # Which job can reach which cloud identity: the role variables a job names, by purpose. A PR's
@@ -233,7 +290,7 @@ def _role_kinds(job: dict[str, Any]) -> set[str]:
 
 @pytest.mark.parametrize("name, job, kind, environment", [
     ("preview.yml", "pulumi-preview", "PREVIEW", None),
-    ("up.yml", "up", "DEPLOY", "stack-${{ matrix.stack }}"),
+    ("up-stack.yml", "up", "DEPLOY", "stack-${{ inputs.stack }}"),
     ("drift.yml", "drift", "DRIFT", "drift"),
 ])
 def test_each_job_reaches_only_its_own_kind_of_role(name, job, kind, environment):
@@ -258,7 +315,7 @@ def test_no_workflow_a_pull_request_triggers_can_name_a_deploy_role():
 
 
 def test_up_refreshes_first_and_drift_is_checked_every_night():
-    ((_, up),) = _uses(_load("up.yml"), "pulumi/actions")
+    ((_, up),) = _uses(_load("up-stack.yml"), "pulumi/actions")
     assert up["with"]["refresh"] is True
     drift = _load("drift.yml")
     assert drift["on"]["schedule"]

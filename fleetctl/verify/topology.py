@@ -439,6 +439,10 @@ def load(plan_dir: str | Path, manifests: Mapping[str, Mapping[str, Any]] | None
     for r in resources:
         if r["type"] == "pulumi:providers:kubernetes":
             comp = cluster_component(r["urn"])
+            if comp is None and r["name"] in clusters:
+                # Another stack's provider on a cluster this plan builds (a stack set's router part
+                # reaches its cluster through the cluster part's kubeconfig): the same cluster.
+                continue
             cloud = _CLUSTER_TYPES[comp["type"]] if comp else "local"
             clusters[r["name"]] = Cluster(r["name"], cloud, comp["urn"] if comp else "")
             comp_of_cluster[r["name"]] = comp["urn"] if comp else ""
