@@ -24,6 +24,7 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components import driver_credentials
 from components.namespaces import Namespaces
 from components.platform import vendor_charts
 from fleet import layout
@@ -200,6 +201,14 @@ def flows(plan: ClusterPlan, namespaces: list[str]) -> list[Flow]:
              ingress=({"from": [{"podSelector": {"matchLabels": keda_metrics}}], "ports": ports(9666)},)))
     add(Flow(layout.NS_KEDA, "allow-metrics-apiserver-egress", keda_metrics,
              egress=({"to": [{"podSelector": {"matchLabels": keda_operator}}], "ports": ports(9666)},)))
+    # The AMD driver push credential's refresher on AKS (components/driver_credentials.py): the API
+    # server (the Secret) through allow-controllers above, and Entra ID (login.microsoftonline.com) and
+    # ARM (management.azure.com), public endpoints, on 443. The CNI cannot name hosts (Cilium's toFQDNs
+    # needs its DNS proxy, which AKS's managed Cilium runs only with Advanced Container Networking):
+    # public HTTPS, never the private ranges (cloud metadata included).
+    if cloud == "azure" and "amd-gpu-operator" in charts:
+        add(Flow(layout.NS_GPU_OPERATORS, "allow-driver-credentials-egress", dict(driver_credentials.POD_LABELS),
+                 egress=({"to": INTERNET, "ports": ports(443)},)))
     add(Flow(layout.NS_CERT_MANAGER, "allow-acme-egress", {"app.kubernetes.io/name": "cert-manager"},
              egress=({"to": INTERNET, "ports": ports(443)},)))
     add(Flow(layout.NS_ISTIO, "allow-xds-from-gateways", {"app": "istiod"},

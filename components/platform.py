@@ -23,6 +23,7 @@ import pulumi_kubernetes as k8s
 
 from components import platform_versions as pins
 from components.namespaces import Namespaces
+from components.driver_credentials import SECRET as DRIVER_SECRET, DriverCredentials
 from components.registry import RegistryAccess
 from fleet import catalog, layout
 from fleet.clusterplan import ClusterPlan
@@ -147,7 +148,7 @@ def _values(key: str, platform: PlatformSpec, cloud: str) -> dict[str, Any]:
     }.get(key, {})
 
 
-AMD_DRIVER_SECRET = "amdgpu-driver-registry"
+AMD_DRIVER_SECRET = DRIVER_SECRET
 AMD_DEVICE_CONFIG = "mi300x"
 
 
@@ -223,6 +224,8 @@ class PlatformArgs:
     namespaces: Namespaces
     registry: RegistryAccess | None = None
     """The cluster's registry: where KMM pushes and nodes pull the AMD driver image it builds."""
+    tools_image: pulumi.Input[str] | None = None
+    """The router image in this cluster's registry: it also ships the in-cluster jobs (fleet_ops)."""
 
 
 class Platform(pulumi.ComponentResource):
@@ -309,21 +312,35 @@ class Platform(pulumi.ComponentResource):
             raise ValueError(f"{cluster.name}: the AMD GPU operator needs the cluster's registry "
                              "for the driver image KMM builds")
         reg = args.registry
-        # A pod pushes here, long after `pulumi up`: the registry's in-cluster credential if it has one.
-        user = reg.cluster_username if reg.cluster_username is not None else reg.username
-        password = reg.cluster_password if reg.cluster_password is not None else reg.password
-        auth = pulumi.Output.all(reg.address, user, password).apply(
-            lambda a: json.dumps({"auths": {a[0]: {
-                "username": a[1], "password": a[2],
-                "auth": base64.b64encode(f"{a[1]}:{a[2]}".encode()).decode()}}}, sort_keys=True))
-        secret = k8s.core.v1.Secret(
-            f"{name}-amdgpu-driver-registry",
-            metadata=k8s.meta.v1.ObjectMetaArgs(name=AMD_DRIVER_SECRET, namespace=layout.NS_GPU_OPERATORS,
-                                                labels=dict(layout.COMMON_LABELS)),
-            type="kubernetes.io/dockerconfigjson",
-            string_data={".dockerconfigjson": pulumi.Output.secret(auth)},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.namespaces.resources[layout.NS_GPU_OPERATORS]]),
-        )
+        gpu_ns = args.namespaces.resources[layout.NS_GPU_OPERATORS]
+        if reg.driver_push is not None:
+            # The cluster keeps the push password valid itself (components/driver_credentials.py);
+            # KMM sees the DeviceConfig only after the first refresh has written it.
+            if args.tools_image is None:
+                raise ValueError(f"{cluster.name}: the driver push credential's refresher needs the router image")
+            creds = DriverCredentials(
+                f"{name}-driver-credentials", login_server=reg.address, push=reg.driver_push,
+                image=args.tools_image, depends_on=[gpu_ns],
+                # The Secret was the Platform's own child: the same object, not a delete and a create.
+                secret_alias=pulumi.Alias(name=f"{name}-amdgpu-driver-registry", parent=self),
+                opts=pulumi.ResourceOptions(parent=self))
+            secret: pulumi.Resource = creds.secret
+            refreshed: list[pulumi.Resource] = [creds.first_run]
+        else:
+            refreshed = []
+            # The registry's own credential (GKE/EKS: short-lived, from the deployer).
+            auth = pulumi.Output.all(reg.address, reg.username, reg.password).apply(
+                lambda a: json.dumps({"auths": {a[0]: {
+                    "username": a[1], "password": a[2],
+                    "auth": base64.b64encode(f"{a[1]}:{a[2]}".encode()).decode()}}}, sort_keys=True))
+            secret = k8s.core.v1.Secret(
+                f"{name}-amdgpu-driver-registry",
+                metadata=k8s.meta.v1.ObjectMetaArgs(name=AMD_DRIVER_SECRET, namespace=layout.NS_GPU_OPERATORS,
+                                                    labels=dict(layout.COMMON_LABELS)),
+                type="kubernetes.io/dockerconfigjson",
+                string_data={".dockerconfigjson": pulumi.Output.secret(auth)},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[gpu_ns]),
+            )
         image = pulumi.Output.concat(reg.url, "/", pins.AMD_DRIVER_REPOSITORY)
         operator = release("amd-gpu-operator", self.monitoring, self.cert_manager, secret)
         self.amd_device_config = k8s.apiextensions.CustomResource(
@@ -333,6 +350,6 @@ class Platform(pulumi.ComponentResource):
             metadata=k8s.meta.v1.ObjectMetaArgs(name=AMD_DEVICE_CONFIG, namespace=layout.NS_GPU_OPERATORS,
                                                 labels=dict(layout.COMMON_LABELS)),
             spec=amd_device_config_spec(cluster.cloud, image),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[operator]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[operator, *refreshed]),
         )
         return operator

@@ -14,6 +14,18 @@ import pulumi
 
 
 @dataclass(frozen=True)
+class DriverPushIdentity:
+    """ACR: the user-assigned identity the in-cluster refresher runs as, federated with its
+    ServiceAccount, allowed only to regenerate ``token_name``'s passwords (components/aks.py)."""
+
+    client_id: pulumi.Output[str]
+    registry_id: pulumi.Output[str]
+    token_name: pulumi.Output[str]
+    ready: tuple[pulumi.Resource, ...]
+    """Role assignment and federated credential: the refresher's first run needs both."""
+
+
+@dataclass(frozen=True)
 class RegistryAccess:
     url: pulumi.Output[str]
     """Repository base images are pushed under, e.g. ``us-central1-docker.pkg.dev/<project>/<repo>``,
@@ -25,10 +37,10 @@ class RegistryAccess:
     """Short-lived push credential for the program's own image builds, always a secret."""
     resource: pulumi.Resource
     """The registry (or repository) resource itself, for dependencies."""
-    cluster_username: pulumi.Output[str] | None = None
-    cluster_password: pulumi.Output[str] | None = None
-    """A push credential that stays valid inside the cluster, for pods that push (the AMD driver image
-    KMM builds); None: ``username``/``password`` are the only ones."""
+    driver_push: DriverPushIdentity | None = None
+    """How pods that push long after ``up`` (KMM, the AMD driver image) get a credential that stays
+    valid: an identity the cluster refreshes it with (components/driver_credentials.py). None:
+    ``username``/``password`` are the only ones."""
 
 
 # --- ACR: the deployer's own Entra identity, exchanged for a registry refresh token ---------------------

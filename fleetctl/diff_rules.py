@@ -331,6 +331,20 @@ TYPES: Mapping[str, TypeFacts] = {
     "azure-native:authorization:RoleAssignment": TypeFacts(
         rules=_r(AZ_PATH_PARAMS, "URL path parameter", "roleAssignmentName")
         + _r(AZ_REPLACEMENT, "forceNewMap", "principalId", "scope")),
+    # The AMD driver push refresher's identity (components/aks.py): replacement.go's forceNewMap has no
+    # entry for these three, so their URL path parameters are what replaces them.
+    "azure-native:authorization:RoleDefinition": TypeFacts(
+        rules=_r(AZ_PATH_PARAMS, "URL path parameter", "roleDefinitionId", "scope")),
+    "azure-native:managedidentity:UserAssignedIdentity": TypeFacts(
+        rules=_r(AZ_PATH_PARAMS, "URL path parameter", "resourceName", "resourceGroupName")
+        + _r(AZ_UNCHECKED, "a tracked resource's location is create-only (ARM RPC-Put-V1-14)", "location"),
+        name_keys=("resourceName", "resourceGroupName"),
+        clash="azure-native refuses to create a resource that already exists at its ID"),
+    "azure-native:managedidentity:FederatedIdentityCredential": TypeFacts(
+        rules=_r(AZ_PATH_PARAMS, "URL path parameter", "federatedIdentityCredentialResourceName", "resourceName",
+                 "resourceGroupName"),
+        name_keys=("federatedIdentityCredentialResourceName", "resourceName"),
+        clash="azure-native refuses to create a resource that already exists at its ID"),
     # --- other providers -----------------------------------------------------------------------------
     "docker-build:index:Image": TypeFacts(rules=()),  # DOCKER_BUILD: Image.Diff reports only updates
     "random:index/randomPassword:RandomPassword": TypeFacts(

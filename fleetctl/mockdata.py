@@ -64,11 +64,21 @@ RESOURCE_OUTPUTS: dict[str, Callable[[str, Mapping[str, Any]], dict[str, Any]]] 
     "azure-native:containerregistry:Registry": lambda name, i: {
         "loginServer": f"{i.get('registryName', name)}.azurecr.io", "name": i.get("registryName", name)},
     "azure-native:containerregistry:Token": lambda name, i: {"name": i.get("tokenName", name)},
+    # A user-assigned identity's client id (what a ServiceAccount's workload identity annotation names)
+    # and the principal id its role assignments are made to.
+    "azure-native:managedidentity:UserAssignedIdentity": lambda name, i: {
+        "name": i.get("resourceName", name),
+        "clientId": f"00000000-0000-0000-0001-{digest_of('client', name)[7:19]}",
+        "principalId": f"00000000-0000-0000-0002-{digest_of('principal', name)[7:19]}"},
+    # A role definition's name is its GUID (what role assignments reference).
+    "azure-native:authorization:RoleDefinition": lambda name, i: {
+        "name": f"00000000-0000-0000-0003-{digest_of('role', name)[7:19]}"},
     "azure-native:resources:ResourceGroup": lambda name, i: {"name": i.get("resourceGroupName", name)},
     "azure-native:containerservice:ManagedCluster": lambda name, i: {
         "fqdn": f"{name}.hcp.offline.azmk8s.io", "name": i.get("resourceName", name),
         "identityProfile": {"kubeletidentity": {"objectId": f"00000000-0000-0000-0000-{name[:12]:0>12}"}},
-        "oidcIssuerProfile": {"issuerUrl": f"https://oidc.offline.invalid/{name}/"}},
+        # The wire name is issuerURL (pulumi-azure-native ManagedClusterOIDCIssuerProfileResponse).
+        "oidcIssuerProfile": {"enabled": True, "issuerURL": f"https://oidc.offline.invalid/{name}/"}},
     # pulumi_tls: a gateway CA's key (a secret, masked in the plan) and its public certificate.
     "tls:index/privateKey:PrivateKey": lambda name, i: {
         "privateKeyPem": offline_pem("PRIVATE KEY", name), "publicKeyPem": offline_pem("PUBLIC KEY", name)},

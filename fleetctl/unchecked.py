@@ -91,11 +91,13 @@ def unchecked(plan) -> list[Unchecked]:
             "Contributor or AcrPush on it): the router image is pushed with its Entra token",
             "az role assignment list --assignee <object id> --all --output table"))
         if any(p.cluster == cluster.name and p.vendor == "amd" for p in spec.pools):
+            # KMM's push password is rotated in the cluster (components/driver_credentials.py) by an
+            # identity with a custom role on the registry, which the deployer creates and assigns.
             out.append(Unchecked(
-                f"{cluster.name}: acrPushPassword, the password of the fleet-driver-push token KMM pushes "
-                "the AMD driver image with (only ACR can generate it, after the first `up`)",
-                "az acr token credential generate --registry <registry> --name fleet-driver-push "
-                "--password1 --query 'passwords[0].value' -o tsv | pulumi config set --secret acrPushPassword"))
+                f"{cluster.name}: the identity `pulumi up` runs as may create a custom role and assign it on the "
+                "cluster's ACR (Owner or User Access Administrator): the AMD driver push refresher's "
+                "generateCredentials role",
+                "az role assignment list --assignee <object id> --all --output table"))
     by_digest = sorted(i for i in _images(plan.all_objects()) if "@sha256:" in i)
     by_tag = sorted(i for i in _images(plan.all_objects()) if "@" not in i)
     if by_tag:

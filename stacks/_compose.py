@@ -48,7 +48,8 @@ def build_layers(plan: ClusterPlan, cluster: ClusterHandle, image: RouterImage,
         return pulumi.ResourceOptions(provider=cluster.provider, depends_on=list(depends_on))
 
     namespaces = Namespaces(f"{name}-namespaces", NamespacesArgs(plan), on_cluster())
-    platform = Platform(f"{name}-platform", PlatformArgs(plan=plan, namespaces=namespaces, registry=cluster.registry),
+    platform = Platform(f"{name}-platform", PlatformArgs(plan=plan, namespaces=namespaces, registry=cluster.registry,
+                                                        tools_image=image.ref_for(name)),
                         on_cluster(namespaces))
     network_policies = NetworkPolicies(f"{name}-netpol", NetworkPoliciesArgs(plan=plan, namespaces=namespaces),
                                        on_cluster(namespaces))

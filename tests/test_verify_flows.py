@@ -212,3 +212,20 @@ def test_pod_monitor_that_selects_no_exporter_pod(tmp_path):
          lambda doc: doc["spec"].update(selector={"matchLabels": {"app": "nvidia-dcgm-exporter"}}))
     got = findings_for(d, "flows", name)
     assert got and "scrapes nothing" in got[0].problem
+
+
+def test_workload_identity_pods_need_entra_id_and_arm(tmp_path):
+    # A pod the azure-workload-identity webhook serves (label azure.workload.identity/use: "true",
+    # Azure/azure-workload-identity pkg/webhook/consts.go) exchanges its projected token at Entra ID
+    # and calls ARM with the result: on AKS the AMD driver push refresher (its Job and its CronJob).
+    d = plan_copy("azure", tmp_path, charts=False)
+    what = "workload identity to"
+    assert not _flows(d, what)
+    (d / "manifests" / "azure-east-k8s" / "NetworkPolicy_gpu-operators_allow-driver-credentials-egress.yaml").unlink()
+    got = _flows(d, what)
+    assert {f.problem.split(": ")[1].split(" -> ")[0] for f in got} == {
+        "gpu-operators/amdgpu-driver-credentials-first", "gpu-operators/amdgpu-driver-credentials"}
+    assert {f.problem.split(" -> ")[1].split(":443")[0] for f in got} == {
+        "Entra ID (login.microsoftonline.com)", "ARM (management.azure.com)"}
+    assert all(f.object.startswith("NetworkPolicy/gpu-operators/") for f in got)
+    assert all(":443/TCP is denied by the egress policies" in f.problem for f in got)

@@ -3,8 +3,9 @@
 The flows, each between pods as rendered (ours, the charts', the controllers'):
 client -> gateway; gateway -> model servers and Service backends; gateway -> picker (ext-proc);
 gateway -> istiod (xDS); API clients (every pod whose ServiceAccount holds RBAC) -> API server;
-API server -> every webhook and aggregated API Service; KEDA metrics server -> operator; KEDA ->
-Prometheus; Prometheus -> every port a PodMonitor/ServiceMonitor scrapes; router -> each pool.
+API server -> every webhook and aggregated API Service; workload-identity pods -> Entra ID and ARM;
+KEDA metrics server -> operator; KEDA -> Prometheus; Prometheus -> every port a PodMonitor/
+ServiceMonitor scrapes; router -> each pool.
 
 The cluster's CNI decides the semantics (netpol.py): Cilium (AKS ``networkPolicy: cilium``, GKE
 ``ADVANCED_DATAPATH`` = Dataplane V2, cloud.google.com/kubernetes-engine/docs/concepts/dataplane-v2)
@@ -44,6 +45,9 @@ GKE_DEFAULT_MASTER_PORTS = (443, 10250)
 AKS_TUNNEL = Pod("kube-system", {"app": "konnectivity-agent"}, "konnectivity-agent", "10.244.0.9")
 AKS_TUNNEL_NODE = External("10.224.0.9", "konnectivity-agent's node (remote-node)", in_cluster=True)
 APISERVER = frozenset({"kube-apiserver"})
+WORKLOAD_IDENTITY_USE = "azure.workload.identity/use"
+ENTRA_ID = External("20.190.160.1", "Entra ID (login.microsoftonline.com)")
+ARM = External("4.150.240.10", "ARM (management.azure.com)")
 # Prometheus pods are made by prometheus-operator from the Prometheus resource of
 # kube-prometheus-stack, labelled app.kubernetes.io/name=prometheus (the label our policies use).
 PROMETHEUS = Pod("monitoring", {"app.kubernetes.io/name": "prometheus", "prometheus": "prometheus"}, "prometheus")
@@ -376,6 +380,15 @@ def _check_cluster(topo: Topology, cluster: Cluster) -> list[Finding]:
                          "allow egress to the API server by what selects it under this CNI (Cilium: "
                          "toEntities kube-apiserver / the API server's address outside the cluster)"
                          if cni == "cilium" else "allow egress to the API server's address on 443")
+
+    # workload identity -> Entra ID and ARM: a pod the azure-workload-identity webhook serves (label
+    # azure.workload.identity/use, Azure/azure-workload-identity pkg/webhook/consts.go) trades its
+    # projected token at Entra ID and calls ARM with what it gets: both public HTTPS endpoints.
+    for t, pod in ctx.pods:
+        if t.labels.get(WORKLOAD_IDENTITY_USE) == "true":
+            for dst in (ENTRA_ID, ARM):
+                out += _flow(ctx, f"workload identity to {dst.name}", pod, dst, 443,
+                             f"allow {t.namespace}/{t.owner.name} egress to public addresses on 443")
 
     # API server -> webhooks and aggregated APIs (+ GKE control-plane firewall)
     seen: set[tuple[str, str, int]] = set()
