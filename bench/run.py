@@ -786,6 +786,7 @@ def main() -> int:
     if cfg.quick:
         cfg.seconds, cfg.rounds, cfg.conversations, cfg.turns, cfg.failover_seconds = 1.0, 1, 12, 3, 2.0
         cfg.latency_seconds, cfg.routing_seconds, cfg.migration_seconds = 2.0, 10.0, 3.0
+        cfg.replica_rounds = min(cfg.replica_rounds, 2)  # one 1-3 and one 3-1 round (~2 min, not ~5)
     if {"throughput", "latency"} & set(cfg.only.split(",")) and shutil.which("wrk") is None:
         print(f"bench: {WRK_MISSING}", file=sys.stderr)
         return 2
