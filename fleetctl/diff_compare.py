@@ -309,6 +309,12 @@ def compare(base_plan: Mapping[str, Any] | None, head_plan: Mapping[str, Any] | 
             vo, vn = (o.get("options") or {}).get(opt), (n.get("options") or {}).get(opt)
             if vo != vn:
                 props.append(PropChange(f"(option) {opt}", vo, vn))
+        # The options a packaged component's objects get from the program's transforms (a CRD bundle's
+        # protect / retain_on_delete): a change to them is an update of those objects' options.
+        co, cn = o.get("child_options") or {}, n.get("child_options") or {}
+        for child in sorted(set(co) | set(cn)):
+            if co.get(child) != cn.get(child):
+                props.append(PropChange(f"(option of {child})", co.get(child), cn.get(child)))
         if not props:
             unchanged.add(urn)
             continue

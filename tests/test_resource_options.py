@@ -145,3 +145,17 @@ def test_removing_a_cloud_clusters_crd_bundle_is_reported_as_failing():
     changes, _ = compare(doc, {"resources": [r for r in doc["resources"] if r is not bundle]})
     (gone,) = [c for c in changes if c.name == bundle["name"]]
     assert gone.action == "delete" and "protected" in gone.fails and "inferencepools" in gone.fails
+
+
+def test_dropping_the_crds_protection_shows_in_the_review():
+    # A change to keep_crds changes nothing a ConfigFile's own inputs record: the review compares the
+    # options its objects get.
+    import copy
+
+    base = {"resources": list(_resources("gcp"))}
+    head = copy.deepcopy(base)
+    bundle = next(r for r in head["resources"] if r["type"] == BUNDLE and "gateway-api" in r["name"])
+    bundle["child_options"] = {}
+    (ch,), _ = compare(base, head)
+    assert ch.name == bundle["name"] and ch.action == "update"
+    assert "(option of CustomResourceDefinition/httproutes.gateway.networking.k8s.io)" in {p.path for p in ch.properties}
