@@ -626,7 +626,11 @@ def summary(plan: Plan) -> str:
         charts = (f"{sum(len(rr.objects) for rr in plan.releases)} more from {len(plan.releases)} Helm releases "
                   "rendered")
     lines = [f"stack {plan.stack}: {len(plan.resources)} resources, {len(plan.manifests)} Kubernetes "
-             f"objects ({charts}), planned offline in {plan.seconds:.2f} s", "", "by component:"]
+             f"objects ({charts}), planned offline in {plan.seconds:.2f} s"]
+    if plan.parts:
+        lines += ["", "a stack set: its stacks, in deploy order (fleet/stackset.py):"]
+        lines += [f"  {p['resources']:4d}  {p['stack']}  ({p['part']})" for p in plan.parts]
+    lines += ["", "by component:"]
     lines += [f"  {n:4d}  {c}" for c, n in sorted(comps.items(), key=lambda kv: (-kv[1], kv[0]))]
     lines += ["", "by type:"]
     lines += [f"  {n:4d}  {t}" for t, n in sorted(types.items(), key=lambda kv: (-kv[1], kv[0]))]

@@ -17,27 +17,34 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fleet.spec import load_spec
-from fleet.stackset import FLEETS_DIR, SET_KEY, Part, StackSetError, parts_of, part_stack
+from pathlib import Path
+
+from fleet.spec import SpecError, load_spec
+from fleet.stackset import FLEETS_DIR, PART_KEY, SET_KEY, Part, StackSetError, parts_of, part_stack
 from fleetctl import plan as fplan
 from fleetctl.plan import OFFLINE_ORGANIZATION, ROOT, Plan, StackConfig, read_stack_config, run_plan
 
 
-def part_files(cfg: StackConfig, parts: list[Part]) -> dict[Part, str]:
-    """Each part's stack name, checked against the stack files: one per part, none besides."""
+def part_files(cfg: StackConfig, parts: list[Part], root: Path = ROOT) -> dict[Part, str]:
+    """Each part's stack name, checked against the stack files under ``root``: one per part, each
+    saying it is that part of this set, and none besides."""
     set_name = cfg.set_name
     assert set_name is not None
     want = {part: part_stack(set_name, part) for part in parts}
     problems = []
     for part, stack in want.items():
-        path = ROOT / f"Pulumi.{stack}.yaml"
+        path = root / f"Pulumi.{stack}.yaml"
         if not path.exists():
             problems.append(f"part `{part}` has no stack file {path.name}")
             continue
-        other = read_stack_config(stack)
-        if other.set_name != set_name or other.part != part:
-            problems.append(f"{path.name} must say {SET_KEY}: {set_name} and part: {part}")
-    for path in sorted(ROOT.glob(f"Pulumi.{set_name}.*.yaml")):
+        try:
+            other = read_stack_config(stack, path)
+            ok = other.set_name == set_name and other.part == part
+        except SpecError:
+            ok = False
+        if not ok:
+            problems.append(f"{path.name} must say {SET_KEY}: {set_name} and {PART_KEY}: {part}")
+    for path in sorted(root.glob(f"Pulumi.{set_name}.*.yaml")):
         stack = path.name[len("Pulumi."):-len(".yaml")]
         if stack not in want.values():
             problems.append(f"{path.name} is no part of the set (its parts: {', '.join(want.values())})")

@@ -48,7 +48,10 @@ def _refs(**drop: str) -> dict:
 
 def test_the_set_plans_offline_with_one_command(tmp_path, capsys):
     assert cli.main(["plan", "--stack", SET, "--no-charts", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
     doc = json.loads((tmp_path / "plan.json").read_text())
+    for p in doc["parts"]:
+        assert f"  {p['resources']:4d}  {p['stack']}  ({p['part']})" in printed
     # Deploy order: every cluster (the spec's order), then the router.
     assert [p["stack"] for p in doc["parts"]] == _cluster_stacks() + [ROUTER_STACK]
     assert [p["part"] for p in doc["parts"]] == [f"cluster {c['name']}" for c in _fleet()["clusters"]] + ["router"]
@@ -228,3 +231,42 @@ def test_the_set_verifies_with_no_findings(tmp_path):
     # The router's objects are checked on its cluster with that cluster's pools and policies.
     host = topo.clusters[f"{_fleet()['router']['cluster']}-k8s"]
     assert host.cloud == "aws" and any(o.kind == "Deployment" and o.name == "fleet-router" for o in host.objects)
+
+
+def test_the_set_has_a_stack_file_per_part_each_saying_so_and_none_besides(tmp_path):
+    """A set whose files drifted from its spec (a cluster added without its stack, a stack left behind
+    after its cluster went, a file naming another part) is refused naming each file."""
+    import shutil
+
+    from fleet.spec import SpecError, load_spec
+    from fleet.stackset import parts_of
+    from fleetctl.plan import read_stack_config
+    from fleetctl.stackset import part_files
+
+    cfg = read_stack_config(SET)
+    parts = parts_of(load_spec(cfg.fleet_raw(), cfg.spec_source))
+    for stack in _cluster_stacks() + [ROUTER_STACK]:
+        shutil.copy(ROOT / f"Pulumi.{stack}.yaml", tmp_path)
+    assert list(part_files(cfg, parts, tmp_path).values()) == _cluster_stacks() + [ROUTER_STACK]
+    (tmp_path / f"Pulumi.{SET}.gcp-central.yaml").unlink()
+    (tmp_path / f"Pulumi.{SET}.old-cluster.yaml").write_text("config: {}\n")
+    doc = yaml.safe_load((tmp_path / f"Pulumi.{SET}.azure-east.yaml").read_text())
+    doc["config"]["inference-fleet:part"] = "cluster aws-east"
+    (tmp_path / f"Pulumi.{SET}.azure-east.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(SpecError) as e:
+        part_files(cfg, parts, tmp_path)
+    message = str(e.value)
+    assert message.startswith(f"fleets/{SET}.yaml: ")
+    assert f"part `cluster gcp-central` has no stack file Pulumi.{SET}.gcp-central.yaml" in message
+    assert f"Pulumi.{SET}.old-cluster.yaml is no part of the set" in message
+    assert f"Pulumi.{SET}.azure-east.yaml must say stackSet: {SET} and part: cluster azure-east" in message
+
+
+def test_the_router_stack_plans_alone_reading_its_clusters_plans(tmp_path):
+    # `fleet plan --stack multicloud.router`: what `pulumi preview -s multicloud.router` declares.
+    assert cli.main(["plan", "--stack", ROUTER_STACK, "--no-charts", "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "plan.json").read_text())
+    assert doc["stack"] == ROUTER_STACK and "parts" not in doc
+    assert {STACK_OF_URN.match(r["urn"]).group(1) for r in doc["resources"]} == {ROUTER_STACK}
+    assert [m["key"] for m in doc["missing_secrets"]] == ["routerApiKeys"]
+    assert set(doc["outputs"]) == {"router_url", "router_ca_certificate"}
