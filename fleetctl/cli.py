@@ -114,10 +114,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 def _cmd_cost(args: argparse.Namespace) -> int:
     from fleet.cost import render_markdown
-    from fleetctl.cost import cost_of_stack
+    from fleetctl.cost import by_part_stack, cost_of_stack, render_parts
 
     report = cost_of_stack(args.stack, args.config_file)
-    print(report.to_json() if args.json else render_markdown(report), end="")
+    if args.json:
+        print(report.to_json(), end="")
+        return EXIT_OK
+    parts = by_part_stack(args.stack, report, args.config_file)
+    print(render_markdown(report) + (render_parts(parts) if parts else ""), end="")
     return EXIT_OK
 
 

@@ -270,3 +270,26 @@ def test_the_router_stack_plans_alone_reading_its_clusters_plans(tmp_path):
     assert {STACK_OF_URN.match(r["urn"]).group(1) for r in doc["resources"]} == {ROUTER_STACK}
     assert [m["key"] for m in doc["missing_secrets"]] == ["routerApiKeys"]
     assert set(doc["outputs"]) == {"router_url", "router_ca_certificate"}
+
+
+def test_the_set_is_priced_whole_and_per_stack(capsys):
+    """`fleet cost --stack multicloud` prices the set's one spec and splits it by the stack that owns
+    each node: a cluster stack its cluster's pools (system nodes too), the router stack none."""
+    from fleetctl.cost import by_part_stack, cost_of_stack
+
+    report = cost_of_stack(SET)
+    parts = by_part_stack(SET, report)
+    assert list(parts) == _cluster_stacks() + [ROUTER_STACK]
+    assert parts[ROUTER_STACK] == {"min": 0, "typical": 0, "max": 0}
+    for scale in ("min", "typical", "max"):
+        assert sum(c[scale] for c in parts.values()) == pytest.approx(report.totals[scale], abs=0.05)
+    for c in _fleet()["clusters"]:
+        mine = [p for p in report.pools if p.cluster == c["name"]]
+        assert mine and parts[f"{SET}.{c['name']}"]["max"] == pytest.approx(sum(p.monthly["max"] for p in mine),
+                                                                           abs=0.05)
+    assert by_part_stack("dev", cost_of_stack("dev")) is None
+    assert cli.main(["cost", "--stack", SET]) == 0
+    printed = capsys.readouterr().out
+    assert "### By stack" in printed and f"| `{ROUTER_STACK}` | 0 | 0 | 0 |" in printed
+    assert cli.main(["cost", "--stack", SET, "--json"]) == 0
+    assert "By stack" not in capsys.readouterr().out  # the JSON report keeps its shape (fleet diff reads it)
