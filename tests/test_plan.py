@@ -181,6 +181,12 @@ def test_planning_again_into_the_same_directory_leaves_exactly_the_new_plan(tmp_
     stale.write_text("kind: Deployment\n")
     kept = next((reused / "manifests").rglob("Namespace_*.yaml"))
     kept.write_text("kind: Edited\n")
+    # Same size, other bytes: an unchanged-looking file is compared by content, not size or mtime.
+    same_size = next((reused / "manifests").rglob("Service_*.yaml"))
+    text = same_size.read_text()
+    same_size.write_text(text.replace("apiVersion: v1", "apiVersion: v2", 1))
+    assert same_size.read_text() != text and same_size.stat().st_size == len(text.encode())
+    (reused / "plan.json").write_text("{}\n")
     write_plan(plan, reused)
     files = sorted(p.relative_to(fresh) for p in fresh.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(reused) for p in reused.rglob("*") if p.is_file())
