@@ -9,14 +9,28 @@ render), then, per round and side by side, times the two ways of writing and rea
 (files rewritten in place, stale ones removed, the objects verified as the plan holds them). It
 prints CPU and wall seconds per stage, the machine's load average at start and end, and the ratio
 after/before of the write + load stages. On a shared machine read the CPU seconds and the ratio.
+
+    .venv/bin/python bench/verify_time.py --whole [--against DIR] [--runs 5] [--stack multicloud]
+
+``--whole`` times the command itself, ``python -m fleet verify --stack NAME``, as whole processes
+(interpreter start, imports, plan, write, checks and the exit: what a user waits for, and what the
+in-process stages above cannot show). With ``--against DIR`` (another checkout, e.g. ``git worktree
+add /tmp/fleet-main main``) the two run in turn, this checkout first, then DIR, and so on, each into
+a plan directory of its own that its warm-up run filled (the usual case: planning again into
+build/plan/<stack>); each pair's ratio this/DIR is taken, so a machine whose speed drifts during the
+call still compares like with like. Printed: every run's wall and CPU seconds (user + system of the
+child, ``getrusage``), their medians, the median of the paired ratios, and the load average at start
+and end. Not a test: nothing asserts a time.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "router")]
 
 from fleetctl import verify  # noqa: E402
+from fleetctl.charts import charts_dir  # noqa: E402
 from fleetctl.plan import run_plan, write_plan  # noqa: E402
 
 
@@ -35,11 +50,58 @@ def _timed(fn):
     return out, time.process_time() - c, time.perf_counter() - w
 
 
+def _verify_process(checkout: Path, stack: str, out: Path) -> tuple[float, float]:
+    """Wall and CPU seconds of one ``python -m fleet verify --stack`` run from ``checkout``."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(checkout / "router"), str(checkout)]),
+           "FLEET_CHARTS_DIR": str(charts_dir())}  # both sides render from this checkout's chart cache
+    cmd = [sys.executable, "-m", "fleet", "verify", "--stack", stack, "--out", str(out)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=checkout, env=env, capture_output=True, text=True, timeout=600)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode not in (0, 1):  # 1: findings, still a full run
+        raise SystemExit(f"{' '.join(cmd)} in {checkout} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def whole(stack: str, runs: int, against: Path | None) -> int:
+    sides = {"this": ROOT} | ({"against": against.resolve()} if against else {})
+    load_start = os.getloadavg()
+    figures: dict[str, list[tuple[float, float]]] = {k: [] for k in sides}
+    with tempfile.TemporaryDirectory(prefix="fleet-verify-whole-") as tmp:
+        for side, checkout in sides.items():  # warm-up: fills each side's plan directory
+            _verify_process(checkout, stack, Path(tmp, side))
+        for i in range(runs):
+            for side, checkout in sides.items():
+                wall, cpu = _verify_process(checkout, stack, Path(tmp, side))
+                figures[side].append((wall, cpu))
+                print(f"run {i + 1} {side:7s} wall {wall:6.2f} s  cpu {cpu:6.2f} s", flush=True)
+    load_end = os.getloadavg()
+    print(f"\nfleet verify --stack {stack}, whole process, {runs} runs each after one warm-up; load average "
+          f"{load_start[0]:.1f} at start, {load_end[0]:.1f} at end ({os.cpu_count()} cores)")
+    for side, checkout in sides.items():
+        walls, cpus = [w for w, _ in figures[side]], [c for _, c in figures[side]]
+        print(f"  {side:7s} {str(checkout)}: wall median {statistics.median(walls):.2f} s "
+              f"({', '.join(f'{w:.2f}' for w in walls)}), cpu median {statistics.median(cpus):.2f} s "
+              f"({', '.join(f'{c:.2f}' for c in cpus)})")
+    if against:
+        pairs = list(zip(figures["this"], figures["against"]))
+        print(f"  this/against, median of paired ratios: wall {statistics.median(a[0] / b[0] for a, b in pairs):.3f}x, "
+              f"cpu {statistics.median(a[1] / b[1] for a, b in pairs):.3f}x")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--stack", default="multicloud")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--whole", action="store_true", help="time `python -m fleet verify --stack` as whole processes")
+    ap.add_argument("--runs", type=int, default=5, help="with --whole: counted runs per side (default 5)")
+    ap.add_argument("--against", type=Path, help="with --whole: another checkout to run in turn with this one")
     args = ap.parse_args()
+    if args.whole:
+        return whole(args.stack, args.runs, args.against)
     load_start = os.getloadavg()
     plan, plan_cpu, plan_wall = _timed(lambda: run_plan(args.stack, None))
     work = Path(tempfile.mkdtemp(prefix="fleet-verify-bench-"))
