@@ -194,7 +194,10 @@ class Kube:
                 self.token = f.read().strip()
         except OSError as e:
             raise RefreshError(f"cannot read the ServiceAccount token {token_file}: {e.strerror}") from None
-        self.context = _tls(self.api, ca_file)
+        try:
+            self.context = _tls(self.api, ca_file)
+        except (OSError, ssl.SSLError) as e:
+            raise RefreshError(f"cannot load the API server's CA {ca_file}: {e}") from None
 
     def _url(self, namespace: str, name: str) -> str:
         return f"{self.api}/api/v1/namespaces/{urllib.parse.quote(namespace)}/secrets/{urllib.parse.quote(name)}"

@@ -226,7 +226,7 @@ def cloud(pki, tmp_path):
         s.close()
 
 
-def run(c, *, env_drop: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def run(c, *, env_drop: tuple[str, ...] = (), ca: Path | None = None) -> subprocess.CompletedProcess:
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROUTER),
            # What the azure-workload-identity webhook injects (pkg/webhook/consts.go).
            "AZURE_CLIENT_ID": CLIENT_ID, "AZURE_TENANT_ID": TENANT,
@@ -238,7 +238,7 @@ def run(c, *, env_drop: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "fleet_ops.acr_credentials", "--registry-id", REGISTRY_ID, "--token-name", TOKEN,
          "--login-server", LOGIN, "--secret", f"{NS}/{SECRET}", "--lifetime-hours", "48",
          "--arm-endpoint", c["arm"].url, "--kube-api", c["kube"].url,
-         "--kube-token-file", str(c["dir"] / "sa-token"), "--kube-ca-file", str(c["ca"]),
+         "--kube-token-file", str(c["dir"] / "sa-token"), "--kube-ca-file", str(ca or c["ca"]),
          "--timeout", "10", "--poll-deadline", "20"],
         env=env, capture_output=True, text=True, timeout=60)
 
@@ -349,3 +349,13 @@ def test_a_concurrent_writer_wins_and_this_run_fails_instead_of_overwriting(clou
     assert done.returncode == 1
     assert "cannot write Secret gpu-operators/amdgpu-driver-registry: 409" in done.stderr
     assert kube.secret["data"][".dockerconfigjson"] == PLACEHOLDER
+
+
+def test_an_api_server_ca_that_is_missing_or_another_clusters_is_refused_before_anything_is_asked(cloud, pki):
+    done = run(cloud, ca=cloud["dir"] / "no-such-ca.crt")
+    assert done.returncode == 1 and "cannot load the API server's CA" in done.stderr
+    done = run(cloud, ca=pki.other_ca)  # a CA that did not sign the API server's certificate
+    assert done.returncode == 1 and "cannot read Secret gpu-operators/amdgpu-driver-registry" in done.stderr
+    assert "CERTIFICATE_VERIFY_FAILED" in done.stderr
+    assert not cloud["entra"].requests and not cloud["arm"].requests
+    _untouched(cloud["kube"])
