@@ -67,6 +67,7 @@ class Router:
         for p in config.pools:
             self.metrics.pool_info.set(p.name, p.vendor, p.cloud, p.cluster, p.accelerator, value=1)
         self.config = config
+        self.learn = core.learns_prefixes(config)  # route()'s: hash every prompt, or none (see there)
         self.states = states
         self.metrics.drop_pools(set(states))
         self.admission.apply_config(config)
@@ -226,8 +227,8 @@ class Router:
             return False
         headers, policy = routing
         try:
-            decision = core.route(self.config, self.states, req.model, headers, core.prompt_text(req.body),
-                                  time.monotonic(), self.rng, policy)
+            decision = core.route(self.config, self.states, req.model, headers, req.body, time.monotonic(),
+                                  self.rng, policy, self.learn)
         except core.NoRoute:
             return False  # (raised before the picker ran: nothing to undo)
         self.metrics.overhead.observe(value=time.perf_counter() - started)
@@ -268,8 +269,8 @@ class Router:
             return routing
         headers, policy = routing
         try:
-            decision = core.route(self.config, self.states, req.model, headers, core.prompt_text(req.body),
-                                  time.monotonic(), self.rng, policy)
+            decision = core.route(self.config, self.states, req.model, headers, req.body, time.monotonic(),
+                                  self.rng, policy, self.learn)
         except core.NoRoute as e:
             return error(e.status, e.message, "invalid_request_error" if e.status < 500 else "server_error", e.code,
                          "model" if e.status == 404 else None)

@@ -138,6 +138,62 @@ def test_round_robin_interleaves_by_weight_and_fails_over_to_the_other_pool():
     assert firsts == ["nvidia", "tpu", "amd", "nvidia"] * 2
 
 
+def _placed(cfg: RouterConfig, learn: bool, headers=None, policy=None) -> list[tuple[str, str]]:
+    """Eight long plain prompts sent round-robin on one replica, then each again as the next
+    request's prefix through ``headers`` / ``policy``: (where round-robin sent it, where it went)."""
+    st, rng = states(cfg), random.Random(3)
+    prompts = [f"document {i} to summarise, long enough for several prefix blocks " * 8 for i in range(8)]
+
+    def send(prompt, hdrs, pol):
+        d = core.route(cfg, st, "m", hdrs, prompt, 0.0, rng, pol, learn)
+        attempt = core.on_dispatch(st[d.attempts[0]], d)
+        core.on_first_byte(attempt, 0.01, 0.0)
+        core.on_done(attempt)
+        return d.attempts[0]
+
+    first = [send(p, {}, None) for p in prompts]
+    return [(f, send(p + " and now the question", headers or {}, policy)) for f, p in zip(first, prompts)]
+
+
+RR_AND_AFFINITY = [{"name": "affinity", "match": {"X-Priority": "high"}, "policy": "prefix-affinity",
+                    "backends": [{"pool": "nvidia", "weight": 50}, {"pool": "amd", "weight": 50}]},
+                   {"name": "default", "backends": [{"pool": "nvidia", "weight": 50}, {"pool": "amd", "weight": 50}]}]
+
+
+@pytest.mark.parametrize("cfg,headers,policy", [
+    (config(policy="round-robin", tiers=RR_AND_AFFINITY), {"x-priority": "high"}, None),
+    (config(policy="round-robin", auth={"routing_headers": {"*": ["policy"]}}, tiers=RR_AND_AFFINITY[1:]), {},
+     "prefix-affinity")], ids=["a prefix-affinity tier", "x-fleet-policy allowed"])
+def test_round_robin_requests_teach_the_prefix_memory_when_another_policy_reads_it(cfg, headers, policy):
+    """A round-robin request's blocks are remembered where it went whenever some request on the
+    config may be routed by a policy that reads them (a tier's, or one a caller may ask for): the
+    same prompt sent on by prefix-affinity follows it to that pool's cache. Without that memory it
+    would go to its conversation's rendezvous home, which for some of the prompts is the other pool."""
+    assert core.learns_prefixes(cfg)
+    placed = _placed(cfg, core.learns_prefixes(cfg), headers, policy)
+    assert all(rr == then for rr, then in placed)
+    unlearnt = _placed(cfg, False, headers, policy)  # the memory left empty: each goes home instead
+    assert any(rr != then for rr, then in unlearnt)
+
+
+def test_round_robin_alone_routes_without_reading_the_prompt():
+    """Where nothing reads the prompt (round-robin everywhere, no caller may pick a policy), it is
+    not hashed, and every decision is the one the hashing router made."""
+    cfg = config(policy="round-robin", profiles=[{"name": "rr-again", "picker": "smooth-round-robin"}],
+                 tiers=[{"name": "default", "policy": "rr-again",
+                         "backends": [{"pool": "nvidia", "weight": 75}, {"pool": "amd", "weight": 25}]}])
+    assert not core.learns_prefixes(cfg)
+    assert core.learns_prefixes(config(policy="round-robin", auth={"routing_headers": {"*": ["tier", "policy"]}}))
+    assert core.learns_prefixes(config(policy="least-load"))  # its ties go to the conversation's key
+    a, b = states(cfg), states(cfg)
+    body = {"messages": [{"role": "user", "content": "a question long enough to fill a prefix block or two " * 3}]}
+    lazy = [core.route(cfg, a, "m", {}, body, 0, random.Random(i), None, False) for i in range(12)]
+    hashed = [core.route(cfg, b, "m", {}, core.prompt_text(body), 0, random.Random(i)) for i in range(12)]
+    assert [d.attempts for d in lazy] == [d.attempts for d in hashed]
+    assert [d.reason for d in lazy] == [d.reason for d in hashed] == ["rr-again"] * 12
+    assert all(d.blocks == () for d in lazy) and all(d.blocks for d in hashed)
+
+
 def test_round_robin_is_a_picker_with_no_scorers():
     """A config-defined profile of just the smooth round-robin picker routes exactly like the
     built-in round-robin: a new policy is configuration."""

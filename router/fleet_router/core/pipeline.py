@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 from fleet_router.core import filters as F
 from fleet_router.core.filters import FILTERS
 from fleet_router.core.pickers import PICKERS
-from fleet_router.core.prefix import BLOCK_BYTES, Prompt, conversation_key, prefix_blocks
+from fleet_router.core.prefix import BLOCK_BYTES, Prompt, conversation_key, prefix_blocks, prompt_text
 from fleet_router.core.profiles import PROFILES, Profile
 from fleet_router.core.scorers import SCORERS
 from fleet_router.core.state import Decision, NoRoute, PoolState, RequestContext
@@ -50,6 +50,19 @@ def profile_for(config: "RouterConfig", policy: str) -> Profile:
     raise KeyError(policy)
 
 
+def learns_prefixes(config: "RouterConfig") -> bool:
+    """Whether some request on this config may be routed by a profile that reads the prompt or the
+    pools' prefix memory (:meth:`Profile.reads_prompt`): the router's policy, a tier's, or — when
+    any caller may set ``x-fleet-policy`` — every policy it accepts. Then every request's blocks are
+    hashed and remembered where it went, whatever its own policy, so a tier or a request that
+    switches to prefix-affinity finds the pools' caches known. Otherwise nothing ever reads them,
+    and a request is routed without its prompt being read at all (:func:`route`'s ``learn``)."""
+    names = {config.policy, *(t.policy for t in config.tiers if t.policy)}
+    if any("policy" in may for may in config.auth.routing_headers.values()):
+        names |= {*PROFILES, *(p.name for p in getattr(config, "profiles", ()))}
+    return any(profile_for(config, n).reads_prompt() for n in names)
+
+
 def _prefer_other_vendors(first: PoolState, rest: list[PoolState]) -> list[PoolState]:
     """Failover order: after the chosen pool, pools of another vendor or cloud first (a spot pool
     that vanished tends to take its neighbours with it)."""
@@ -74,8 +87,14 @@ def _reason(profile: Profile, ctx: RequestContext, first: PoolState, scores: Seq
 
 
 def route(config: "RouterConfig", states: Mapping[str, PoolState], model: str, headers: Mapping[str, str],
-          prompt: Prompt | str, now: float, rng: random.Random, policy_override: str | None = None) -> Decision:
-    """Which pools to try for one request, in order. Raises :class:`NoRoute` with the HTTP status."""
+          prompt: Prompt | str | Mapping, now: float, rng: random.Random, policy_override: str | None = None,
+          learn: bool = True) -> Decision:
+    """Which pools to try for one request, in order. Raises :class:`NoRoute` with the HTTP status.
+
+    ``prompt``: a :class:`Prompt`, a plain prompt's text, or the parsed OpenAI body (its prompt is
+    then read only if needed). ``learn``: remember every request's blocks (:func:`learns_prefixes`
+    of the config); False, and a profile that does not read the prompt leaves it unread and
+    unhashed (the decision has no blocks: its dispatch teaches the pools' memory nothing)."""
     serving = F.serving(model, states.values())
     if not serving:
         raise NoRoute(404, f"The model `{model}` does not exist or is not served by this router.",
@@ -102,16 +121,21 @@ def route(config: "RouterConfig", states: Mapping[str, PoolState], model: str, h
         weights = {s.name: 1.0 for s in primary}
         overflow_used = tier is not None
 
-    # Hashed whatever the policy: every request's blocks are remembered where it went, so a tier
-    # or a request switching to prefix-affinity finds the pools' caches already known.
-    if not isinstance(prompt, Prompt):
-        prompt = Prompt.of(prompt)
-    blocks = tuple(prefix_blocks(prompt, model))
-    ctx = RequestContext(
-        model=model, tier=tier, weights=weights, blocks=blocks, key=conversation_key(prompt, model),
-        key_blocks=prompt.key_end // BLOCK_BYTES, history_blocks=prompt.history_end // BLOCK_BYTES,
-        total_blocks=max(len(blocks), prompt.total // BLOCK_BYTES), now=now,
-        ttft_slo_s=tier.ttft_slo_ms / 1000 if tier is not None and tier.ttft_slo_ms is not None else None)
+    slo = tier.ttft_slo_ms / 1000 if tier is not None and tier.ttft_slo_ms is not None else None
+    if learn or profile.reads_prompt():
+        # Hashed whatever the policy when ``learn``: every request's blocks are remembered where it
+        # went, so a tier or a request switching to prefix-affinity finds the pools' caches known.
+        if isinstance(prompt, (str, bytes)):
+            prompt = Prompt.of(prompt)
+        elif not isinstance(prompt, Prompt):
+            prompt = prompt_text(prompt)
+        blocks = tuple(prefix_blocks(prompt, model))
+        ctx = RequestContext(model, tier, weights, blocks, conversation_key(prompt, model),
+                             prompt.key_end // BLOCK_BYTES, prompt.history_end // BLOCK_BYTES,
+                             max(len(blocks), prompt.total // BLOCK_BYTES), now, slo)
+    else:  # nothing on this config reads the prompt: not even extracted
+        blocks = ()
+        ctx = RequestContext(model, tier, weights, blocks, None, 0, 0, 0, now, slo)
 
     pools = primary
     for name in profile.filters:

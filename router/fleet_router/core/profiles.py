@@ -26,6 +26,14 @@ class Profile:
         if problems:
             raise ValueError(f"profile {self.name!r}: " + "; ".join(problems))
 
+    def reads_prompt(self) -> bool:
+        """Whether a decision of this profile may depend on the prompt (its blocks, its conversation
+        key) or on what the pools were sent (prefix memory, prefill backlog). Only the smooth
+        round-robin picker alone does not: it reads the tier's weights and its own counter, and
+        ``_reason`` names it without looking. Any scorer or filter is taken to read it (``prefill``,
+        ``prefix-cache``, ``affinity`` and ``bounded-load`` do; ties of the others go to the key)."""
+        return bool(self.scorers or self.filters) or self.picker != "smooth-round-robin"
+
 
 def check(scorers, picker: str, filters) -> list[str]:
     """What is wrong with a profile's parts (empty: nothing), in words a config author can act on."""
