@@ -138,6 +138,9 @@ class Proxy:
         self._pass = RESPONSE_HEADERS | {h.lower() for h in config.limits.pass_response_headers}
         #: (backend headers passed, pool, vendor, tier) -> the answer's header lines, encoded once
         self._blocks: dict[tuple, bytes] = {}
+        #: (model, pool) -> (the pools' discovered models then, vendor pair, USD saved per Mtok):
+        #: core.savings_rate depends on the config (a reload clears this) and on what discovery saw
+        self._savings: dict[tuple[str, str], tuple[tuple, str, float]] = {}
 
     async def start(self) -> None:
         self.upstream = UpstreamPool()
@@ -560,8 +563,18 @@ class Proxy:
                 (m.sla_ok if ttft * 1000 <= tier.ttft_slo_ms else m.sla_bad).inc(tier.name, p.name, p.name, p.vendor)
         if tokens:
             m.tokens.inc(p.name, p.vendor, amount=tokens)
-            pair, saved = core.cost_savings(self.states, model, p.name, tokens)
+            pair, saved = self._cost_savings(model, p.name, tokens)
             m.cost_savings.inc(pair, amount=saved)
+
+    def _cost_savings(self, model: str, pool: str, tokens: int) -> tuple[str, float]:
+        """``core.cost_savings``, its rate remembered per (model, pool) while the pools serve the same models."""
+        served = tuple([s.discovered_models for s in self.states.values()])
+        hit = self._savings.get((model, pool))
+        if hit is None or hit[0] != served:
+            if len(self._savings) >= 4096:
+                self._savings.clear()
+            hit = self._savings[(model, pool)] = (served, *core.savings_rate(self.states, model, pool))
+        return hit[1], hit[2] * tokens / 1e6
 
 
 def usage_of(whole: bytes) -> dict:

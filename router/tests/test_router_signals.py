@@ -148,6 +148,21 @@ def test_cost_savings_count_the_dollars_saved_against_the_priciest_pool_serving_
     assert _metric(_metrics(fleet), "ig_wva_cost_savings_total", vendor_pair="nvidia->amd") == pytest.approx(0.6)
     _post(fleet, CHAT)
     assert _metric(_metrics(fleet), "ig_wva_cost_savings_total", vendor_pair="nvidia->amd") == pytest.approx(1.2)
+    # A reload that doubles the priciest pool's price (5.0 $/Mtok): the next answer saves 1.6 USD, not
+    # the 0.6 of the rate the router remembered before (Proxy._cost_savings).
+    import signal
+
+    path = fleet.tmp / "router.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    cfg["pools"][0]["cost_per_hour"] = 18.0
+    path.write_text(yaml.safe_dump(cfg))
+    fleet.router.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while _metric(_metrics(fleet), "fleet_router_pool_cost_per_hour", pool="h100") != 18.0:
+        assert time.monotonic() < deadline, "the reload was not applied"
+        time.sleep(0.05)
+    _post(fleet, CHAT)
+    assert _metric(_metrics(fleet), "ig_wva_cost_savings_total", vendor_pair="nvidia->amd") == pytest.approx(2.8)
 
 
 # --- failover.max_attempts and the all-failed 502 ---------------------------------------------------

@@ -22,8 +22,8 @@ This package's names are the façade the server and the simulator use.
 
 from fleet_router.core.filters import BOUNDED_LOAD_C, FILTERS
 from fleet_router.core.pickers import PICKERS
-from fleet_router.core.pipeline import (cost_savings, learns_prefixes, profile_for, route, select_tier,
-                                        tier_header_names)
+from fleet_router.core.pipeline import (cost_savings, learns_prefixes, profile_for, route, savings_rate,
+                                        select_tier, tier_header_names)
 from fleet_router.core.prefix import (BLOCK_BYTES, BLOCK_TOKENS, CHARS_PER_TOKEN, MAX_PREFIX_BLOCKS, PREFIX_BYTES_LIMIT,
                                       PREFIX_TOKENS_PER_POOL, PrefixMemory, Prompt, conversation_key,
                                       prefix_blocks, prompt_text)

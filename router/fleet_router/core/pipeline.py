@@ -158,10 +158,18 @@ def route(config: "RouterConfig", states: Mapping[str, PoolState], model: str, h
                     total_blocks=ctx.total_blocks)
 
 
-def cost_savings(states: Mapping[str, PoolState], model: str, chosen: str, tokens: int) -> tuple[str, float]:
-    """USD saved by serving ``tokens`` on ``chosen`` rather than the priciest pool serving the model."""
+def savings_rate(states: Mapping[str, PoolState], model: str, chosen: str) -> tuple[str, float]:
+    """The vendor pair and the USD per million tokens saved (never below 0) by serving on ``chosen``
+    rather than the priciest pool serving the model: a function of the pools' config and the
+    models they serve alone, so a caller may keep it while those stay the same."""
     serving = [s for s in states.values() if s.serves(model)]
     baseline = max(serving, key=lambda s: s.pool.cost_per_million_tokens)
     pick = states[chosen]
-    saved = (baseline.pool.cost_per_million_tokens - pick.pool.cost_per_million_tokens) * tokens / 1e6
-    return f"{baseline.pool.vendor}->{pick.pool.vendor}", max(0.0, saved)
+    return (f"{baseline.pool.vendor}->{pick.pool.vendor}",
+            max(0.0, baseline.pool.cost_per_million_tokens - pick.pool.cost_per_million_tokens))
+
+
+def cost_savings(states: Mapping[str, PoolState], model: str, chosen: str, tokens: int) -> tuple[str, float]:
+    """USD saved by serving ``tokens`` on ``chosen`` rather than the priciest pool serving the model."""
+    pair, rate = savings_rate(states, model, chosen)
+    return pair, rate * tokens / 1e6
