@@ -96,6 +96,22 @@ class Registry:
         return "\n".join(line for m in self.metrics for line in m.render()) + "\n"
 
 
+class Tally:
+    """The counts of one kind of answered request — its decision's labels (tier, pool, vendor,
+    policy, reason) and its vendor pair — bumped in place per answer (three attribute additions, not
+    three counter updates) and added to the counters they stand for when those are read
+    (:meth:`RouterMetrics.flush`)."""
+
+    __slots__ = ("decision", "pool", "pair", "decisions", "answers", "tokens", "saved")
+
+    def __init__(self, decision: tuple[str, ...], pool: tuple[str, str], pair: tuple[str]):
+        self.decision, self.pool, self.pair = decision, pool, pair
+        self.decisions = 0  # ig_wva_routing_decisions_total
+        self.answers = 0  # answers with tokens (each one is a cost saving, if only of 0 USD)
+        self.tokens = 0  # fleet_router_tokens_total
+        self.saved = 0.0  # ig_wva_cost_savings_total
+
+
 class RouterMetrics:
     """The router's metrics: seed 000's ``ig_wva_*`` names plus request, TTFT and overhead."""
 
@@ -163,6 +179,37 @@ class RouterMetrics:
         self.limits_store_errors = r.add(Counter("fleet_router_limits_store_errors_total",
                                                  "Failed calls to the shared limit store.", ("error",)))
 
+        #: (tier, pool, vendor, policy, reason, vendor pair) -> its Tally, until a reload (drop_pools)
+        self._tallies: dict[tuple[str, ...], Tally] = {}
+
+    def tally(self, tier: str, pool: str, vendor: str, policy: str, reason: str, pair: str) -> Tally:
+        """The counts that answers routed so (``reason`` as the decision gives it) go to."""
+        key = (tier, pool, vendor, policy, reason, pair)
+        t = self._tallies.get(key)
+        if t is None:
+            if len(self._tallies) >= 4096:  # reasons carry a share cached: bounded, but not by much
+                self.flush()
+                self._tallies.clear()
+            t = self._tallies[key] = Tally((tier, pool, vendor, policy, reason.split(" ")[0]), (pool, vendor), (pair,))
+        return t
+
+    def flush(self) -> None:
+        """Add what the tallies counted since the last flush to their counters (before they are read)."""
+        d, tok, sav = self.decisions.values, self.tokens.values, self.cost_savings.values
+        for t in self._tallies.values():
+            if t.decisions:
+                d[t.decision] = d.get(t.decision, 0.0) + t.decisions
+                t.decisions = 0
+            if t.answers:
+                tok[t.pool] = tok.get(t.pool, 0.0) + t.tokens
+                sav[t.pair] = sav.get(t.pair, 0.0) + t.saved
+                t.answers, t.tokens, t.saved = 0, 0, 0.0
+
+    def render(self) -> str:
+        """The exposition text, every tally counted."""
+        self.flush()
+        return self.registry.render()
+
     # Metrics whose labels name a pool, and the position of that label.
     def _pool_series(self):
         for metric in self.registry.metrics:
@@ -180,6 +227,8 @@ class RouterMetrics:
     def drop_pools(self, keep: set[str]) -> None:
         """Forget every series of pools not in ``keep`` (removed by a reload): a pool that is gone
         must not go on being exported with its last values."""
+        self.flush()
+        self._tallies.clear()  # a pool kept may have changed vendor
         for metric, i in self._pool_series():
             table = metric.series if isinstance(metric, Histogram) else metric.values
             for labels in [k for k in table if k[i] not in keep]:

@@ -555,26 +555,28 @@ class Proxy:
     def _account(self, decision: core.Decision, state: core.PoolState, model: str, ttft: float | None,
                  tokens: int, status: int) -> None:
         m, p = self.metrics, state.pool
-        m.decisions.inc(decision.tier, p.name, p.vendor, decision.policy, decision.reason.split(" ")[0])
+        pair, rate = self._savings_rate(model, p.name)
+        t = m.tally(decision.tier, p.name, p.vendor, decision.policy, decision.reason, pair)
+        t.decisions += 1
         if ttft is not None:
             m.ttft.observe(p.name, value=ttft)
             tier = self._tiers.get(decision.tier)
             if tier is not None and tier.ttft_slo_ms is not None and status < 400:
                 (m.sla_ok if ttft * 1000 <= tier.ttft_slo_ms else m.sla_bad).inc(tier.name, p.name, p.name, p.vendor)
         if tokens:
-            m.tokens.inc(p.name, p.vendor, amount=tokens)
-            pair, saved = self._cost_savings(model, p.name, tokens)
-            m.cost_savings.inc(pair, amount=saved)
+            t.answers += 1
+            t.tokens += tokens
+            t.saved += rate * tokens / 1e6  # core.cost_savings
 
-    def _cost_savings(self, model: str, pool: str, tokens: int) -> tuple[str, float]:
-        """``core.cost_savings``, its rate remembered per (model, pool) while the pools serve the same models."""
+    def _savings_rate(self, model: str, pool: str) -> tuple[str, float]:
+        """``core.savings_rate``, remembered per (model, pool) while the pools serve the same models."""
         served = tuple([s.discovered_models for s in self.states.values()])
         hit = self._savings.get((model, pool))
         if hit is None or hit[0] != served:
             if len(self._savings) >= 4096:
                 self._savings.clear()
             hit = self._savings[(model, pool)] = (served, *core.savings_rate(self.states, model, pool))
-        return hit[1], hit[2] * tokens / 1e6
+        return hit[1], hit[2]
 
 
 def usage_of(whole: bytes) -> dict:

@@ -151,7 +151,7 @@ class Router:
 
     async def metrics_page(self, request: httpio.Request) -> httpio.Response:
         self.metrics.observe_pools(self.states.values(), time.monotonic())
-        return httpio.Response(text=self.metrics.registry.render(), content_type="text/plain", charset="utf-8",
+        return httpio.Response(text=self.metrics.render(), content_type="text/plain", charset="utf-8",
                                headers={"X-Content-Type-Options": "nosniff"})
 
     # --- API ---------------------------------------------------------------------------------------

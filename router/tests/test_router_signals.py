@@ -149,7 +149,7 @@ def test_cost_savings_count_the_dollars_saved_against_the_priciest_pool_serving_
     _post(fleet, CHAT)
     assert _metric(_metrics(fleet), "ig_wva_cost_savings_total", vendor_pair="nvidia->amd") == pytest.approx(1.2)
     # A reload that doubles the priciest pool's price (5.0 $/Mtok): the next answer saves 1.6 USD, not
-    # the 0.6 of the rate the router remembered before (Proxy._cost_savings).
+    # the 0.6 of the rate the router remembered before (Proxy._savings_rate).
     import signal
 
     path = fleet.tmp / "router.yaml"
