@@ -153,9 +153,9 @@ def route(config: "RouterConfig", states: Mapping[str, PoolState], model: str, h
     if rest:
         rest.sort(key=lambda s: (s.load(), s.name))
     attempts = _prefer_other_vendors(ordered[0], ordered[1:] + rest)
-    return Decision(tier=tier.name if tier else "none", policy=policy, attempts=tuple([s.name for s in attempts]),
-                    reason="overflow" if overflow_used else reason, overflow=overflow_used, blocks=blocks,
-                    total_blocks=ctx.total_blocks)
+    # positional: a NamedTuple built from keywords costs twice as much
+    return Decision(tier.name if tier else "none", policy, tuple([s.name for s in attempts]),
+                    "overflow" if overflow_used else reason, overflow_used, blocks, ctx.total_blocks)
 
 
 def savings_rate(states: Mapping[str, PoolState], model: str, chosen: str) -> tuple[str, float]:
