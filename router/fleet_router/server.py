@@ -206,6 +206,24 @@ class Router:
         self.metrics.requests.inc(endpoint, status)
         self.metrics.latency.observe(endpoint, value=time.perf_counter() - started)
 
+    def _route(self, request: httpio.Request, req: openai_api.InferenceRequest, key,
+               started: float) -> core.Decision | httpio.Response:
+        """The pool a checked request goes to (the routing headers this key may set, then the core's
+        route), its overhead observed; or the error answer for a refused header or no route. One step
+        for both paths: :meth:`inference_now` gives a refusal back to :meth:`inference` to answer."""
+        routing = self.admission.routing_headers(request.headers, key)
+        if not isinstance(routing, tuple):
+            return routing
+        headers, policy = routing
+        try:
+            decision = core.route(self.config, self.states, req.model, headers, req.body, time.monotonic(),
+                                  self.rng, policy, self.learn)
+        except core.NoRoute as e:
+            return error(e.status, e.message, "invalid_request_error" if e.status < 500 else "server_error", e.code,
+                         "model" if e.status == 404 else None)
+        self.metrics.overhead.observe(value=time.perf_counter() - started)
+        return decision
+
     def inference_now(self, request: httpio.Request) -> bool:
         """``inference`` for a request that arrived whole, started with no task (httpio's NowHandler):
         the same checks and the same route, then the proxy's task-free attempt for a non-streaming
@@ -222,16 +240,9 @@ class Router:
                                        lambda: served_models(self.states.values()))
         if not isinstance(req, openai_api.InferenceRequest):
             return False
-        routing = self.admission.routing_headers(request.headers, key)
-        if not isinstance(routing, tuple):
-            return False
-        headers, policy = routing
-        try:
-            decision = core.route(self.config, self.states, req.model, headers, req.body, time.monotonic(),
-                                  self.rng, policy, self.learn)
-        except core.NoRoute:
-            return False  # (raised before the picker ran: nothing to undo)
-        self.metrics.overhead.observe(value=time.perf_counter() - started)
+        decision = self._route(request, req, key, started)
+        if not isinstance(decision, core.Decision):
+            return False  # (refused before the picker ran: nothing to undo; inference answers it)
         self.in_flight += 1
         endpoint = request.path
 
@@ -264,17 +275,9 @@ class Router:
                                               lambda: served_models(self.states.values()))
         if not isinstance(req, openai_api.InferenceRequest):
             return req
-        routing = self.admission.routing_headers(request.headers, key)
-        if not isinstance(routing, tuple):
-            return routing
-        headers, policy = routing
-        try:
-            decision = core.route(self.config, self.states, req.model, headers, req.body, time.monotonic(),
-                                  self.rng, policy, self.learn)
-        except core.NoRoute as e:
-            return error(e.status, e.message, "invalid_request_error" if e.status < 500 else "server_error", e.code,
-                         "model" if e.status == 404 else None)
-        self.metrics.overhead.observe(value=time.perf_counter() - started)
+        decision = self._route(request, req, key, started)
+        if not isinstance(decision, core.Decision):
+            return decision
         self.in_flight += 1
         try:
             if verdict is None:

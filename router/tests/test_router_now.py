@@ -13,7 +13,8 @@ import time
 
 from fleetproc import HOST, KEY, fleet, pool  # noqa: F401 - fixtures
 from scripted import completion, vllm_error
-from test_router_backends import CHAT, _metric, _metrics, _post, _router, backends  # noqa: F401 - fixture
+from test_router_backends import (CHAT, _leave_and_see_the_backend_request_closed, _metric, _metrics,  # noqa: F401
+                                  _post, _router, backends)  # backends: a fixture
 
 
 def _script(*answers):
@@ -133,14 +134,7 @@ def test_a_client_leaving_during_the_exchange_closes_the_backend_request_and_cou
         assert time.monotonic() < deadline
         time.sleep(0.02)
     assert _same_connection(a)
-    left = time.monotonic()
-    s.close()
-    closed = a.wait_closed(a.requests()[1], 3)
-    assert closed is not None and closed - left < 1.5
-    deadline = time.monotonic() + 5
-    while _metric(_metrics(fleet), "fleet_router_requests_total", status="499") != 1:
-        assert time.monotonic() < deadline, _metrics(fleet)
-        time.sleep(0.05)
+    _leave_and_see_the_backend_request_closed(fleet, s, a, a.requests()[1])
 
 
 def test_pipelined_requests_are_answered_in_order_each_with_its_own_answer(fleet, backends):
