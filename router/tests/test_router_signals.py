@@ -165,6 +165,34 @@ def test_cost_savings_count_the_dollars_saved_against_the_priciest_pool_serving_
     assert _metric(_metrics(fleet), "ig_wva_cost_savings_total", vendor_pair="nvidia->amd") == pytest.approx(2.8)
 
 
+
+def test_a_pricier_pool_discovered_serving_the_model_becomes_the_cost_savings_baseline(fleet, backends):
+    # The saving is measured against the priciest pool *serving* the model, and discovery can change
+    # which pools do: the rate the router remembers per (model, pool) (Proxy._cost_savings) must
+    # follow what each pool's /v1/models lists, not only the config.
+    async def big(seen, n, w):
+        return completion("ok", 400_000)
+
+    listed: list[dict] = []  # what the h100 server's /v1/models answers (read at each request)
+    _, h100 = backends(big, listed)
+    _, mi300x = backends(big)
+    fleet.start_router({"pools": [pool("h100", h100, "nvidia", 9.0, tps=1000.0, models=("m-other",)),
+                                  pool("mi300x", mi300x, "amd", 3.6, tps=1000.0)],
+                        "tiers": [{"name": "batch", "backends": [{"pool": "mi300x", "weight": 100}]}],
+                        "discovery": {"models_refresh_s": 0.2}})
+    assert _post(fleet, CHAT)[0] == 200
+    # only mi300x serves m1: nothing pricier to save against
+    assert _metric(_metrics(fleet), "ig_wva_cost_savings_total", vendor_pair="nvidia->amd") is None
+    listed.append({"id": CHAT["model"], "object": "model", "created": 1, "owned_by": "vllm"})
+    deadline = time.monotonic() + 10
+    while (saved := _metric(_metrics(fleet), "ig_wva_cost_savings_total", vendor_pair="nvidia->amd")) is None:
+        assert time.monotonic() < deadline, "the discovered pool never became the baseline"
+        assert _post(fleet, CHAT)[1]["x-fleet-pool"] == "mi300x"
+        time.sleep(0.1)
+    # the first answer after discovery: 400 000 tokens at 1.0 instead of 2.5 $/Mtok
+    assert saved == pytest.approx(0.6)
+
+
 # --- failover.max_attempts and the all-failed 502 ---------------------------------------------------
 
 def test_max_attempts_bounds_the_pools_one_request_tries_and_then_it_is_a_502_naming_each(fleet, backends):
