@@ -39,8 +39,7 @@ from fleet_router.config import ConfigError, Pool, RouterConfig
 from fleet_router.metrics import RouterMetrics
 from fleet_router.openai_api import InferenceRequest, error
 from fleet_router.upstream import (Deadlines, Exchange, Response, UpstreamError, UpstreamPool, UpstreamTimeout,
-                                   UpstreamTooLarge)
-from fleet_router.upstream import request_head_block
+                                   UpstreamTooLarge, request_head_block)
 
 log = logging.getLogger("fleet_router")
 
@@ -119,7 +118,7 @@ class Proxy:
         self.apply_config(config, states)
 
     def apply_config(self, config: RouterConfig, states: dict[str, core.PoolState]) -> None:
-        keys = {}
+        auth_lines = {}  # pool -> its "Authorization: Bearer ..." header line, encoded
         for p in config.pools:
             try:
                 key = p.load_api_key()  # load_config checked it; a file gone since keeps the pool keyless
@@ -127,9 +126,8 @@ class Proxy:
                 log.error(orjson.dumps({"event": "backend_key_unreadable", "pool": p.name, "error": str(e)}).decode())
                 key = None
             if key is not None:
-                keys[p.name] = [("Authorization", f"Bearer {key}")]
-        self.config, self.states, self._pool_auth = config, states, keys
-        self._auth_lines = {name: "".join(f"{k}: {v}\r\n" for k, v in kv).encode("latin-1") for name, kv in keys.items()}
+                auth_lines[p.name] = f"Authorization: Bearer {key}\r\n".encode("latin-1")
+        self.config, self.states, self._auth_lines = config, states, auth_lines
         #: (client headers, peer, trusted, content type) -> the forwarded headers but the request id, encoded
         self._fwd_blocks: dict[tuple, bytes] = {}
         self._tiers = {t.name: t for t in config.tiers}

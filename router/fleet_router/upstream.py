@@ -180,18 +180,13 @@ class Response:
         self._wake()
 
     def _finish(self) -> None:
-        self._done = True
-        self._cancel_timers()
+        self._done = True  # (the connection's timer finds the response done and lets it be)
         self._wake()
-
-    def _cancel_timers(self) -> None:
-        pass  # the connection's timer finds the response done (or gone) and lets it be
 
     def _fail(self, exc: BaseException) -> None:
         if self._done or self._error is not None:
             return
         self._error = exc
-        self._cancel_timers()
         if not self._head.done():
             self._head.set_exception(exc)
         self._wake()
@@ -333,9 +328,6 @@ class Exchange:
         self._conn.reusable = False
         self._conn.finished(self)
         self._on_end(self)
-
-    def _cancel_timers(self) -> None:
-        pass
 
     def _tick(self, now: float) -> None:
         """The connection's timer fired: time out, or ask for the next check."""
@@ -508,7 +500,6 @@ class _Connection(asyncio.Protocol):
             r._tick(self.loop.time())
 
     def finished(self, response: Response) -> None:
-        response._cancel_timers()
         if response is not self.response:
             return
         self.response = None
@@ -521,10 +512,7 @@ class _Connection(asyncio.Protocol):
 
 def request_head(origin: Origin, path: str, headers: list[tuple[str, str]], length: int) -> bytes:
     """The head of ``POST path`` to ``origin`` with ``headers`` and a body of ``length`` bytes."""
-    lines = [f"POST {origin.prefix}{path} HTTP/1.1\r\nHost: {origin.host_header}\r\nContent-Length: {length}\r\n"]
-    lines += [f"{k}: {v}\r\n" for k, v in headers]
-    lines.append("\r\n")
-    return "".join(lines).encode("latin-1")
+    return request_head_block(origin, path, "".join(f"{k}: {v}\r\n" for k, v in headers).encode("latin-1"), length)
 
 
 def request_head_block(origin: Origin, path: str, block: bytes, length: int) -> bytes:
@@ -589,15 +577,9 @@ class UpstreamPool:
         stops working on the request."""
         head = (request_head_block(origin, path, headers, len(body)) if isinstance(headers, bytes)
                 else request_head(origin, path, headers, len(body)))
-        idle = self._idle.get(origin.key)
         for attempt in range(2):
-            reused = False
-            conn = None
-            while idle:
-                c = idle.pop()
-                if not c.closed:
-                    conn, reused = c, True
-                    break
+            conn = self.take_idle(origin)
+            reused = conn is not None
             if conn is None:
                 conn = await self._connect(origin, deadlines.connect)
             response = conn.send(head, body)
