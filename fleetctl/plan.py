@@ -434,20 +434,23 @@ def _reset_runtime() -> None:
     settings.set_root_resource(None)
 
 
-def _resolve_outputs(stack_outputs: Mapping[str, Any]) -> dict[str, Any]:
+def _resolve(stack_outputs: Mapping[str, Any]) -> dict[str, tuple[Any, bool, bool]]:
+    """Each stack output, awaited once: (value, is secret, is known); an unknown one's value is None."""
     from pulumi import Output
     from pulumi.runtime.sync_await import _sync_await
 
-    async def one(value: Any) -> Any:
+    async def one(value: Any) -> tuple[Any, bool, bool]:
         out = Output.from_input(value)
-        if await out.is_secret():
-            return SECRET
-        if not await out.is_known():
-            return UNKNOWN
-        return await out.future()
+        secret, known = await out.is_secret(), await out.is_known()
+        return (await out.future() if known else None), secret, known
 
-    return {k: _plain(json.loads(json.dumps(_sync_await(one(v)), default=str)))
-            for k, v in sorted(stack_outputs.items())}
+    return {k: _sync_await(one(v)) for k, v in sorted(stack_outputs.items())}
+
+
+def _shown_outputs(resolved: Mapping[str, tuple[Any, bool, bool]]) -> dict[str, Any]:
+    """The outputs as plan.json shows them: a secret as ``[secret]``, an unknown as ``[unknown]``."""
+    return {k: SECRET if secret else UNKNOWN if not known else _plain(json.loads(json.dumps(value, default=str)))
+            for k, (value, secret, known) in resolved.items()}
 
 
 @contextmanager
@@ -468,17 +471,6 @@ def _no_cycle_collection() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-def _resolve_exports(stack_outputs: Mapping[str, Any]) -> dict[str, tuple[Any, bool]]:
-    from pulumi import Output
-    from pulumi.runtime.sync_await import _sync_await
-
-    async def one(value: Any) -> tuple[Any, bool]:
-        out = Output.from_input(value)
-        secret = await out.is_secret()
-        return (await out.future() if await out.is_known() else None), secret
-
-    return {k: _sync_await(one(v)) for k, v in sorted(stack_outputs.items())}
 
 
 def run_plan(stack: str, config_file: str | Path | None = None, *, as_engine: bool = False,
@@ -525,8 +517,9 @@ def _run_plan(stack: str, config_file: str | Path | None, *, as_engine: bool, ch
     program.FLEET_FILES = dict(FLEET_FILES)
     program.OFFLINE_PLAN = not as_engine  # list missing secrets instead of failing (program.read_secrets)
     _sync_await(run_pulumi_func(lambda: runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")))
-    outputs = _resolve_outputs(settings.get_root_resource().outputs)
-    exports = _resolve_exports(settings.get_root_resource().outputs)
+    resolved = _resolve(settings.get_root_resource().outputs)
+    outputs = _shown_outputs(resolved)
+    exports = {k: (value, secret) for k, (value, secret, _) in resolved.items()}
     resources = [monitor.records[u] for u in sorted(monitor.records)]
     plan = Plan(stack=stack, project=cfg.project, spec=spec, resources=resources, outputs=outputs,
                 missing_secrets=[{"key": m.key, "why": m.why, "command": m.command + (
