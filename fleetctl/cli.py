@@ -27,8 +27,13 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     try:
         plan = run_plan(args.stack, args.config_file, charts=not args.no_charts)
     except ChartError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        if not args.charts_if_cached:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        # A first `make plan` on a machine with no chart cache yet: the program's plan, and why its
+        # charts were not rendered (the summary says they went unchecked).
+        print(f"note: {e}; planning without rendering the charts", file=sys.stderr)
+        plan = run_plan(args.stack, args.config_file, charts=False)
     out = Path(args.out) if args.out else ROOT / "build" / "plan" / args.stack
     write_plan(plan, out)
     print(summary(plan))
@@ -50,7 +55,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
               f"  fix: {v.remediation}", file=sys.stderr)
     for m in plan.missing_secrets:
         print(f"missing secret {m['key']}: {m['why']}\n  set it: {m['command']}", file=sys.stderr)
-    print("charts: not rendered (--no-charts): chart objects were not checked" if plan.releases is None else
+    print(f"charts: not rendered ({'--no-charts' if args.no_charts else 'not in the chart cache'}): chart objects "
+          "were not checked" if plan.releases is None else
           f"charts: {len(plan.chart_problems)} problem(s)")
     for p in plan.chart_problems:
         print(f"chart problem: {p}", file=sys.stderr)
@@ -192,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="exit 1 when a secret the stack cannot be deployed without is not set")
     plan.add_argument("--no-charts", action="store_true",
                       help="do not render the Helm releases (their objects go unchecked; the summary says so)")
+    plan.add_argument("--charts-if-cached", action="store_true",
+                      help="render the Helm releases if the chart cache holds them, else plan without them and "
+                           "say which chart is missing (what `make plan` runs)")
     plan.set_defaults(func=_cmd_plan)
 
     verify = sub.add_parser("verify", help="check offline that the planned topology would serve: scheduling, "

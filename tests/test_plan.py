@@ -192,3 +192,25 @@ def test_planning_again_into_the_same_directory_leaves_exactly_the_new_plan(tmp_
     assert files == sorted(p.relative_to(reused) for p in reused.rglob("*") if p.is_file())
     assert all((fresh / rel).read_bytes() == (reused / rel).read_bytes() for rel in files)
     assert not stale.parent.exists()
+
+
+def test_make_plan_on_a_clone_with_no_chart_cache_still_prints_the_dev_plan_and_names_the_missing_chart(tmp_path):
+    # `make plan` runs `fleet plan --stack dev --charts-if-cached`: a first clone, before any
+    # `fleet charts pull`, gets the program's plan and is told which chart is missing, where plain
+    # `fleet plan` refuses (exit 2) rather than report charts it could not check.
+    env = {**os.environ, "FLEET_CHARTS_DIR": str(tmp_path / "no-charts"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+
+    def plan(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "fleet", "plan", "--stack", "dev", "--out", str(tmp_path / "out"),
+                               *extra], cwd=ROOT, capture_output=True, text=True, timeout=240, env=env)
+
+    refused = plan()
+    assert refused.returncode == 2 and "is not in the chart cache" in refused.stderr
+    assert not (tmp_path / "out" / "plan.json").exists()
+    first = plan("--charts-if-cached")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "is not in the chart cache" in first.stderr and "python -m fleet charts pull" in first.stderr
+    assert "charts: not rendered (not in the chart cache): chart objects were not checked" in first.stdout
+    assert json.loads((tmp_path / "out" / "plan.json").read_text())["charts"]["rendered"] is None
+    make_plan = (ROOT / "Makefile").read_text().split("\nplan: setup\n")[1].split("\n")[0]
+    assert make_plan.split() == ["$(PY)", "-m", "fleet", "plan", "--stack", "dev", "--charts-if-cached"]
