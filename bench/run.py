@@ -129,12 +129,15 @@ def _stop_all(live: dict, backend) -> None:
     stop(backend)
 
 def start_router(pools: list[dict], tiers: list[dict] | None = None, policy: str = "round-robin",
-                 **extra) -> tuple[str, subprocess.Popen, str]:
+                 may_set: tuple[str, ...] = ("tier", "policy"), **extra) -> tuple[str, subprocess.Popen, str]:
+    """``may_set``: the routing headers the bench's key may send. The routing phase picks the policy
+    under test by ``x-fleet-policy``; a router measured with one policy (throughput, latency) is
+    configured as an operator running that policy would, its key allowed no policy switch: a key
+    that may switch to prefix-affinity makes every request's prompt hashed (core.learns_prefixes)."""
     port, admin = free_port(), free_port()
     cfg = {"listen": {"host": HOST, "port": port, "admin_port": admin}, "policy": policy,
            "auth": {"api_key_hashes": [hashlib.sha256(KEY.encode()).hexdigest()],
-                    # the bench's key picks the policy under test by x-fleet-policy
-                    "routing_headers": {hashlib.sha256(KEY.encode()).hexdigest(): ["tier", "policy"]}},
+                    "routing_headers": {hashlib.sha256(KEY.encode()).hexdigest(): list(may_set)}},
            # No per-key limits: the router's default (issue 19: none unless the config sets one),
            # and vllm-router and LiteLLM enforce none here either. The key is still checked.
            "discovery": {"models_refresh_s": 5, "metrics_scrape_s": 1}, "pools": pools,
@@ -341,8 +344,8 @@ def start_targets(urls: list[str], names: set[str], failures: dict) -> dict[str,
     pools = [{"name": n, "url": u, "vendor": v, "models": [MODEL], "cost_per_hour": 1.0, "tokens_per_second": 1000.0,
               "max_concurrency": 100000} for n, u, v in zip(("a", "b"), urls, ("nvidia", "amd"))]
     starters = {
-        "fleet_router round-robin": lambda: start_router(pools, policy="round-robin")[:2],
-        "fleet_router prefix-affinity": lambda: start_router(pools, policy="prefix-affinity")[:2],
+        "fleet_router round-robin": lambda: start_router(pools, policy="round-robin", may_set=("tier",))[:2],
+        "fleet_router prefix-affinity": lambda: start_router(pools, policy="prefix-affinity", may_set=("tier",))[:2],
         "vllm-router round_robin": lambda: start_vllm_router(urls, "round_robin"),
         "vllm-router cache_aware": lambda: start_vllm_router(urls, "cache_aware"),
         "litellm": lambda: start_litellm(urls),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from types import MappingProxyType
 from collections.abc import Mapping
 
 from fleet_router import core, httpio
@@ -16,6 +17,7 @@ from fleet_router.limits import Limiter, Verdict
 from fleet_router.openai_api import error
 
 
+_NOTHING_CHOSEN: tuple[Mapping[str, str], None] = (MappingProxyType({}), None)  # a key that may set none
 PERIOD_TEXT = {"day": "per UTC day", "month": "per UTC month", "total": "in total"}
 
 
@@ -23,7 +25,8 @@ class Admission:
     """Per-key state (limit buckets, key digests) survives :meth:`apply_config`."""
 
     def __init__(self, config: RouterConfig, metrics):
-        self._digests: dict[str, str] = {}  # presented key -> sha256, so hashing is once per key
+        self._digests: dict[str, str] = {}  # presented Authorization header -> its key's sha256, hashed once
+        self._may: dict[str, frozenset[str]] = {}  # key id -> the routing headers it may set (this config's)
         self.limiter = Limiter(config.limits, config.store, metrics)
         self.apply_config(config)
 
@@ -40,6 +43,7 @@ class Admission:
         self.tier_headers = core.tier_header_names(config.tiers)
         # the built-in policies and the config's own profiles (core.profile_for resolves both)
         self.policies = (*core.POLICY_NAMES, *(p.name for p in config.profiles))
+        self._may = {}
 
     def authenticate(self, headers: Mapping[str, str]) -> tuple[str | None, httpio.Response | None]:
         """``(key id, None)`` for an accepted key (its sha256; ``"anonymous"`` with auth off), else
@@ -47,15 +51,14 @@ class Admission:
         if not self.key_hashes:
             return "anonymous", None
         header = headers.get("Authorization", "")
-        if not header.startswith("Bearer ") or not header[7:].strip():
-            return None, error(401, "Missing API key: send `Authorization: Bearer <key>`.",
-                               "invalid_request_error", "invalid_api_key")
-        key = header[7:].strip()
-        digest = self._digests.get(key)
+        digest = self._digests.get(header)  # the same header, request after request: one look-up
         if digest is None:
+            if not header.startswith("Bearer ") or not header[7:].strip():
+                return None, error(401, "Missing API key: send `Authorization: Bearer <key>`.",
+                                   "invalid_request_error", "invalid_api_key")
             if len(self._digests) >= 4096:  # bounded: a flood of random keys cannot grow it
                 self._digests.clear()
-            digest = self._digests[key] = hashlib.sha256(key.encode()).hexdigest()
+            digest = self._digests[header] = hashlib.sha256(header[7:].strip().encode()).hexdigest()
         if digest not in self.key_hashes:
             return None, error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
         return digest, None
@@ -81,11 +84,17 @@ class Admission:
         return v, error(429, message, "rate_limit_error", code, headers={**v.headers, **retry})
 
     def routing_headers(self, headers: Mapping[str, str],
-                        key: str) -> tuple[dict[str, str], str | None] | httpio.Response:
+                        key: str) -> tuple[Mapping[str, str], str | None] | httpio.Response:
         """The tier headers (only known values) and the ``x-fleet-policy`` override, or a 400 naming
         the header. Only the headers ``key`` is allowed to set (``auth.routing_headers``) count;
         anyone else's are ignored, so the caller gets the default tier and its policy."""
-        may = self.config.auth.may_set(key)
+        may = self._may.get(key)
+        if may is None:
+            if len(self._may) >= 4096:
+                self._may.clear()
+            may = self._may[key] = self.config.auth.may_set(key)
+        if not may:
+            return _NOTHING_CHOSEN
         chosen = {}
         if "tier" in may:
             for name, allowed in self.tier_headers.items():

@@ -680,6 +680,10 @@ class _Connection(asyncio.Protocol):
                 and not (self.site.closing and not self.queue))
         if not keep:
             r.keep_alive = False
+        elif not headers and length is not None and length >= 0:  # a proxied answer: its lines are in block
+            return b"%b%bdate: %b\r\nx-request-id: %b\r\ncontent-length: %d\r\n\r\n" % (
+                _STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status, block, self.site.date.get(),
+                r.request_id.encode(), length)
         parts = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status]
         lines = self.site.header_lines
         for kv in headers.items():

@@ -39,7 +39,7 @@ from fleet_router.config import ConfigError, Pool, RouterConfig
 from fleet_router.metrics import RouterMetrics
 from fleet_router.openai_api import InferenceRequest, error
 from fleet_router.upstream import (Deadlines, Exchange, Response, UpstreamError, UpstreamPool, UpstreamTimeout,
-                                   UpstreamTooLarge, request_head_block)
+                                   UpstreamTooLarge)
 
 log = logging.getLogger("fleet_router")
 
@@ -130,6 +130,8 @@ class Proxy:
         self.config, self.states, self._auth_lines = config, states, auth_lines
         #: (client headers, peer, trusted, content type) -> the forwarded headers but the request id, encoded
         self._fwd_blocks: dict[tuple, bytes] = {}
+        #: the same and (origin, target, pool) -> the request head up to its length and id (see _request_head)
+        self._leads: dict[tuple, bytes] = {}
         self._tiers = {t.name: t for t in config.tiers}
         if self.upstream is not None:
             self.upstream.trust.clear()  # a reload re-reads the pools' CA bundles (a rotated CA)
@@ -229,6 +231,21 @@ class Proxy:
         """Every header the backend gets but the pool's key (``_auth_lines``), encoded."""
         return b"%bX-Request-Id: %b\r\n" % (self._forward_block(request, req), request.request_id.encode("latin-1"))
 
+    def _request_head(self, request: httpio.Request, req: InferenceRequest, pool: str, origin) -> bytes:
+        """The head :func:`request_head_block` writes for this request to ``pool`` at ``origin``, built
+        from a remembered lead (request line, Host, the forwarded headers, the pool's key): only the
+        length and the request id change from one request to the next."""
+        key = (request.headers.key(), request.peer, request.trusted_peer, req.content_type, req.target, pool, origin)
+        lead = self._leads.get(key)
+        if lead is None:
+            if len(self._leads) >= 4096:
+                self._leads.clear()
+            lead = self._leads[key] = b"POST %b HTTP/1.1\r\nHost: %b\r\n%b%b" % (
+                f"{origin.prefix}{req.target}".encode("latin-1"), origin.host_header.encode("latin-1"),
+                self._forward_block(request, req), self._auth_lines.get(pool, b""))
+        return b"%bContent-Length: %d\r\nX-Request-Id: %b\r\n\r\n" % (lead, len(req.raw),
+                                                                         request.request_id.encode("latin-1"))
+
     def forward_now(self, request: httpio.Request, req: InferenceRequest, decision: core.Decision,
                     answer: Callable[[httpio.Response | Awaitable | None], None]) -> bool:
         """The common case without a task (issue 18: the task, the coroutines and the futures of
@@ -248,8 +265,7 @@ class Proxy:
         conn = self.upstream.take_idle(self.upstream.origin(pool.url, pool.ca_file))
         if conn is None:
             return False
-        head = request_head_block(conn.origin, req.target,
-                                  self._head_block(request, req) + self._auth_lines.get(state.name, b""), len(req.raw))
+        head = self._request_head(request, req, state.name, conn.origin)
         attempt = core.on_dispatch(state, decision)
 
         def on_end(x: Exchange) -> None:
@@ -257,8 +273,7 @@ class Proxy:
             if e is None and x.status < 400 and not request.gone:
                 core.on_first_byte(attempt, None, 0.0)  # no TTFT for a whole answer (see _attempt)
                 core.on_done(attempt)
-                usage = usage_of(x.body)
-                self._account(decision, state, req.model, None, _completion_tokens(usage), x.status)
+                self._account(decision, state, req.model, None, completion_tokens_of(x.body), x.status)
                 answer(httpio.Response(status=x.status, body=x.body, block=self._block(x, state, decision)))
                 return
             core.on_done(attempt)
@@ -584,6 +599,18 @@ def usage_of(whole: bytes) -> dict:
     except (orjson.JSONDecodeError, AttributeError):
         return {}
     return usage if isinstance(usage, dict) else {}
+
+
+def completion_tokens_of(whole: bytes) -> int:
+    """``usage.completion_tokens`` of a whole OpenAI answer, found without parsing the answer (issue
+    18: parsing a long answer only to count its tokens): the last ``"usage"`` key — vLLM and OpenAI
+    write it after the choices — then the ``completion_tokens`` after it. Inside a JSON string a
+    quote is escaped, so these quoted bytes can only be keys, never generated text. 0 without."""
+    i = whole.rfind(b'"usage"')
+    if i < 0:
+        return 0
+    m = _COMPLETION_TOKENS.search(whole, i)
+    return int(m.group(1)) if m is not None else 0
 
 
 def sse_usage(tail: bytes) -> dict:

@@ -170,3 +170,22 @@ def test_a_body_that_comes_after_its_head_is_still_served(fleet, backends):
     answer = _read_answers(s, 1)[0]
     s.close()
     assert answer.startswith(b"HTTP/1.1 200") and b'"ok"' in answer
+
+
+def test_tokens_are_counted_from_the_answers_usage_not_from_text_that_looks_like_it(fleet, backends):
+    # The task-free path counts completion tokens without parsing the answer (issue 18): the last
+    # "usage" key, then its completion_tokens. Generated text that spells the same keys is escaped
+    # inside its JSON string, and an answer laid out with spaces still counts.
+    sly = json.dumps({"usage": {"completion_tokens": 999}})
+    body = json.dumps({"id": "c1", "object": "chat.completion", "created": 0, "model": "m1",
+                       "usage": {"prompt_tokens": 1, "completion_tokens" : 4, "total_tokens": 5},
+                       "choices": [{"index": 0, "message": {"role": "assistant", "content": sly},
+                                    "finish_reason": "stop"}]}, indent=1).encode()
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body)
+    a, url_a = backends(_script(answer))
+    _router(fleet, [pool("a", url_a, "nvidia", 1.0)])
+    for _ in range(2):
+        status, _, data = _post(fleet, CHAT)
+        assert status == 200 and json.loads(json.loads(data)["choices"][0]["message"]["content"]) == json.loads(sly)
+    assert _same_connection(a)  # the second came task-free, on the first one's connection
+    assert _metric(_metrics(fleet), "fleet_router_tokens_total", pool="a") == 4 + 4

@@ -95,31 +95,42 @@ def route(config: "RouterConfig", states: Mapping[str, PoolState], model: str, h
     then read only if needed). ``learn``: remember every request's blocks (:func:`learns_prefixes`
     of the config); False, and a profile that does not read the prompt leaves it unread and
     unhashed (the decision has no blocks: its dispatch teaches the pools' memory nothing)."""
-    serving = F.serving(model, states.values())
+    # The pipeline's own filters (serves the model, not ejected, in the tier and not saturated) in
+    # one pass over the pools: the filters module's functions say the same per step, and cost a
+    # list and a call per pool each on every request (issue 18: a short request's routing).
+    serving = 0
+    tier = select_tier(config.tiers, headers) if config.tiers else None
+    weights = {b.pool: float(b.weight) for b in tier.backends} if tier else None
+    primary: list[PoolState] = []
+    live: list[PoolState] = []
+    for s in states.values():
+        if model in s.pool.models or model in s.discovered_models:
+            serving += 1
+            if now >= s.ejected_until:
+                live.append(s)
+                if (weights is None or weights.get(s.name, 0) > 0) and not s.saturated():
+                    primary.append(s)
     if not serving:
         raise NoRoute(404, f"The model `{model}` does not exist or is not served by this router.",
                       "model_not_found")
-    live = F.available(now, serving)
     if not live:
         raise NoRoute(503, f"Every pool serving `{model}` is failing right now; retry shortly.",
                       "no_healthy_backend")
-
-    tier = select_tier(config.tiers, headers)
-    weights = {b.pool: float(b.weight) for b in tier.backends} if tier else {s.name: 1.0 for s in serving}
     policy = policy_override or (tier.policy if tier and tier.policy else config.policy)
-    profile = profile_for(config, policy)
+    profile = PROFILES.get(policy) or profile_for(config, policy)
 
-    primary = F.in_tier(weights, live)
     overflow_used = False
     if not primary and tier is not None:
         primary = F.overflow(tier.overflow, live)
-        weights = {s.name: 1.0 for s in primary}
+        weights = None
         overflow_used = bool(primary)
     if not primary:
         # Everything in the tier is saturated or down: the least loaded of whatever serves it.
         primary = sorted(live, key=lambda s: (s.load(), s.name))
-        weights = {s.name: 1.0 for s in primary}
+        weights = None
         overflow_used = tier is not None
+    if weights is None:  # no tier, or its overflow: every candidate weighs the same
+        weights = {s.name: 1.0 for s in primary}
 
     slo = tier.ttft_slo_ms / 1000 if tier is not None and tier.ttft_slo_ms is not None else None
     if learn or profile.reads_prompt():
