@@ -261,6 +261,17 @@ class Response:
         self.body = body
 
 
+def proxied(status: int, body: bytes, block: bytes) -> Response:
+    """``Response(status=status, body=body, block=block)`` without the general constructor's work
+    (no headers of its own: every line is in ``block``), for an answer passed on request after request."""
+    r = _new_response(Response)
+    r.status, r.body, r.headers, r.block = status, body, {}, block
+    return r
+
+
+_new_response = object.__new__
+
+
 def header_block(headers: dict[str, str]) -> bytes:
     """``headers`` as a :class:`Response` ``block``: one ``name: value`` line each, without the
     headers the server frames itself (as for ``Response.headers``)."""
@@ -646,7 +657,8 @@ class _Connection(asyncio.Protocol):
             self._finished(r)
 
     def _finished(self, r: Request) -> None:
-        self.site.log_access(r)
+        if self.site.access_log_on:
+            self.site.log_access(r)
         if self.active is r:
             self.active = None
         if self.closed:

@@ -274,7 +274,7 @@ class Proxy:
                 core.on_first_byte(attempt, None, 0.0)  # no TTFT for a whole answer (see _attempt)
                 core.on_done(attempt)
                 self._account(decision, state, req.model, None, completion_tokens_of(x.body), x.status)
-                answer(httpio.Response(status=x.status, body=x.body, block=self._block(x, state, decision)))
+                answer(httpio.proxied(x.status, x.body, self._block(x, state, decision)))
                 return
             core.on_done(attempt)
             if request.gone:
