@@ -37,6 +37,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
 BENCH_VENV = ROOT / ".venv-bench" / "bin"
+#: The interpreter every fleet_router under test runs on (``make bench`` builds it from
+#: ``ROUTER_PYTHON``): an optimised CPython, as the router image's python:3.11-slim is. The tree's
+#: own router/ comes first on its path, so it runs the code checked out, not a copy.
+ROUTER_VENV = ROOT / ".venv-bench-router" / "bin"
 HOST = "127.0.0.1"
 KEY = "sk-bench"
 MODEL = "m1"
@@ -129,7 +133,8 @@ def _stop_all(live: dict, backend) -> None:
     stop(backend)
 
 def start_router(pools: list[dict], tiers: list[dict] | None = None, policy: str = "round-robin",
-                 may_set: tuple[str, ...] = ("tier", "policy"), **extra) -> tuple[str, subprocess.Popen, str]:
+                 may_set: tuple[str, ...] = ("tier", "policy"), python: str | None = None,
+                 **extra) -> tuple[str, subprocess.Popen, str]:
     """``may_set``: the routing headers the bench's key may send. The routing phase picks the policy
     under test by ``x-fleet-policy``; a router measured with one policy (throughput, latency) is
     configured as an operator running that policy would, its key allowed no policy switch: a key
@@ -148,9 +153,20 @@ def start_router(pools: list[dict], tiers: list[dict] | None = None, policy: str
     path = LOG / f"router-{port}.yaml"
     LOG.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(cfg))
-    p = spawn([sys.executable, "-m", "fleet_router", "--config", str(path)], "fleet_router")
+    p = spawn([python or router_python(), "-m", "fleet_router", "--config", str(path)], "fleet_router",
+              env={"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "router"), os.environ.get("PYTHONPATH")]))})
     wait_http(f"http://{HOST}:{admin}/readyz", [p])
     return f"http://{HOST}:{port}", p, f"http://{HOST}:{admin}"
+
+
+def router_python() -> str:
+    """``FLEET_BENCH_ROUTER_PYTHON``, else the bench's router interpreter if ``make bench`` built
+    it, else this one."""
+    chosen = os.environ.get("FLEET_BENCH_ROUTER_PYTHON")
+    if chosen:
+        return chosen
+    built = ROUTER_VENV / "python"
+    return str(built) if built.exists() else sys.executable
 
 
 def start_vllm_router(workers: list[str], policy: str) -> tuple[str, subprocess.Popen]:
@@ -265,9 +281,13 @@ WRK_MISSING = ("wrk (the compiled load generator) is not on PATH: install it wit
                "its source; the bench does not fall back to a Python generator, which tops out near 5 k req/s")
 
 # name -> (kind, stream, connections, targets). One fact in one place: report.py reads the pairs.
+#: fleet_router round-robin again, on the interpreter running the bench (this machine's default
+#: CPython), when that is not the router's: what the choice of interpreter alone is worth.
+SAME_ON_BENCH_PYTHON = "fleet_router round-robin (bench's CPython)"
 WORKLOADS = {
     "short": ("short", False, 32, ["direct", "fleet_router round-robin", "vllm-router round_robin",
-                                   "fleet_router prefix-affinity", "vllm-router cache_aware", "litellm"]),
+                                   "fleet_router prefix-affinity", "vllm-router cache_aware", "litellm",
+                                   SAME_ON_BENCH_PYTHON]),
     "short-stream": ("short", True, 32, ["direct", "fleet_router round-robin", "vllm-router round_robin",
                                          "fleet_router prefix-affinity", "vllm-router cache_aware"]),
     "long": ("long", False, 8, ["direct", "fleet_router prefix-affinity", "vllm-router cache_aware",
@@ -317,8 +337,9 @@ def _children_cpu() -> float:
 
 def start_backend() -> tuple[list[str], subprocess.Popen]:
     """bench/backend.py on two ports (two pools), on the load generator's core: each proxy has
-    core 1 to itself. ``direct`` measures generator + backend on that one core, so direct >= 5x a
-    proxy's req/s means core 0 was at most a fifth busy while that proxy was measured."""
+    core 1 to itself. ``direct`` measures generator + backend on that one core: their CPU per request
+    gives core 0's capacity, and a capacity >= 5x a proxy's req/s means core 0 was at most a fifth
+    busy while that proxy was measured (bench/report.py, pair_ratio)."""
     ports = [free_port(), free_port()]
     p = spawn([sys.executable, str(HERE / "backend.py"), "--host", HOST, *[a for q in ports for a in ("--port", str(q))]],
               "backend", core=0)
@@ -346,6 +367,8 @@ def start_targets(urls: list[str], names: set[str], failures: dict) -> dict[str,
     starters = {
         "fleet_router round-robin": lambda: start_router(pools, policy="round-robin", may_set=("tier",))[:2],
         "fleet_router prefix-affinity": lambda: start_router(pools, policy="prefix-affinity", may_set=("tier",))[:2],
+        SAME_ON_BENCH_PYTHON: lambda: start_router(pools, policy="round-robin", may_set=("tier",),
+                                                   python=sys.executable)[:2],
         "vllm-router round_robin": lambda: start_vllm_router(urls, "round_robin"),
         "vllm-router cache_aware": lambda: start_vllm_router(urls, "cache_aware"),
         "litellm": lambda: start_litellm(urls),
@@ -383,6 +406,8 @@ def throughput(cfg) -> dict:
                  "min_direct_ratio": MIN_DIRECT_RATIO}
     urls, backend = start_backend()
     wanted = {t for w in WORKLOADS.values() for t in w[3]} - {"direct"}
+    if router_python() == sys.executable:
+        wanted.discard(SAME_ON_BENCH_PYTHON)  # one interpreter: the row would repeat round-robin's
     live = start_targets(urls, wanted, out["failures"])
     live["direct"] = (urls[0], None)
     rows: dict[str, dict[str, list[dict]]] = {w: {t: [] for t in spec[3]} for w, spec in WORKLOADS.items()}
@@ -718,6 +743,13 @@ def machine() -> dict:
     except OSError:
         pass
     vers = {"python": platform.python_version(), "aiohttp": aiohttp.__version__}
+    rp = router_python()
+    try:
+        vers["fleet_router python"] = f"{rp} " + subprocess.run(
+            [rp, "-c", "import platform; print(platform.python_version())"], capture_output=True, text=True,
+            timeout=30).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        vers["fleet_router python"] = rp
     for pkg, py in (("fleet_router", sys.executable), ("vllm-router", str(BENCH_VENV / "python")),
                     ("litellm", str(BENCH_VENV / "python")), ("uvloop", sys.executable)):
         try:

@@ -125,15 +125,30 @@ def test_no_ratio_when_the_load_generator_may_be_the_limit():
     or not met; the other pairs are still judged."""
     out = _results()
     long = out["throughput"]["workloads"]["long"]["targets"]
-    long["direct"]["rps"] = 6900  # 4.9x prefix-affinity's 1400, 4.6x round-robin's 1500
-    v = _verdicts(out)
+    # Core 0's capacity: 1e6 / (backend + generator CPU µs per request) per core-second.
+    long["direct"].update(cpu_us_per_request=60, generator_cpu_us_per_request=1e6 / 6900 - 60)
+    v = _verdicts(out)  # 6,900: 4.9x prefix-affinity's 1400, 4.6x round-robin's 1500
     for name in (LONG_PA, LONG_RR):
         measured, met, why = v[name]
         assert (measured, met) == ("no ratio", None)
         assert "the faster of the two" in why and "needs 5x" in why
     assert v[SHORT_RR][1] is True
-    long["direct"]["rps"] = 7500  # exactly 5x round-robin's 1500: reported
+    long["direct"]["generator_cpu_us_per_request"] = 1e6 / 7510 - 60  # just over 5x round-robin's 1500: reported
     assert _verdicts(out)[LONG_RR][:2] == ("1.25x", True)
+
+
+def test_the_headroom_is_core_0s_capacity_not_directs_own_req_s():
+    """Direct's req/s at the bench's connection count is bound by the generator and the backend
+    taking turns on one core (core 0 half idle), not by what core 0 can do: the headroom is taken
+    from their CPU per request. A proxy measured at a fifth of that capacity or less is judged,
+    however few req/s direct itself reached."""
+    out = _results()
+    t = out["throughput"]["workloads"]["short"]["targets"]
+    t["direct"].update(rps=3 * t[VRR]["rps"], cpu_us_per_request=1e6 / t[VRR]["rps"] / 12,
+                       generator_cpu_us_per_request=1e6 / t[VRR]["rps"] / 12)  # capacity 6x the peer
+    assert _verdicts(out)[SHORT_RR][1] is not None
+    t["direct"]["generator_cpu_us_per_request"] *= 4  # capacity 2.4x the peer: refused
+    assert _verdicts(out)[SHORT_RR][:2] == ("no ratio", None)
 
 
 def test_a_starved_proxy_is_judged_per_core_second():
