@@ -238,6 +238,11 @@ def write_markdown(out: dict, path: Path) -> None:
          f"Commit {m.get('commit')}; load average at start {m.get('loadavg_start')}, at end {m.get('loadavg_end')} "
          "(other work on this shared machine). Absolute numbers move between runs; the ratios are measured side "
          "by side in one run.", ""]
+    runs = {(r or {}).get("started") for r in (out.get("phases") or {}).values()}
+    if len(runs) > 1:  # bench/run.py --update: some phases re-run, the rest kept from an earlier run
+        L += ["Phases from more than one run (`--update`): " + "; ".join(
+            f"{phase} {r.get('started')} (commit {r.get('commit')}, load {r.get('loadavg_start')})"
+            for phase, r in out["phases"].items() if r) + ".", ""]
     tp = out.get("throughput")
     if tp:
         L += _throughput_md(out, tp)

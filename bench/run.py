@@ -817,6 +817,8 @@ def main() -> int:
     ap.add_argument("--migration-tokens", type=int, default=200, help="tokens per stream (migration phase)")
     ap.add_argument("--migration-seconds", type=float, default=8.0, help="load per run (migration phase)")
     ap.add_argument("--only", default="throughput,latency,routing,failover,migration,replicas")
+    ap.add_argument("--update", action="store_true",
+                    help="keep the phases not run from the last results.json (each phase says which run it is from)")
     cfg = ap.parse_args()
     if cfg.quick:
         cfg.seconds, cfg.rounds, cfg.conversations, cfg.turns, cfg.failover_seconds = 1.0, 1, 12, 3, 2.0
@@ -859,6 +861,11 @@ def main() -> int:
         kill_all()
     out["duration_s"] = round(time.time() - t0, 1)
     out["machine"]["loadavg_end"] = _loadavg()
+    run_info = {"started": out["started"], "commit": out["machine"]["commit"],
+                "loadavg_start": out["machine"]["loadavg_start"], "loadavg_end": out["machine"]["loadavg_end"]}
+    out["phases"] = {phase: run_info for phase in PHASES if phase in out}
+    if cfg.update:
+        out = _merged(out, RESULTS / "results.json")
     (RESULTS / "results.json").write_text(json.dumps(out, indent=1) + "\n")
     write_markdown(out, RESULTS / "results.md")
     plotter = BENCH_VENV / "python"
@@ -866,6 +873,26 @@ def main() -> int:
         subprocess.run([str(plotter), str(HERE / "plots.py"), str(RESULTS / "results.json")], timeout=120)
     print((RESULTS / "results.md").read_text())
     return 0
+
+
+PHASES = ("throughput", "latency", "routing", "failover", "migration", "replicas")
+
+
+def _merged(out: dict, previous: Path) -> dict:
+    """``out`` with the phases it did not run taken from ``previous`` (``--update``), each phase's
+    run (start, commit, load) kept beside it under ``phases``: a phase re-run on a quieter machine
+    replaces only itself, and the report says which figures come from which run."""
+    try:
+        old = json.loads(previous.read_text())
+    except (OSError, ValueError):
+        return out
+    before = old.get("phases") or {p: {k: old.get("machine", {}).get(k) for k in ("commit", "loadavg_start", "loadavg_end")}
+                                    | {"started": old.get("started")} for p in PHASES if p in old}
+    for phase in PHASES:
+        if phase not in out and phase in old:
+            out[phase] = old[phase]
+            out["phases"][phase] = before.get(phase)
+    return out
 
 
 if __name__ == "__main__":

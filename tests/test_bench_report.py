@@ -255,3 +255,17 @@ def test_stream_migration_runs_are_judged_only_when_a_kill_reached_a_stream(tmp_
     md = _markdown(out, tmp_path)
     assert ("| two pools killed in turn | 300 | 298 | 2 | upstream_broken | 40 | 40.0 / 95.0 | 8.0 / 20.0 | 75.0 | "
             "50.0 / 0.100 | 40 (reset 40) | 2400 | 2 |") in md
+
+
+def test_a_report_of_phases_from_two_runs_says_which_run_each_is_from(tmp_path):
+    """``bench/run.py --update`` re-runs some phases and keeps the others: the report names each
+    phase's run, so no figure passes for one measured beside figures it never ran with."""
+    out = _results()
+    del out["routing"], out["failover"]  # their sections need full rows
+    first = {"started": "2026-12-01T08:00:00Z", "commit": "aaa1111", "loadavg_start": "0.5"}
+    out["phases"] = {"throughput": first, "latency": {**first, "started": "2026-12-01T09:00:00Z", "commit": "bbb2222"}}
+    text = _markdown(out, tmp_path)
+    assert "Phases from more than one run" in text
+    assert "latency 2026-12-01T09:00:00Z (commit bbb2222" in text and "throughput 2026-12-01T08:00:00Z" in text
+    out["phases"]["latency"] = first
+    assert "Phases from more than one run" not in _markdown(out, tmp_path)
