@@ -73,6 +73,9 @@ class BodyTimeout(BodyError):
     """The client stopped sending the body for longer than the site's ``body_timeout``."""
 
 
+_METHODS = {m.encode(): m for m in ("GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH")}
+
+
 class Headers:
     """Request headers: case-insensitive ``get`` (first value wins), ``items()`` in arrival order.
     ``lower``: lower-case name -> first value, built as the head is parsed (one pass, no second)."""
@@ -559,8 +562,9 @@ class _Connection(asyncio.Protocol):
             path, query = u.path or b"/", u.query or b""
         headers = Headers(self._headers, self._lower)
         lower = self._lower
-        r = Request(self, parser.get_method().decode("latin-1"), path.decode("utf-8", "replace"),
-                    query.decode("latin-1"), parser.get_http_version(), headers)
+        method = parser.get_method()
+        r = Request(self, _METHODS.get(method) or method.decode("latin-1"), path.decode("utf-8", "replace"),
+                    query.decode("latin-1") if query else "", parser.get_http_version(), headers)
         r.keep_alive = parser.should_keep_alive()
         cl = lower.get("content-length")
         r.content_length = int(cl) if cl is not None else None  # llhttp allows digits only

@@ -31,6 +31,7 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from operator import attrgetter
 
 import orjson
 
@@ -49,6 +50,7 @@ log = logging.getLogger("fleet_router")
 RESPONSE_HEADERS = frozenset({"content-type", "content-encoding", "cache-control", "retry-after"})
 RETRYABLE_STATUS = frozenset({502, 503, 504})
 RETRY_AFTER_CAP_S = 60.0
+_DISCOVERED = attrgetter("discovered_models")
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 
 
@@ -301,7 +303,7 @@ class Proxy:
 
         t = pool.timeouts
         x = conn.exchange(head, req.raw, on_end, t.response_s, self.config.limits.max_response_bytes)
-        request.on_gone(lambda: x.abort("the client went away"))
+        request.on_gone(x.client_gone)
         return True
 
     def _pool_failed(self, state: core.PoolState, now: float) -> None:
@@ -583,7 +585,7 @@ class Proxy:
 
     def _savings_rate(self, model: str, pool: str) -> tuple[str, float]:
         """``core.savings_rate``, remembered per (model, pool) while the pools serve the same models."""
-        served = tuple([s.discovered_models for s in self.states.values()])
+        served = tuple(map(_DISCOVERED, self.states.values()))
         hit = self._savings.get((model, pool))
         if hit is None or hit[0] != served:
             if len(self._savings) >= 4096:

@@ -156,6 +156,10 @@ class Router:
 
     # --- API ---------------------------------------------------------------------------------------
 
+    def _served(self) -> list[str]:
+        """The models the pools serve (asked only when a request omits ``model`` where vLLM allows it)."""
+        return served_models(self.states.values())
+
     async def models(self, request: httpio.Request) -> httpio.Response:
         _, denied = self.admission.authenticate(request.headers)
         if denied:
@@ -237,7 +241,7 @@ class Router:
             return False
         started = time.perf_counter()
         req = openai_api.inference_now(request, self.config.limits.max_body_bytes,
-                                       lambda: served_models(self.states.values()))
+                                       self._served)
         if not isinstance(req, openai_api.InferenceRequest):
             return False
         decision = self._route(request, req, key, started)
@@ -272,7 +276,7 @@ class Router:
         if denied:
             return denied
         req = await openai_api.read_inference(request, self.config.limits.max_body_bytes,
-                                              lambda: served_models(self.states.values()))
+                                              self._served)
         if not isinstance(req, openai_api.InferenceRequest):
             return req
         decision = self._route(request, req, key, started)

@@ -294,6 +294,10 @@ class Exchange:
         if not self._ended:
             self._conn._broken(UpstreamError(message, "body" if self._head_seen else "head"))
 
+    def client_gone(self) -> None:
+        """The client left (``Request.on_gone``): give up, as :meth:`abort`."""
+        self.abort("the client went away")
+
     # the surface _Connection's parser callbacks feed (as a Response's)
     def _headed(self) -> bool:
         return self._head_seen

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from operator import attrgetter
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from fleet_router.core import filters as F
@@ -61,6 +62,9 @@ def learns_prefixes(config: "RouterConfig") -> bool:
     if any("policy" in may for may in config.auth.routing_headers.values()):
         names |= {*PROFILES, *(p.name for p in getattr(config, "profiles", ()))}
     return any(profile_for(config, n).reads_prompt() for n in names)
+
+
+_NAME = attrgetter("name")
 
 
 def _prefer_other_vendors(first: PoolState, rest: list[PoolState]) -> list[PoolState]:
@@ -160,12 +164,14 @@ def route(config: "RouterConfig", states: Mapping[str, PoolState], model: str, h
         scores = [1.0] * len(pools)
     ordered = PICKERS[profile.picker](ctx, pools, scores, rng)
     reason = _reason(profile, ctx, ordered[0], scores, pools)
-    rest = [s for s in live if s not in ordered] if len(ordered) < len(live) else []
-    if rest:
+    if len(ordered) < len(live):
+        rest = [s for s in live if s not in ordered]
         rest.sort(key=lambda s: (s.load(), s.name))
-    attempts = _prefer_other_vendors(ordered[0], ordered[1:] + rest)
+        ordered = ordered + rest
+    # (two pools or fewer: the other one is the failover whatever its vendor)
+    attempts = ordered if len(ordered) <= 2 else _prefer_other_vendors(ordered[0], ordered[1:])
     # positional: a NamedTuple built from keywords costs twice as much
-    return Decision(tier.name if tier else "none", policy, tuple([s.name for s in attempts]),
+    return Decision(tier.name if tier else "none", policy, tuple(map(_NAME, attempts)),
                     "overflow" if overflow_used else reason, overflow_used, blocks, ctx.total_blocks)
 
 
