@@ -69,9 +69,9 @@ def pair_ratio(out: dict, wname: str, ours: str, peer: str) -> tuple[float | Non
     Refused unless core 0's capacity — generator + backend per core-second, from their CPU per
     request in the direct run — is MIN_DIRECT_RATIO x the faster of the two: while either was
     measured, core 0 was then at most a fifth busy, so the generator was not what limited it.
-    Direct's own req/s is not that capacity: at the bench's connection count the generator and the
-    backend take turns on one core, and direct is bound by their hand-offs with core 0 half idle
-    (~32 k req/s measured where its CPU figures give ~70 k)."""
+    Direct's own req/s is that capacity only when core 0 was all its own: on a shared machine it
+    measures the slice it was given (a run at load 6.6: 32 k req/s where the CPU figures give 71 k;
+    a quiet run: 51 k both ways), which the capacity does not depend on."""
     tp = out.get("throughput") or {}
     w = tp.get("workloads", {}).get(wname)
     if w is None:

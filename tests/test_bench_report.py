@@ -138,10 +138,9 @@ def test_no_ratio_when_the_load_generator_may_be_the_limit():
 
 
 def test_the_headroom_is_core_0s_capacity_not_directs_own_req_s():
-    """Direct's req/s at the bench's connection count is bound by the generator and the backend
-    taking turns on one core (core 0 half idle), not by what core 0 can do: the headroom is taken
-    from their CPU per request. A proxy measured at a fifth of that capacity or less is judged,
-    however few req/s direct itself reached."""
+    """On a shared machine direct's req/s measure the slice of core 0 it was given, not what core 0
+    can do: the headroom is taken from the generator's and the backend's CPU per request. A proxy
+    measured at a fifth of that capacity or less is judged, however few req/s direct itself reached."""
     out = _results()
     t = out["throughput"]["workloads"]["short"]["targets"]
     t["direct"].update(rps=3 * t[VRR]["rps"], cpu_us_per_request=1e6 / t[VRR]["rps"] / 12,
