@@ -82,7 +82,7 @@ $(BENCH_STAMP): bench/requirements.txt
 
 # The interpreter the routers under test run on: an optimised CPython 3.11, as the router image's
 # python:3.11-slim (docker-library builds it --enable-optimizations --with-lto). Debian's python3.11
-# runs this router ~1.2x faster than a pyenv build without them; the bench's table shows both.
+# runs this router 1.1-1.2x faster than a pyenv build without them; the bench's table shows both.
 ROUTER_PYTHON ?= $(firstword $(wildcard /usr/bin/python3.11) $(PYTHON))
 BENCH_ROUTER_STAMP := .venv-bench-router/.installed
 $(BENCH_ROUTER_STAMP): router/pyproject.toml
