@@ -87,7 +87,9 @@ ROUTER_PYTHON ?= $(firstword $(wildcard /usr/bin/python3.11) $(PYTHON))
 BENCH_ROUTER_STAMP := .venv-bench-router/.installed
 $(BENCH_ROUTER_STAMP): router/pyproject.toml
 	$(ROUTER_PYTHON) -m venv .venv-bench-router
-	.venv-bench-router/bin/pip install --quiet --disable-pip-version-check ./router
+	@# the router's pinned dependencies only: the bench runs router/ from the tree (no build/ left in it)
+	.venv-bench-router/bin/python -c "import tomllib; print('\n'.join(tomllib.load(open('router/pyproject.toml', 'rb'))['project']['dependencies']))" > .venv-bench-router/router-requirements.txt
+	.venv-bench-router/bin/pip install --quiet --disable-pip-version-check -r .venv-bench-router/router-requirements.txt
 	touch $@
 
 bench: setup $(BENCH_STAMP) $(BENCH_ROUTER_STAMP)
