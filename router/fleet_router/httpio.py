@@ -264,17 +264,6 @@ class Response:
         self.body = body
 
 
-def proxied(status: int, body: bytes, block: bytes) -> Response:
-    """``Response(status=status, body=body, block=block)`` without the general constructor's work
-    (no headers of its own: every line is in ``block``), for an answer passed on request after request."""
-    r = _new_response(Response)
-    r.status, r.body, r.headers, r.block = status, body, {}, block
-    return r
-
-
-_new_response = object.__new__
-
-
 def header_block(headers: dict[str, str]) -> bytes:
     """``headers`` as a :class:`Response` ``block``: one ``name: value`` line each, without the
     headers the server frames itself (as for ``Response.headers``)."""
@@ -661,8 +650,7 @@ class _Connection(asyncio.Protocol):
             self._finished(r)
 
     def _finished(self, r: Request) -> None:
-        if self.site.access_log_on:
-            self.site.log_access(r)
+        self.site.log_access(r)
         if self.active is r:
             self.active = None
         if self.closed:
@@ -696,26 +684,15 @@ class _Connection(asyncio.Protocol):
                 and not (self.site.closing and not self.queue))
         if not keep:
             r.keep_alive = False
-        elif not headers and length is not None and length >= 0:  # a proxied answer: its lines are in block
-            return b"%b%bdate: %b\r\nx-request-id: %b\r\ncontent-length: %d\r\n\r\n" % (
-                _STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status, block, self.site.date.get(),
-                r.request_id.encode(), length)
-        parts = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status]
-        lines = self.site.header_lines
-        for kv in headers.items():
-            line = lines.get(kv)
-            if line is None:
-                line = self.site.header_line(kv)
-            parts.append(line)
-        parts.append(b"%bdate: %b\r\nx-request-id: %b\r\n" % (block, self.site.date.get(), r.request_id.encode()))
-        if length is None:
-            parts.append(b"transfer-encoding: chunked\r\n")
-        elif length >= 0:
-            parts.append(b"content-length: %d\r\n" % length)
-        if not keep:
-            parts.append(b"connection: close\r\n")
-        parts.append(b"\r\n")
-        return b"".join(parts)
+        own = b""  # the answer's own headers (a proxied one has none: its lines are all in block)
+        if headers:
+            lines = self.site.header_lines
+            own = b"".join([lines.get(kv) or self.site.header_line(kv) for kv in headers.items()])
+        framing = (b"transfer-encoding: chunked\r\n" if length is None else
+                   b"content-length: %d\r\n" % length if length >= 0 else b"")
+        return b"%b%b%bdate: %b\r\nx-request-id: %b\r\n%b%b\r\n" % (
+            _STATUS_LINES.get(status) or b"HTTP/1.1 %d Unknown\r\n" % status, own, block, self.site.date.get(),
+            r.request_id.encode(), framing, b"" if keep else b"connection: close\r\n")
 
     def write_response(self, r: Request, resp: Response) -> None:
         if self.closed:

@@ -137,10 +137,7 @@ def _fallback_model(endpoint: Endpoint, served: list[str], path: str) -> str | h
 def _head_problem(request: httpio.Request, endpoint: Endpoint, limit: int) -> httpio.Response | None:
     """The 415 / 413 the request's head alone earns (its body is then never read)."""
     ctype_header = request.headers.get("Content-Type", "")
-    if ctype_header == "application/json" and endpoint.body == "json":  # what nearly every client sends
-        ctype = ctype_header
-    else:
-        ctype = ctype_header.split(";")[0].strip().lower()
+    ctype = ctype_header.split(";")[0].strip().lower()
     if endpoint.body == "multipart":
         if ctype != "multipart/form-data" or _BOUNDARY.search(ctype_header) is None:
             return error(415, "Send this request as `multipart/form-data` (with its boundary), the audio "
@@ -230,8 +227,7 @@ def check_inference(request: httpio.Request, raw: bytes, limit: int,
             return error(400, f"`{field}` is required and must be {kinds}.", "invalid_request_error", code, field)
     if "stream" in body and not isinstance(body["stream"], bool):
         return error(400, "`stream` must be true or false.", "invalid_request_error", "invalid_stream", "stream")
-    return InferenceRequest(path, f"{path}?{request.query_string}" if request.query_string else path, raw, body,
-                            model)
+    return InferenceRequest(path, request.target, raw, body, model)
 
 
 def model_list(cards: Mapping[str, Mapping], now: int) -> dict:

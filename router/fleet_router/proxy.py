@@ -40,7 +40,7 @@ from fleet_router.config import ConfigError, Pool, RouterConfig
 from fleet_router.metrics import RouterMetrics
 from fleet_router.openai_api import InferenceRequest, error
 from fleet_router.upstream import (Deadlines, Exchange, Response, UpstreamError, UpstreamPool, UpstreamTimeout,
-                                   UpstreamTooLarge)
+                                   UpstreamTooLarge, request_head_end, request_lead)
 
 log = logging.getLogger("fleet_router")
 
@@ -231,22 +231,20 @@ class Proxy:
 
     def _head_block(self, request: httpio.Request, req: InferenceRequest) -> bytes:
         """Every header the backend gets but the pool's key (``_auth_lines``), encoded."""
-        return b"%bX-Request-Id: %b\r\n" % (self._forward_block(request, req), request.request_id.encode("latin-1"))
+        return self._forward_block(request, req) + _id_line(request)
 
     def _request_head(self, request: httpio.Request, req: InferenceRequest, pool: str, origin) -> bytes:
-        """The head :func:`request_head_block` writes for this request to ``pool`` at ``origin``, built
-        from a remembered lead (request line, Host, the forwarded headers, the pool's key): only the
-        length and the request id change from one request to the next."""
+        """The head :func:`request_head_block` writes for this request to ``pool`` at ``origin``, from
+        a remembered :func:`request_lead` (request line, Host, the forwarded headers, the pool's key):
+        only the length and the request id change from one request to the next."""
         key = (request.headers.key(), request.peer, request.trusted_peer, req.content_type, req.target, pool, origin)
         lead = self._leads.get(key)
         if lead is None:
             if len(self._leads) >= 4096:
                 self._leads.clear()
-            lead = self._leads[key] = b"POST %b HTTP/1.1\r\nHost: %b\r\n%b%b" % (
-                f"{origin.prefix}{req.target}".encode("latin-1"), origin.host_header.encode("latin-1"),
-                self._forward_block(request, req), self._auth_lines.get(pool, b""))
-        return b"%bContent-Length: %d\r\nX-Request-Id: %b\r\n\r\n" % (lead, len(req.raw),
-                                                                         request.request_id.encode("latin-1"))
+            lead = self._leads[key] = request_lead(origin, req.target, self._forward_block(request, req)
+                                                   + self._auth_lines.get(pool, b""))
+        return request_head_end(lead, len(req.raw), _id_line(request))
 
     def forward_now(self, request: httpio.Request, req: InferenceRequest, decision: core.Decision,
                     answer: Callable[[httpio.Response | Awaitable | None], None]) -> bool:
@@ -276,7 +274,7 @@ class Proxy:
                 core.on_first_byte(attempt, None, 0.0)  # no TTFT for a whole answer (see _attempt)
                 core.on_done(attempt)
                 self._account(decision, state, req.model, None, completion_tokens_of(x.body), x.status)
-                answer(httpio.proxied(x.status, x.body, self._block(x, state, decision)))
+                answer(httpio.Response(status=x.status, body=x.body, block=self._block(x, state, decision)))
                 return
             core.on_done(attempt)
             if request.gone:
@@ -592,6 +590,11 @@ class Proxy:
                 self._savings.clear()
             hit = self._savings[(model, pool)] = (served, *core.savings_rate(self.states, model, pool))
         return hit[1], hit[2]
+
+
+def _id_line(request: httpio.Request) -> bytes:
+    """The request's own id, as the backend gets it (every log on the way can follow it)."""
+    return b"X-Request-Id: %b\r\n" % request.request_id.encode("latin-1")
 
 
 def usage_of(whole: bytes) -> dict:

@@ -521,8 +521,19 @@ def request_head(origin: Origin, path: str, headers: list[tuple[str, str]], leng
 
 def request_head_block(origin: Origin, path: str, block: bytes, length: int) -> bytes:
     """:func:`request_head` with the headers already encoded (``block``: ``name: value`` CRLF lines)."""
-    return b"POST %b HTTP/1.1\r\nHost: %b\r\nContent-Length: %d\r\n%b\r\n" % (
-        f"{origin.prefix}{path}".encode("latin-1"), origin.host_header.encode("latin-1"), length, block)
+    return request_head_end(request_lead(origin, path, block), length)
+
+
+def request_lead(origin: Origin, path: str, block: bytes) -> bytes:
+    """The head of ``POST path`` to ``origin`` up to its length: the request line, Host and
+    ``block``. The same for every request with the same headers, so a caller may keep it."""
+    return b"POST %b HTTP/1.1\r\nHost: %b\r\n%b" % (
+        f"{origin.prefix}{path}".encode("latin-1"), origin.host_header.encode("latin-1"), block)
+
+
+def request_head_end(lead: bytes, length: int, more: bytes = b"") -> bytes:
+    """``lead`` (:func:`request_lead`) made a whole head: the body's length, ``more`` header lines."""
+    return b"%bContent-Length: %d\r\n%b\r\n" % (lead, length, more)
 
 
 class UpstreamPool:

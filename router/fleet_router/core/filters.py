@@ -1,6 +1,7 @@
-"""Filters: which pools may serve a request at all. The pipeline's own, in order: serves the model,
-not ejected, in the tier with a weight and not saturated (else the tier's overflow pools, else the
-least loaded of whatever serves it). A profile may add its own after those, from ``FILTERS``."""
+"""Filters: which pools may serve a request at all. The pipeline's own — serves the model, not
+ejected, in the tier with a weight and not saturated — are applied in one pass by
+:func:`fleet_router.core.pipeline.route` (else the tier's overflow pools, below, else the least
+loaded of whatever serves it). A profile may add its own after those, from ``FILTERS``."""
 
 from __future__ import annotations
 
@@ -13,19 +14,6 @@ BOUNDED_LOAD_C = 1.25
 fleet's average (Mirrokni, Thorup, Zadimoghaddam, "Consistent Hashing with Bounded Loads", 2016)."""
 
 Filter = Callable[[RequestContext, Sequence[PoolState]], list[PoolState]]
-
-
-def serving(model: str, pools: Sequence[PoolState]) -> list[PoolState]:
-    return [p for p in pools if p.serves(model)]
-
-
-def available(now: float, pools: Sequence[PoolState]) -> list[PoolState]:
-    return [p for p in pools if p.available(now)]
-
-
-def in_tier(weights, pools: Sequence[PoolState]) -> list[PoolState]:
-    """Pools the tier gives a weight, and that have room (in-flight, scraped queue, KV use)."""
-    return [p for p in pools if weights.get(p.name, 0) > 0 and not p.saturated()]
 
 
 def overflow(names, pools: Sequence[PoolState]) -> list[PoolState]:

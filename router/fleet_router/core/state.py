@@ -69,15 +69,7 @@ class PoolState:
         return self.requests() / self.pool.max_concurrency + max(0.0, self.kv_usage - 0.9) * 5
 
     def saturated(self) -> bool:
-        """``load() >= 1``, asked of every candidate pool on every request: computed in place."""
-        if self.reports_running:
-            r = self.running + self.waiting + self.sent_since_scrape - self.ended_since_scrape
-            if r < self.in_flight:
-                r = self.in_flight
-        else:
-            r = self.in_flight + self.waiting
-        kv = self.kv_usage
-        return r / self.pool.max_concurrency + (kv - 0.9) * 5 * (kv > 0.9) >= 1.0
+        return self.load() >= 1.0
 
     def prefill_work(self, uncached_blocks: float) -> float:
         """Relative time until a request's first token here: the prompt blocks queued ahead of it
