@@ -280,6 +280,9 @@ WRK_MISSING = ("wrk (the compiled load generator) is not on PATH: install it wit
                "(Debian/Ubuntu), `dnf install wrk` (Fedora), `brew install wrk` (macOS), or build it from "
                "its source; the bench does not fall back to a Python generator, which tops out near 5 k req/s")
 
+#: The phases, in the order a full run runs them (``--only``'s default; ``--update`` merges by them).
+PHASES = ("throughput", "latency", "routing", "failover", "migration", "replicas")
+
 # name -> (kind, stream, connections, targets). One fact in one place: report.py reads the pairs.
 #: fleet_router round-robin again, on the interpreter running the bench (this machine's default
 #: CPython), when that is not the router's: what the choice of interpreter alone is worth.
@@ -816,7 +819,7 @@ def main() -> int:
     ap.add_argument("--migration-workers", type=int, default=24, help="concurrent streams in the migration phase")
     ap.add_argument("--migration-tokens", type=int, default=200, help="tokens per stream (migration phase)")
     ap.add_argument("--migration-seconds", type=float, default=8.0, help="load per run (migration phase)")
-    ap.add_argument("--only", default="throughput,latency,routing,failover,migration,replicas")
+    ap.add_argument("--only", default=",".join(PHASES))
     ap.add_argument("--update", action="store_true",
                     help="keep the phases not run from the last results.json (each phase says which run it is from)")
     cfg = ap.parse_args()
@@ -875,16 +878,17 @@ def main() -> int:
     return 0
 
 
-PHASES = ("throughput", "latency", "routing", "failover", "migration", "replicas")
-
-
 def _merged(out: dict, previous: Path) -> dict:
     """``out`` with the phases it did not run taken from ``previous`` (``--update``), each phase's
     run (start, commit, load) kept beside it under ``phases``: a phase re-run on a quieter machine
     replaces only itself, and the report says which figures come from which run."""
     try:
         old = json.loads(previous.read_text())
-    except (OSError, ValueError):
+    except FileNotFoundError:
+        return out  # no earlier run: nothing to keep
+    except (OSError, ValueError) as e:
+        print(f"bench: --update: {previous} unreadable ({e}); only the phases run now are reported",
+              file=sys.stderr)
         return out
     before = old.get("phases") or {p: {k: old.get("machine", {}).get(k) for k in ("commit", "loadavg_start", "loadavg_end")}
                                     | {"started": old.get("started")} for p in PHASES if p in old}
